@@ -1,0 +1,62 @@
+# Declarations of the compiled framing core (asynframe._core_c).
+#
+# Read path (FrameScanner):
+#
+#   socket --recv()--> _buf[_end:]  (or feed(bytes): scanned in place when
+#                                    nothing is held back, copied otherwise)
+#          _buf[_start:_end] --scan at current terminator-->
+#               MODE_CALLBACKS: target.collect_incoming_data(chunk) / found_terminator()
+#               MODE_COLLECT:   _incoming.append(chunk) in C / found_terminator()
+#               MODE_FRAMES:    target.frame_received(frame)
+#          what is left after a scan is at most len(terminator) - 1 bytes that
+#          may start a split terminator; they move to _buf[0:] (compaction is
+#          a memmove of that tail, never a re-slice of the whole stream).
+#
+# Write path (PushQueue):
+#
+#   push(bytes) -> _items (a list; _head indexes the first live entry, so the
+#   queue pops in O(1) and is compacted in bulk) -> send(): gather up to
+#   IOV_MAX iovecs starting at _items[_head] + _offset, pulling producers in
+#   place as they come up, stop at the close sentinel (None) -> one
+#   sendmsg(MSG_NOSIGNAL) -> _consume(sent) advances _head/_offset and drops
+#   the references of everything fully sent.
+
+cdef class FrameScanner:
+    cdef int _mode
+    cdef int _kind              # TERM_NONE, TERM_BYTES or TERM_INT
+    cdef object _term           # the terminator object as set (bytes, 0, b"", None)
+    cdef Py_ssize_t _remaining  # TERM_INT: bytes still to come
+    cdef char *_buf             # receive buffer; held-back bytes live in [_start:_end]
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t _start
+    cdef Py_ssize_t _end
+    cdef list _incoming
+    cdef unsigned long _clears
+    cdef bint _busy
+    cdef Py_ssize_t _exports    # live memoryviews from get_buffer(): no realloc then
+
+    cdef void _set(self, object term)
+    cdef int _reserve(self, Py_ssize_t extra) except -1
+    cdef int _scan_buffer(self, object target) except -1
+    cdef int _hold(self, const char *ptr, Py_ssize_t length) except -1
+    cdef int _scan(self, object target, const char *data, Py_ssize_t length,
+                   object whole) except -1
+    cdef int _deliver_partial(self, object target, object chunk) except -1
+    cdef int _deliver_frame_end(self, object target, object chunk) except -1
+    cdef object _join_incoming(self)
+
+
+cdef class PushQueue:
+    cdef list _items
+    cdef Py_ssize_t _head       # index of the first live item in _items
+    cdef Py_ssize_t _offset     # bytes of _items[_head] already sent
+    cdef Py_ssize_t _buffered
+    cdef public object encoding
+    cdef Py_ssize_t _pushes
+    cdef Py_ssize_t _sends
+
+    cdef void _compact(self)
+    cdef int _pull(self, Py_ssize_t index) except -1
+    cdef Py_ssize_t _ready(self, Py_ssize_t budget) except -1
+    cdef int _consume(self, Py_ssize_t nbytes) except -1
+    cdef object _encode(self, object text)

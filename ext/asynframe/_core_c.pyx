@@ -1,0 +1,777 @@
+# The compiled framing core.  Its pure-Python twin is
+# src/asynframe/_core_py.py: same names, same behaviour (tests/ runs every
+# behaviour test on both).  The data paths are described in _core_c.pxd.
+
+cimport cython
+from cpython.buffer cimport (
+    PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer,
+)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.long cimport PyLong_FromSsize_t
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdlib cimport free, realloc
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+
+import os as _os
+
+cdef extern from *:
+    """
+    #include <sys/types.h>
+    #include <sys/socket.h>
+    #include <sys/uio.h>
+    #ifndef MSG_NOSIGNAL
+    #define MSG_NOSIGNAL 0  /* macOS: SIGPIPE is ignored by CPython anyway */
+    #endif
+    #ifndef ENOTSOCK
+    #define ENOTSOCK 88
+    #endif
+    """
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    struct msghdr:
+        void *msg_name
+        int msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t c_sendmsg "sendmsg" (int fd, const msghdr *msg, int flags)
+    ssize_t c_writev "writev" (int fd, const iovec *iov, int count)
+    ssize_t c_recv "recv" (int fd, void *buf, size_t n, int flags)
+    int MSG_NOSIGNAL
+    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject *items) except -1
+    int ENOTSOCK
+    int EWOULDBLOCK
+
+IMPLEMENTATION = "c"
+
+MODE_CALLBACKS = 0
+MODE_COLLECT = 1
+MODE_FRAMES = 2
+
+# Upper bound on the buffers handed to one sendmsg(): IOV_MAX on Linux and the BSDs.
+DEF_IOV_MAX = 1024
+IOV_MAX = DEF_IOV_MAX
+# One flush stops gathering once this many bytes are lined up (see _core_py).
+cdef Py_ssize_t C_SEND_BUDGET = 1 << 20
+SEND_BUDGET = C_SEND_BUDGET
+DEFAULT_READ_SIZE = 65536
+
+cdef enum:
+    C_IOV_MAX = 1024
+    TERM_NONE = 0
+    TERM_BYTES = 1
+    TERM_INT = 2
+    C_MODE_CALLBACKS = 0
+    C_MODE_COLLECT = 1
+    C_MODE_FRAMES = 2
+
+
+cdef inline Py_ssize_t _find(const char *hay, Py_ssize_t hlen,
+                             const char *needle, Py_ssize_t nlen) noexcept nogil:
+    # memchr for the first byte, memcmp for the rest: terminators are short,
+    # and memchr runs at memory bandwidth between candidates.
+    cdef const char *p = hay
+    cdef const char *stop
+    cdef char first
+    if hlen < nlen:
+        return -1
+    stop = hay + hlen - nlen + 1
+    first = needle[0]
+    while p < stop:
+        p = <const char *>memchr(p, first, stop - p)
+        if p == NULL:
+            return -1
+        if nlen == 1 or memcmp(p + 1, needle + 1, nlen - 1) == 0:
+            return p - hay
+        p += 1
+    return -1
+
+
+cdef inline Py_ssize_t _prefix_at_end(const char *hay, Py_ssize_t hlen,
+                                      const char *needle, Py_ssize_t nlen) noexcept nogil:
+    cdef Py_ssize_t length = nlen - 1
+    if length > hlen:
+        length = hlen
+    while length > 0:
+        if memcmp(hay + hlen - length, needle, length) == 0:
+            return length
+        length -= 1
+    return 0
+
+
+def find_prefix_at_end(haystack, needle):
+    """Length of the longest proper prefix of *needle* that ends *haystack*.
+
+    ``find_prefix_at_end(b"qwerty\\r", b"\\r\\n") == 1``.  Same contract as
+    ``asynchat.find_prefix_at_end``.
+    """
+    if PyBytes_CheckExact(haystack) and PyBytes_CheckExact(needle):
+        return _prefix_at_end(PyBytes_AS_STRING(haystack), PyBytes_GET_SIZE(haystack),
+                              PyBytes_AS_STRING(needle), PyBytes_GET_SIZE(needle))
+    length = len(needle) - 1
+    while length and not haystack.endswith(needle[:length]):
+        length -= 1
+    return length
+
+
+cdef object _check_terminator(object term, object encoding):
+    if term is None:
+        return None
+    if isinstance(term, str):
+        if encoding is None:
+            raise TypeError(
+                "str terminator %r needs use_encoding; pass bytes instead" % (term,))
+        return term.encode(encoding)
+    if isinstance(term, int):
+        if term < 0:
+            raise ValueError("the number of received bytes must be positive")
+        return term
+    if isinstance(term, (bytes, bytearray, memoryview)):
+        return bytes(term)
+    raise TypeError(
+        "terminator must be bytes, a non-negative int or None, not %s" % type(term).__name__)
+
+
+cdef int _check_mode(object mode) except -1:
+    if mode not in (C_MODE_CALLBACKS, C_MODE_COLLECT, C_MODE_FRAMES):
+        raise ValueError("unknown scanner mode %r" % (mode,))
+    return mode
+
+
+@cython.final
+cdef class FrameScanner:
+    """Split an incoming byte stream at the current terminator.
+
+    The terminator is bytes (any length), an int (a byte count that counts
+    down as data arrives, like asynchat's ``terminator`` attribute), or
+    ``None``/``0``/``b""`` (no framing: everything is delivered).
+
+    How data reaches the *target* object passed to ``feed``/``buffer_updated``
+    depends on *mode*:
+
+    ``MODE_CALLBACKS``
+        ``target.collect_incoming_data(chunk)`` then ``target.found_terminator()``,
+        call for call what asynchat makes.
+    ``MODE_COLLECT``
+        The scanner appends chunks to its own ``incoming`` list (what asynchat's
+        ``_collect_incoming_data`` does) and calls ``target.found_terminator()``;
+        ``get_data()`` joins and empties the list (asynchat's ``_get_data``).
+    ``MODE_FRAMES``
+        One call per frame: ``target.frame_received(frame)`` with the whole
+        frame assembled, terminator excluded.  Without a terminator each chunk
+        of stream data is handed over as it arrives.
+
+    Changing the terminator or the mode inside a callback applies to the very
+    next byte.  Bytes that might be the start of a split terminator are held
+    back (``pending``) until the next read decides.  ``clear()`` inside a
+    callback drops the rest of the data being scanned.
+    """
+
+    def __cinit__(self, int mode=C_MODE_CALLBACKS):
+        self._mode = _check_mode(mode)
+        self._kind = TERM_NONE
+        self._term = None
+        self._incoming = []
+        self._buf = NULL
+
+    def __dealloc__(self):
+        free(self._buf)
+
+    # -- configuration -----------------------------------------------------
+    @property
+    def mode(self):
+        """MODE_CALLBACKS, MODE_COLLECT or MODE_FRAMES."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode):
+        self._mode = _check_mode(mode)
+
+    def set_terminator(self, term, encoding=None):
+        """Set the terminator; *encoding* converts a str terminator to bytes."""
+        self._set(_check_terminator(term, encoding))
+
+    cdef void _set(self, object term):
+        if term is None or not term:
+            self._kind = TERM_NONE
+            self._term = term
+        elif PyBytes_CheckExact(term):
+            self._kind = TERM_BYTES
+            self._term = term
+        else:
+            self._kind = TERM_INT
+            self._remaining = term
+            self._term = None
+
+    @property
+    def terminator(self):
+        """The current terminator; an int counts down as its bytes arrive."""
+        if self._kind == TERM_INT:
+            return PyLong_FromSsize_t(self._remaining)
+        return self._term
+
+    @terminator.setter
+    def terminator(self, term):
+        self._set(_check_terminator(term, None))
+
+    # -- state -------------------------------------------------------------
+    @property
+    def pending(self):
+        """Bytes received but held back (a possible terminator prefix)."""
+        return PyBytes_FromStringAndSize(self._buf + self._start, self._end - self._start)
+
+    @property
+    def incoming(self):
+        """Chunks of the current frame collected by the core (MODE_COLLECT/FRAMES)."""
+        return self._incoming
+
+    @incoming.setter
+    def incoming(self, value):
+        if not isinstance(value, list):
+            raise TypeError("incoming must be a list, not %s" % type(value).__name__)
+        self._incoming = value
+
+    def get_data(self):
+        """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
+        return self._join_incoming()
+
+    cdef object _join_incoming(self):
+        cdef list incoming = self._incoming
+        cdef object data
+        if PyList_GET_SIZE(incoming) == 1 and PyBytes_CheckExact(<object>PyList_GET_ITEM(incoming, 0)):
+            data = <object>PyList_GET_ITEM(incoming, 0)
+        else:
+            data = b"".join(incoming)
+        PyList_SetSlice(incoming, 0, PyList_GET_SIZE(incoming), NULL)
+        return data
+
+    def clear(self):
+        """Drop held-back bytes and collected chunks; scanning in progress stops."""
+        self._start = self._end = 0
+        PyList_SetSlice(self._incoming, 0, PyList_GET_SIZE(self._incoming), NULL)
+        self._clears += 1
+
+    # -- buffer management ---------------------------------------------------
+    cdef int _reserve(self, Py_ssize_t extra) except -1:
+        """Make room for *extra* bytes at _buf[_end:]."""
+        cdef Py_ssize_t need
+        cdef Py_ssize_t cap
+        cdef char *grown
+        if self._cap - self._end >= extra:
+            return 0
+        if self._start:
+            # Only a terminator prefix is ever held, so this moves a few bytes.
+            memmove(self._buf, self._buf + self._start, self._end - self._start)
+            self._end -= self._start
+            self._start = 0
+            if self._cap - self._end >= extra:
+                return 0
+        if self._exports:
+            raise BufferError("the buffer from get_buffer() is still in use")
+        need = self._end + extra
+        cap = self._cap * 2 if self._cap else 4096
+        while cap < need:
+            cap *= 2
+        grown = <char *>realloc(self._buf, cap)
+        if grown == NULL:
+            raise MemoryError()
+        self._buf = grown
+        self._cap = cap
+        return 0
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, self._buf + self._end, self._cap - self._end, 0, flags)
+        self._exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self._exports -= 1
+
+    def get_buffer(self, sizehint=-1):
+        """A writable buffer to ``recv_into``; then report the count to ``buffer_updated``."""
+        cdef Py_ssize_t size = DEFAULT_READ_SIZE if sizehint is None or sizehint <= 0 else sizehint
+        if self._busy:
+            raise RuntimeError("get_buffer() called from inside a scanner callback")
+        self._reserve(size)
+        return memoryview(self)
+
+    def buffer_updated(self, target, Py_ssize_t nbytes):
+        """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
+        if self._busy:
+            raise RuntimeError("FrameScanner.buffer_updated() called from inside one of its callbacks")
+        if nbytes < 0 or nbytes > self._cap - self._end:
+            raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, self._cap - self._end))
+        self._end += nbytes
+        self._scan_buffer(target)
+
+    def receive(self, target, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
+        """``recv`` up to *size* bytes from *sock* (socket or fd) and scan them.
+
+        Returns the byte count, 0 at end of file, -1 when the read would block.
+        Other errors raise ``OSError``.
+        """
+        cdef int fd
+        cdef ssize_t got
+        if self._busy:
+            raise RuntimeError("FrameScanner.receive() called from inside one of its callbacks")
+        if size <= 0:
+            raise ValueError("size must be positive")
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        self._reserve(size)
+        while True:
+            got = c_recv(fd, self._buf + self._end, size, 0)
+            if got >= 0:
+                break
+            if errno == EINTR:
+                continue
+            if errno == EAGAIN or errno == EWOULDBLOCK:
+                return -1
+            raise OSError(errno, _os.strerror(errno))
+        if got:
+            self._end += got
+            self._scan_buffer(target)
+        return got
+
+    cdef int _scan_buffer(self, object target) except -1:
+        cdef Py_ssize_t start = self._start
+        cdef Py_ssize_t end = self._end
+        # The scanned bytes stay where they are; what is held back afterwards
+        # is memmoved to _buf[0:] by _hold.
+        self._start = self._end = 0
+        self._busy = True
+        try:
+            self._scan(target, self._buf + start, end - start, None)
+        finally:
+            self._busy = False
+        return 0
+
+    # -- input ---------------------------------------------------------------
+    def feed(self, target, data):
+        """Scan *data* (appended to anything held back), calling back *target*."""
+        cdef Py_buffer view
+        cdef bint release = False
+        cdef const char *ptr
+        cdef Py_ssize_t length
+        if self._busy:
+            raise RuntimeError("FrameScanner.feed() called from inside one of its callbacks")
+        if PyBytes_CheckExact(data):
+            ptr = PyBytes_AS_STRING(data)
+            length = PyBytes_GET_SIZE(data)
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            release = True
+            ptr = <const char *>view.buf
+            length = view.len
+            data = None
+        try:
+            if length == 0:
+                return
+            if self._end > self._start:
+                self._reserve(length)
+                memcpy(self._buf + self._end, ptr, length)
+                self._end += length
+                self._scan_buffer(target)
+            else:
+                self._start = self._end = 0
+                self._busy = True
+                try:
+                    self._scan(target, ptr, length, data)
+                finally:
+                    self._busy = False
+        finally:
+            if release:
+                PyBuffer_Release(&view)
+
+    cdef int _hold(self, const char *ptr, Py_ssize_t length) except -1:
+        # ptr may point into _buf itself (a scan of the receive buffer).
+        if ptr >= self._buf and ptr < self._buf + self._cap:
+            memmove(self._buf, ptr, length)
+        else:
+            self._reserve(length)
+            memcpy(self._buf, ptr, length)
+        self._start = 0
+        self._end = length
+        return 0
+
+    cdef int _deliver_partial(self, object target, object chunk) except -1:
+        if self._mode == C_MODE_CALLBACKS:
+            target.collect_incoming_data(chunk)
+        else:
+            PyList_Append(self._incoming, chunk)
+        return 0
+
+    cdef int _deliver_frame_end(self, object target, object chunk) except -1:
+        # The last piece of a frame in MODE_COLLECT or MODE_FRAMES.
+        if self._mode == C_MODE_COLLECT:
+            if chunk is not None:
+                PyList_Append(self._incoming, chunk)
+            target.found_terminator()
+        else:
+            if chunk is None:
+                chunk = b""
+            if PyList_GET_SIZE(self._incoming):
+                PyList_Append(self._incoming, chunk)
+                chunk = self._join_incoming()
+            target.frame_received(chunk)
+        return 0
+
+    cdef int _scan(self, object target, const char *data, Py_ssize_t end,
+                   object whole) except -1:
+        # *whole*, when not None, is a bytes object whose contents are exactly
+        # data[0:end]: handed over as-is when a chunk spans all of it.
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t index
+        cdef Py_ssize_t avail
+        cdef Py_ssize_t keep
+        cdef Py_ssize_t need
+        cdef Py_ssize_t tlen
+        cdef const char *tptr
+        cdef unsigned long clears = self._clears
+        cdef int mode
+        cdef object term
+        cdef object chunk
+        try:
+            while pos < end:
+                mode = self._mode
+                if self._kind == TERM_NONE:
+                    if pos == 0 and whole is not None:
+                        chunk = whole
+                    else:
+                        chunk = PyBytes_FromStringAndSize(data + pos, end - pos)
+                    if mode == C_MODE_FRAMES:
+                        pos = end
+                        self._deliver_frame_end(target, chunk)
+                    else:
+                        self._deliver_partial(target, chunk)
+                        pos = end
+                elif self._kind == TERM_INT:
+                    avail = end - pos
+                    need = self._remaining
+                    if avail < need:
+                        if pos == 0 and whole is not None:
+                            chunk = whole
+                        else:
+                            chunk = PyBytes_FromStringAndSize(data + pos, avail)
+                        self._deliver_partial(target, chunk)
+                        pos = end
+                        # asynchat counts down after the callback, whatever it set
+                        self._kind = TERM_INT
+                        self._remaining = need - avail
+                        self._term = None
+                    else:
+                        if pos == 0 and need == end and whole is not None:
+                            chunk = whole
+                        else:
+                            chunk = PyBytes_FromStringAndSize(data + pos, need)
+                        if mode == C_MODE_CALLBACKS:
+                            target.collect_incoming_data(chunk)
+                            pos += need
+                            self._kind = TERM_NONE
+                            self._term = 0
+                            target.found_terminator()
+                        else:
+                            pos += need
+                            self._kind = TERM_NONE
+                            self._term = 0
+                            self._deliver_frame_end(target, chunk)
+                else:
+                    term = self._term
+                    tptr = PyBytes_AS_STRING(term)
+                    tlen = PyBytes_GET_SIZE(term)
+                    index = _find(data + pos, end - pos, tptr, tlen)
+                    if index < 0:
+                        keep = _prefix_at_end(data + pos, end - pos, tptr, tlen)
+                        if keep == end - pos:
+                            self._hold(data + pos, keep)
+                            return 0
+                        if pos == 0 and keep == 0 and whole is not None:
+                            chunk = whole
+                        else:
+                            chunk = PyBytes_FromStringAndSize(data + pos, end - pos - keep)
+                        self._deliver_partial(target, chunk)
+                        pos = end
+                        if keep and self._clears == clears:
+                            self._hold(data + end - keep, keep)
+                        return 0
+                    # Several frames per read is the common case: stay in this
+                    # loop while the callbacks leave terminator and mode alone.
+                    while True:
+                        index += pos
+                        if mode == C_MODE_CALLBACKS:
+                            if index > pos:
+                                target.collect_incoming_data(
+                                    PyBytes_FromStringAndSize(data + pos, index - pos))
+                            pos = index + tlen
+                            target.found_terminator()
+                        elif mode == C_MODE_COLLECT:
+                            if index > pos:
+                                PyList_Append(self._incoming,
+                                              PyBytes_FromStringAndSize(data + pos, index - pos))
+                            pos = index + tlen
+                            target.found_terminator()
+                        else:
+                            chunk = PyBytes_FromStringAndSize(data + pos, index - pos)
+                            pos = index + tlen
+                            if PyList_GET_SIZE(self._incoming):
+                                PyList_Append(self._incoming, chunk)
+                                chunk = self._join_incoming()
+                            target.frame_received(chunk)
+                        if (self._term is not term or self._kind != TERM_BYTES
+                                or self._mode != mode or self._clears != clears):
+                            break
+                        index = _find(data + pos, end - pos, tptr, tlen)
+                        if index < 0:
+                            break
+                if self._clears != clears:
+                    return 0
+        except BaseException:
+            # asynchat keeps the unscanned rest in ac_in_buffer when a callback
+            # raises; so do we, unless the callback cleared the buffers.
+            if self._clears == clears and pos < end:
+                self._hold(data + pos, end - pos)
+            raise
+        return 0
+
+
+@cython.final
+cdef class PushQueue:
+    """Ordered output queue: byte strings, producers and the close sentinel.
+
+    ``send(sock)`` hands as many queued bytes as it can to one scatter-gather
+    ``sendmsg`` (at most ``IOV_MAX`` buffers, about ``SEND_BUDGET`` bytes),
+    pulling producers (objects with ``more()``) only when their turn comes.
+    A partially sent buffer is resumed from an offset, never copied.  The close
+    sentinel (queued by ``push_close``) is reported by ``close_pending`` once
+    everything queued before it has been sent.
+
+    ``buffered`` is the number of bytes queued as data (producers count once
+    they have been pulled).  *encoding*, when given, turns str data from
+    producers into bytes, as asynchat's ``use_encoding`` does.
+    """
+
+    def __cinit__(self, encoding=None):
+        self._items = []
+        self.encoding = encoding
+
+    def __len__(self):
+        return PyList_GET_SIZE(self._items) - self._head
+
+    def __bool__(self):
+        return PyList_GET_SIZE(self._items) > self._head
+
+    @property
+    def buffered(self):
+        """Bytes queued as data and not yet sent."""
+        return self._buffered
+
+    @property
+    def stats(self):
+        """(pushes, sendmsg calls) since creation: a debug counter for tests."""
+        return (self._pushes, self._sends)
+
+    def push(self, data):
+        """Queue bytes-like *data*; empty data is ignored."""
+        cdef Py_ssize_t size
+        if not PyBytes_CheckExact(data):
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+            data = bytes(data)
+        size = PyBytes_GET_SIZE(data)
+        if size:
+            PyList_Append(self._items, data)
+            self._buffered += size
+            self._pushes += 1
+
+    def push_producer(self, producer):
+        """Queue a producer (anything with ``more()``) or bytes-like data."""
+        if producer is None:
+            raise TypeError("producer must not be None; use push_close()")
+        if isinstance(producer, (bytes, bytearray, memoryview)):
+            self.push(producer)
+        elif isinstance(producer, str):
+            self.push(self._encode(producer))
+        elif not hasattr(producer, "more"):
+            raise TypeError(
+                "producer must be bytes-like or have a more() method, not %s"
+                % type(producer).__name__)
+        else:
+            PyList_Append(self._items, producer)
+            self._pushes += 1
+
+    def push_close(self):
+        """Queue the close sentinel, reported once everything before it is sent."""
+        PyList_Append(self._items, None)
+
+    def clear(self):
+        """Drop everything queued."""
+        self._items = []
+        self._head = 0
+        self._offset = 0
+        self._buffered = 0
+
+    @property
+    def close_pending(self):
+        """True when the close sentinel is at the head of the queue."""
+        return (PyList_GET_SIZE(self._items) > self._head
+                and <object>PyList_GET_ITEM(self._items, self._head) is None)
+
+    def pop_close(self):
+        """Remove the close sentinel at the head; True if there was one."""
+        if self.close_pending:
+            self._head += 1
+            self._compact()
+            return True
+        return False
+
+    def snapshot(self):
+        """A copy of the queued items (the unsent part of the head included)."""
+        items = self._items[self._head:]
+        if items and self._offset and PyBytes_CheckExact(items[0]):
+            items[0] = items[0][self._offset:]
+        return items
+
+    cdef object _encode(self, object text):
+        if self.encoding is None:
+            raise TypeError("str data needs an encoding (use_encoding); push bytes")
+        return text.encode(self.encoding)
+
+    cdef void _compact(self):
+        cdef Py_ssize_t size = PyList_GET_SIZE(self._items)
+        if self._head >= size:
+            if size:
+                self._items = []
+            self._head = 0
+        elif self._head >= 64 and self._head * 2 >= size:
+            PyList_SetSlice(self._items, 0, self._head, NULL)
+            self._head = 0
+
+    cdef int _pull(self, Py_ssize_t index) except -1:
+        """Replace the producer at *index* by its next output, or drop it."""
+        cdef list items = self._items
+        producer = <object>PyList_GET_ITEM(items, index)
+        data = producer.more()
+        # more() may have touched the queue; only act if the producer is still there
+        if (self._items is not items or index >= PyList_GET_SIZE(items)
+                or <object>PyList_GET_ITEM(items, index) is not producer):
+            return 0
+        if data:
+            if not PyBytes_CheckExact(data):
+                if isinstance(data, str):
+                    data = self._encode(data)
+                elif isinstance(data, (bytes, bytearray, memoryview)):
+                    data = bytes(data)
+                else:
+                    raise TypeError(
+                        "producer.more() must return bytes, not %s" % type(data).__name__)
+            items.insert(index, data)
+            self._buffered += PyBytes_GET_SIZE(data)
+        else:
+            del items[index]
+        return 0
+
+    cdef int _consume(self, Py_ssize_t nbytes) except -1:
+        # Everything sent came from the bytes items at the head: send() pulled
+        # producers before them and stops at the sentinel.
+        cdef list items = self._items
+        cdef Py_ssize_t offset = self._offset + nbytes
+        cdef Py_ssize_t size
+        self._buffered -= nbytes
+        while offset:
+            size = PyBytes_GET_SIZE(<object>PyList_GET_ITEM(items, self._head))
+            if offset < size:
+                break
+            offset -= size
+            items[self._head] = None  # drop the reference now, compact later
+            self._head += 1
+        self._offset = offset
+        self._compact()
+        return 0
+
+    cdef Py_ssize_t _ready(self, Py_ssize_t budget) except -1:
+        """Pull producers until *budget* bytes (or IOV_MAX items) are ready.
+
+        Returns the number of bytes items ready at the head.  No Python code
+        runs between this and the gathering in send(), so the borrowed
+        pointers taken there stay valid.
+        """
+        cdef Py_ssize_t i = self._head
+        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t total = -self._offset
+        cdef object item
+        while i < PyList_GET_SIZE(self._items) and count < C_IOV_MAX and total < budget:
+            item = <object>PyList_GET_ITEM(self._items, i)
+            if item is None:
+                break
+            if not PyBytes_CheckExact(item):
+                self._pull(i)
+                # the producer may have cleared or drained the queue
+                if i < self._head:
+                    return 0
+                continue
+            total += PyBytes_GET_SIZE(item)
+            count += 1
+            i += 1
+        return count
+
+    def next_chunk(self, Py_ssize_t size):
+        """Up to *size* bytes from the head, for callers that send themselves.
+
+        Returns None when nothing is ready (empty queue, or the sentinel is
+        next).  Report what was sent with ``consume(n)``.
+        """
+        if not self._ready(1):
+            return None
+        head = <object>PyList_GET_ITEM(self._items, self._head)
+        return memoryview(head)[self._offset:self._offset + size]
+
+    def consume(self, Py_ssize_t nbytes):
+        """Account for *nbytes* sent by the caller from ``next_chunk()``."""
+        if nbytes < 0 or nbytes > self._buffered:
+            raise ValueError("cannot consume %d of %d buffered bytes" % (nbytes, self._buffered))
+        self._consume(nbytes)
+
+    def send(self, sock):
+        """One scatter-gather send of the queued bytes to *sock* (socket or fd).
+
+        Returns the byte count the kernel took; 0 when it would block or
+        nothing is ready.  Other socket errors propagate as ``OSError``.
+        """
+        cdef iovec iov[C_IOV_MAX]
+        cdef msghdr msg
+        cdef Py_ssize_t count
+        cdef Py_ssize_t i
+        cdef ssize_t sent
+        cdef int fd
+        cdef object item
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        count = self._ready(C_SEND_BUDGET)
+        if not count:
+            return 0
+        for i in range(count):
+            item = <object>PyList_GET_ITEM(self._items, self._head + i)
+            iov[i].iov_base = PyBytes_AS_STRING(item)
+            iov[i].iov_len = PyBytes_GET_SIZE(item)
+        iov[0].iov_base = <char *>iov[0].iov_base + self._offset
+        iov[0].iov_len -= self._offset
+        memset(&msg, 0, sizeof(msg))
+        msg.msg_iov = iov
+        msg.msg_iovlen = count
+        self._sends += 1
+        while True:
+            sent = c_sendmsg(fd, &msg, MSG_NOSIGNAL)
+            if sent < 0 and errno == ENOTSOCK:
+                sent = c_writev(fd, iov, <int>count)  # pipes: file_dispatcher
+            if sent >= 0:
+                break
+            if errno == EINTR:
+                continue
+            if errno == EAGAIN or errno == EWOULDBLOCK:
+                return 0
+            raise OSError(errno, _os.strerror(errno))
+        if sent:
+            self._consume(sent)
+        return sent

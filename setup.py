@@ -1,0 +1,41 @@
+"""Build the compiled framing core.
+
+The extension is mandatory for this build: if Cython or the C compiler fails,
+the install fails.  The pure-Python twin is chosen only at import time (see
+``asynframe._core``), never by a build that quietly dropped the extension.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+COMPILER_DIRECTIVES = {
+    "language_level": "3",
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "embedsignature": True,
+    "freethreading_compatible": True,
+}
+
+extra_compile_args = []
+extra_link_args = []
+if os.environ.get("ASYNFRAME_ASAN") == "1":
+    # Documented in docs/development.md: run the core tests under AddressSanitizer.
+    extra_compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
+    extra_link_args += ["-fsanitize=address"]
+
+extensions = [
+    Extension(
+        "asynframe._core_c",
+        ["ext/asynframe/_core_c.pyx"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=["ext"]
+    )
+)

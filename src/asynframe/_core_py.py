@@ -1,0 +1,554 @@
+"""Pure-Python twin of the framing core (``asynframe._core_c``).
+
+Same classes, same methods, same observable behaviour as the Cython module;
+used on PyPy, where no compiler was available, or when
+``ASYNFRAME_NO_EXTENSIONS=1`` is set.  ``tests/`` runs every behaviour test
+against both.
+
+Two objects make up the core:
+
+``FrameScanner``
+    The input side.  Bytes go in (``feed`` or ``get_buffer``/``buffer_updated``)
+    and come out as the callback sequence ``asynchat.async_chat.handle_read``
+    would produce for the same bytes and the same terminators.
+
+``PushQueue``
+    The output side.  An ordered queue of byte strings, producers and the
+    close sentinel, flushed with one scatter-gather ``sendmsg`` per call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, Deque, List, Optional, Union
+
+# One-frame-at-a-time delivery modes of FrameScanner; see its docstring.
+MODE_CALLBACKS = 0
+MODE_COLLECT = 1
+MODE_FRAMES = 2
+
+# Upper bound on the number of buffers handed to one sendmsg(); Linux and the
+# BSDs all accept 1024 (IOV_MAX), and past a few hundred the gain is nil.
+IOV_MAX = 1024
+# One flush stops gathering once this many bytes are lined up: the kernel will
+# not take much more than its socket buffer anyway, and pulling producers
+# further ahead would only buffer their output in user space.
+SEND_BUDGET = 1 << 20
+
+IMPLEMENTATION = "python"
+
+_TerminatorType = Union[bytes, int, None]
+
+
+def find_prefix_at_end(haystack: bytes, needle: bytes) -> int:
+    """Length of the longest proper prefix of *needle* that ends *haystack*.
+
+    ``find_prefix_at_end(b"qwerty\\r", b"\\r\\n") == 1``.  Same contract as
+    ``asynchat.find_prefix_at_end``.
+    """
+    length = len(needle) - 1
+    while length and not haystack.endswith(needle[:length]):
+        length -= 1
+    return length
+
+
+def _check_terminator(term: Any, encoding: Optional[str]) -> Any:
+    if term is None:
+        return None
+    if isinstance(term, str):
+        if encoding is None:
+            raise TypeError(
+                "str terminator %r needs use_encoding; pass bytes instead" % (term,)
+            )
+        return term.encode(encoding)
+    if isinstance(term, int):
+        if term < 0:
+            raise ValueError("the number of received bytes must be positive")
+        return term
+    if isinstance(term, (bytes, bytearray, memoryview)):
+        return bytes(term)
+    raise TypeError(
+        "terminator must be bytes, a non-negative int or None, not %s"
+        % type(term).__name__
+    )
+
+
+class FrameScanner:
+    """Split an incoming byte stream at the current terminator.
+
+    The terminator is bytes (any length), an int (a byte count that counts
+    down as data arrives, like asynchat's ``terminator`` attribute), or
+    ``None``/``0``/``b""`` (no framing: everything is delivered).
+
+    How data reaches the *target* object passed to ``feed``/``buffer_updated``
+    depends on *mode*:
+
+    ``MODE_CALLBACKS``
+        ``target.collect_incoming_data(chunk)`` then ``target.found_terminator()``,
+        call for call what asynchat makes.
+    ``MODE_COLLECT``
+        The scanner appends chunks to its own ``incoming`` list (what asynchat's
+        ``_collect_incoming_data`` does) and calls ``target.found_terminator()``;
+        ``get_data()`` joins and empties the list (asynchat's ``_get_data``).
+    ``MODE_FRAMES``
+        One call per frame: ``target.frame_received(frame)`` with the whole
+        frame assembled, terminator excluded.  Without a terminator each chunk
+        of stream data is handed over as it arrives.
+
+    Changing the terminator or the mode inside a callback applies to the very
+    next byte.  Bytes that might be the start of a split terminator are held
+    back (``pending``) until the next read decides.  ``clear()`` inside a
+    callback drops the rest of the data being scanned.
+    """
+
+    __slots__ = ("_mode", "_term", "_held", "_incoming", "_clears", "_busy", "_recv_area")
+
+    def __init__(self, mode: int = MODE_CALLBACKS) -> None:
+        self._mode = _check_mode(mode)
+        # bytes, or the int count still to come (0 once reached), or None
+        self._term: Any = None
+        self._held = b""
+        self._incoming: List[bytes] = []
+        # Bumped by clear(); the scanning loop stops when a callback cleared.
+        self._clears = 0
+        self._busy = False
+        self._recv_area: Optional[bytearray] = None
+
+    # -- configuration -----------------------------------------------------
+    @property
+    def mode(self) -> int:
+        """MODE_CALLBACKS, MODE_COLLECT or MODE_FRAMES."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: int) -> None:
+        self._mode = _check_mode(mode)
+
+    def set_terminator(self, term: _TerminatorType, encoding: Optional[str] = None) -> None:
+        """Set the terminator; *encoding* converts a str terminator to bytes."""
+        self._term = _check_terminator(term, encoding)
+
+    @property
+    def terminator(self) -> _TerminatorType:
+        """The current terminator; an int counts down as its bytes arrive."""
+        return self._term
+
+    @terminator.setter
+    def terminator(self, term: _TerminatorType) -> None:
+        self._term = _check_terminator(term, None)
+
+    # -- state -------------------------------------------------------------
+    @property
+    def pending(self) -> bytes:
+        """Bytes received but held back (a possible terminator prefix)."""
+        return self._held
+
+    @property
+    def incoming(self) -> List[bytes]:
+        """Chunks of the current frame collected by the core (MODE_COLLECT/FRAMES)."""
+        return self._incoming
+
+    @incoming.setter
+    def incoming(self, value: List[bytes]) -> None:
+        if not isinstance(value, list):
+            raise TypeError("incoming must be a list, not %s" % type(value).__name__)
+        self._incoming = value
+
+    def get_data(self) -> bytes:
+        """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
+        incoming = self._incoming
+        if len(incoming) == 1 and incoming[0].__class__ is bytes:
+            data = incoming[0]
+        else:
+            data = b"".join(incoming)
+        del incoming[:]
+        return data
+
+    def clear(self) -> None:
+        """Drop held-back bytes and collected chunks; scanning in progress stops."""
+        self._held = b""
+        del self._incoming[:]
+        self._clears += 1
+
+    # -- input ---------------------------------------------------------------
+    def feed(self, target: Any, data: Any) -> None:
+        """Scan *data* (appended to anything held back), calling back *target*."""
+        if self._busy:
+            raise RuntimeError("FrameScanner.feed() called from inside one of its callbacks")
+        if not data:
+            return
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        elif data.__class__ is not bytes:
+            data = bytes(data)
+        self._busy = True
+        try:
+            self._scan(target, data)
+        finally:
+            self._busy = False
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """A writable buffer to ``recv_into``; then report the count to ``buffer_updated``."""
+        if sizehint is None or sizehint <= 0:
+            sizehint = DEFAULT_READ_SIZE
+        area = self._recv_area
+        if area is None or len(area) < sizehint:
+            area = self._recv_area = bytearray(sizehint)
+        return memoryview(area)
+
+    def buffer_updated(self, target: Any, nbytes: int) -> None:
+        """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
+        area = self._recv_area
+        if area is None:
+            raise RuntimeError("buffer_updated() without get_buffer()")
+        if nbytes < 0 or nbytes > len(area):
+            raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, len(area)))
+        self.feed(target, bytes(area[:nbytes]))
+
+    def receive(self, target: Any, sock: Any, size: int = DEFAULT_READ_SIZE) -> int:
+        """``recv`` up to *size* bytes from *sock* (socket or fd) and scan them.
+
+        Returns the byte count, 0 at end of file, -1 when the read would block.
+        Other errors raise ``OSError``.
+        """
+        if self._busy:
+            raise RuntimeError("FrameScanner.receive() called from inside one of its callbacks")
+        if size <= 0:
+            raise ValueError("size must be positive")
+        try:
+            if isinstance(sock, int):
+                data = os.read(sock, size)
+            else:
+                data = sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return -1
+        if data:
+            self.feed(target, data)
+        return len(data)
+
+    def _scan(self, target: Any, data: bytes) -> None:
+        pos = 0
+        end = len(data)
+        clears = self._clears
+        try:
+            while pos < end:
+                mode = self._mode
+                term = self._term
+                if not term:
+                    chunk = data[pos:] if pos else data
+                    if mode == MODE_CALLBACKS:
+                        target.collect_incoming_data(chunk)
+                        pos = end
+                    elif mode == MODE_COLLECT:
+                        self._incoming.append(chunk)
+                        pos = end
+                    else:
+                        pos = end
+                        if self._incoming:
+                            self._incoming.append(chunk)
+                            chunk = self.get_data()
+                        target.frame_received(chunk)
+                elif term.__class__ is not bytes:
+                    avail = end - pos
+                    if avail < term:
+                        chunk = data[pos:] if pos else data
+                        if mode == MODE_CALLBACKS:
+                            target.collect_incoming_data(chunk)
+                        else:
+                            self._incoming.append(chunk)
+                        pos = end
+                        self._term = term - avail
+                    else:
+                        chunk = data[pos:pos + term]
+                        if mode == MODE_CALLBACKS:
+                            target.collect_incoming_data(chunk)
+                            pos += term
+                            self._term = 0
+                            target.found_terminator()
+                        elif mode == MODE_COLLECT:
+                            pos += term
+                            self._incoming.append(chunk)
+                            self._term = 0
+                            target.found_terminator()
+                        else:
+                            pos += term
+                            self._term = 0
+                            if self._incoming:
+                                self._incoming.append(chunk)
+                                chunk = self.get_data()
+                            target.frame_received(chunk)
+                else:
+                    tlen = len(term)
+                    find = data.find
+                    index = find(term, pos)
+                    if index < 0:
+                        rest = data[pos:] if pos else data
+                        keep = find_prefix_at_end(rest, term)
+                        if keep == len(rest):
+                            self._held = rest
+                            return
+                        chunk = rest[:-keep] if keep else rest
+                        if mode == MODE_CALLBACKS:
+                            target.collect_incoming_data(chunk)
+                        else:
+                            self._incoming.append(chunk)
+                        pos = end
+                        if keep and self._clears == clears:
+                            self._held = rest[-keep:]
+                        return
+                    # Several frames per read is the common case: stay in this
+                    # loop while the callbacks leave terminator and mode alone.
+                    while True:
+                        if mode == MODE_CALLBACKS:
+                            if index > pos:
+                                target.collect_incoming_data(data[pos:index])
+                            pos = index + tlen
+                            target.found_terminator()
+                        elif mode == MODE_COLLECT:
+                            if index > pos:
+                                self._incoming.append(data[pos:index])
+                            pos = index + tlen
+                            target.found_terminator()
+                        else:
+                            frame = data[pos:index]
+                            pos = index + tlen
+                            if self._incoming:
+                                self._incoming.append(frame)
+                                frame = self.get_data()
+                            target.frame_received(frame)
+                        if self._term is not term or self._mode != mode or self._clears != clears:
+                            break
+                        index = find(term, pos)
+                        if index < 0:
+                            break
+                if self._clears != clears:
+                    return
+        except BaseException:
+            # asynchat keeps the unscanned rest in ac_in_buffer when a callback
+            # raises; so do we, unless the callback cleared the buffers.
+            if self._clears == clears and pos < end:
+                self._held = data[pos:]
+            raise
+
+
+def _check_mode(mode: int) -> int:
+    if mode not in (MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES):
+        raise ValueError("unknown scanner mode %r" % (mode,))
+    return mode
+
+
+DEFAULT_READ_SIZE = 65536
+
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class PushQueue:
+    """Ordered output queue: byte strings, producers and the close sentinel.
+
+    ``send(sock)`` hands as many queued bytes as it can to one scatter-gather
+    ``sendmsg`` (at most ``IOV_MAX`` buffers, about ``SEND_BUDGET`` bytes),
+    pulling producers (objects with ``more()``) only when their turn comes.
+    A partially sent buffer is resumed from an offset, never copied.  The close
+    sentinel (queued by ``push_close``) is reported by ``close_pending`` once
+    everything queued before it has been sent.
+
+    ``buffered`` is the number of bytes queued as data (producers count once
+    they have been pulled).  *encoding*, when given, turns str data from
+    producers into bytes, as asynchat's ``use_encoding`` does.
+    """
+
+    __slots__ = ("_items", "_offset", "_buffered", "encoding", "_pushes", "_sends")
+
+    def __init__(self, encoding: Optional[str] = None) -> None:
+        # _items[0] is the head; _offset counts its bytes already sent
+        self._items: Deque[Any] = deque()
+        self._offset = 0
+        self._buffered = 0
+        self.encoding = encoding
+        self._pushes = 0
+        self._sends = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued as data and not yet sent."""
+        return self._buffered
+
+    @property
+    def stats(self) -> tuple:
+        """(pushes, sendmsg calls) since creation: a debug counter for tests."""
+        return (self._pushes, self._sends)
+
+    def push(self, data: Any) -> None:
+        """Queue bytes-like *data*; empty data is ignored."""
+        if data.__class__ is not bytes:
+            if not isinstance(data, _BYTES_LIKE):
+                raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+            data = bytes(data)
+        if data:
+            self._items.append(data)
+            self._buffered += len(data)
+            self._pushes += 1
+
+    def push_producer(self, producer: Any) -> None:
+        """Queue a producer (anything with ``more()``) or bytes-like data."""
+        if producer is None:
+            raise TypeError("producer must not be None; use push_close()")
+        if isinstance(producer, _BYTES_LIKE):
+            self.push(producer)
+        elif isinstance(producer, str):
+            self.push(self._encode(producer))
+        elif not hasattr(producer, "more"):
+            raise TypeError(
+                "producer must be bytes-like or have a more() method, not %s"
+                % type(producer).__name__
+            )
+        else:
+            self._items.append(producer)
+            self._pushes += 1
+
+    def push_close(self) -> None:
+        """Queue the close sentinel, reported once everything before it is sent."""
+        self._items.append(None)
+
+    def clear(self) -> None:
+        """Drop everything queued."""
+        self._items.clear()
+        self._offset = 0
+        self._buffered = 0
+
+    @property
+    def close_pending(self) -> bool:
+        """True when the close sentinel is at the head of the queue."""
+        items = self._items
+        return bool(items) and items[0] is None
+
+    def pop_close(self) -> bool:
+        """Remove the close sentinel at the head; True if there was one."""
+        items = self._items
+        if items and items[0] is None:
+            items.popleft()
+            return True
+        return False
+
+    def snapshot(self) -> List[Any]:
+        """A copy of the queued items (the unsent part of the head included)."""
+        items = list(self._items)
+        if items and self._offset and items[0].__class__ is bytes:
+            items[0] = items[0][self._offset:]
+        return items
+
+    def _encode(self, text: str) -> bytes:
+        if self.encoding is None:
+            raise TypeError("str data needs an encoding (use_encoding); push bytes")
+        return text.encode(self.encoding)
+
+    def _pull(self, index: int) -> None:
+        """Replace the producer at *index* by its next output, or drop it."""
+        items = self._items
+        producer = items[index]
+        data = producer.more()
+        if data:
+            if data.__class__ is not bytes:
+                if isinstance(data, str):
+                    data = self._encode(data)
+                elif isinstance(data, _BYTES_LIKE):
+                    data = bytes(data)
+                else:
+                    raise TypeError(
+                        "producer.more() must return bytes, not %s" % type(data).__name__
+                    )
+            items.insert(index, data)
+            self._buffered += len(data)
+        else:
+            del items[index]
+
+    def _gather(self, budget: int) -> List[Any]:
+        """Views of the bytes to send next, stopping at a sentinel or the budget."""
+        items = self._items
+        views: List[Any] = []
+        total = 0
+        i = 0
+        while i < len(items) and len(views) < IOV_MAX and total < budget:
+            item = items[i]
+            if item is None:
+                break
+            if item.__class__ is not bytes:
+                self._pull(i)
+                continue
+            if i == 0 and self._offset:
+                view = memoryview(item)[self._offset:]
+            else:
+                view = item
+            views.append(view)
+            total += len(view)
+            i += 1
+        return views
+
+    def _consume(self, nbytes: int) -> None:
+        """Drop *nbytes* sent bytes from the head of the queue."""
+        # Everything sent came from the bytes items at the head: _gather pulled
+        # producers before them and stops at the sentinel.
+        items = self._items
+        self._buffered -= nbytes
+        offset = self._offset + nbytes
+        while offset:
+            size = len(items[0])
+            if offset < size:
+                break
+            offset -= size
+            items.popleft()
+        self._offset = offset
+
+    def next_chunk(self, size: int) -> Optional[memoryview]:
+        """Up to *size* bytes from the head, for callers that send themselves.
+
+        Returns None when nothing is ready (empty queue, or the sentinel is
+        next).  Report what was sent with ``consume(n)``.
+        """
+        items = self._items
+        while items:
+            head = items[0]
+            if head is None:
+                return None
+            if head.__class__ is bytes:
+                return memoryview(head)[self._offset:self._offset + size]
+            self._pull(0)
+        return None
+
+    def consume(self, nbytes: int) -> None:
+        """Account for *nbytes* sent by the caller from ``next_chunk()``."""
+        if nbytes < 0 or nbytes > self._buffered:
+            raise ValueError("cannot consume %d of %d buffered bytes" % (nbytes, self._buffered))
+        self._consume(nbytes)
+
+    def send(self, sock: Any) -> int:
+        """One scatter-gather send of the queued bytes to *sock* (socket or fd).
+
+        Returns the byte count the kernel took; 0 when it would block or
+        nothing is ready.  Other socket errors propagate as ``OSError``.
+        """
+        views = self._gather(SEND_BUDGET)
+        if not views:
+            return 0
+        self._sends += 1
+        try:
+            if isinstance(sock, int):
+                sent = os.writev(sock, views)
+            elif len(views) == 1:
+                sent = sock.send(views[0])
+            else:
+                sent = sock.sendmsg(views)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        if sent:
+            self._consume(sent)
+        return sent
