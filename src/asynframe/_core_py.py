@@ -35,6 +35,8 @@ IOV_MAX = 1024
 # not take much more than its socket buffer anyway, and pulling producers
 # further ahead would only buffer their output in user space.
 SEND_BUDGET = 1 << 20
+# Default size of one read into the scanner (asynchat reads 65536 too).
+DEFAULT_READ_SIZE = 65536
 
 IMPLEMENTATION = "python"
 
@@ -338,8 +340,6 @@ def _check_mode(mode: int) -> int:
         raise ValueError("unknown scanner mode %r" % (mode,))
     return mode
 
-
-DEFAULT_READ_SIZE = 65536
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
