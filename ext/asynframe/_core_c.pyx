@@ -222,8 +222,18 @@ cdef class FrameScanner:
     # -- state -------------------------------------------------------------
     @property
     def pending(self):
-        """Bytes received but held back (a possible terminator prefix)."""
+        """Bytes received and not yet delivered (a possible terminator prefix)."""
         return PyBytes_FromStringAndSize(self._buf + self._start, self._end - self._start)
+
+    @pending.setter
+    def pending(self, data):
+        # asynchat code assigns ac_in_buffer directly (b"" to discard input)
+        cdef const unsigned char[:] view = memoryview(data).cast("B") if data else b""
+        if self._busy:
+            raise RuntimeError("pending cannot be replaced from inside a scanner callback")
+        self._start = self._end = 0
+        if view.shape[0]:
+            self._hold(<const char *>&view[0], view.shape[0])
 
     @property
     def incoming(self):
@@ -308,16 +318,17 @@ cdef class FrameScanner:
         self._end += nbytes
         self._scan_buffer(target)
 
-    def receive(self, target, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
-        """``recv`` up to *size* bytes from *sock* (socket or fd) and scan them.
+    def fill(self, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
+        """``recv`` up to *size* bytes from *sock* (socket or fd) into the buffer.
 
+        The bytes join ``pending`` unscanned; ``process()`` scans them.
         Returns the byte count, 0 at end of file, -1 when the read would block.
         Other errors raise ``OSError``.
         """
         cdef int fd
         cdef ssize_t got
         if self._busy:
-            raise RuntimeError("FrameScanner.receive() called from inside one of its callbacks")
+            raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
         if size <= 0:
             raise ValueError("size must be positive")
         fd = sock if isinstance(sock, int) else sock.fileno()
@@ -331,8 +342,20 @@ cdef class FrameScanner:
             if errno == EAGAIN or errno == EWOULDBLOCK:
                 return -1
             raise OSError(errno, _os.strerror(errno))
-        if got:
-            self._end += got
+        self._end += got
+        return got
+
+    def process(self, target):
+        """Scan the bytes in ``pending``, calling back *target*."""
+        if self._busy:
+            raise RuntimeError("FrameScanner.process() called from inside one of its callbacks")
+        if self._end > self._start:
+            self._scan_buffer(target)
+
+    def receive(self, target, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
+        """``fill()`` then ``process()``: returns what ``fill()`` returned."""
+        got = self.fill(sock, size)
+        if got > 0:
             self._scan_buffer(target)
         return got
 

@@ -143,8 +143,15 @@ class FrameScanner:
     # -- state -------------------------------------------------------------
     @property
     def pending(self) -> bytes:
-        """Bytes received but held back (a possible terminator prefix)."""
+        """Bytes received and not yet delivered (a possible terminator prefix)."""
         return self._held
+
+    @pending.setter
+    def pending(self, data: bytes) -> None:
+        # asynchat code assigns ac_in_buffer directly (b"" to discard input)
+        if self._busy:
+            raise RuntimeError("pending cannot be replaced from inside a scanner callback")
+        self._held = bytes(data) if data else b""
 
     @property
     def incoming(self) -> List[bytes]:
@@ -209,14 +216,15 @@ class FrameScanner:
             raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, len(area)))
         self.feed(target, bytes(area[:nbytes]))
 
-    def receive(self, target: Any, sock: Any, size: int = DEFAULT_READ_SIZE) -> int:
-        """``recv`` up to *size* bytes from *sock* (socket or fd) and scan them.
+    def fill(self, sock: Any, size: int = DEFAULT_READ_SIZE) -> int:
+        """``recv`` up to *size* bytes from *sock* (socket or fd) into the buffer.
 
+        The bytes join ``pending`` unscanned; ``process()`` scans them.
         Returns the byte count, 0 at end of file, -1 when the read would block.
         Other errors raise ``OSError``.
         """
         if self._busy:
-            raise RuntimeError("FrameScanner.receive() called from inside one of its callbacks")
+            raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
         if size <= 0:
             raise ValueError("size must be positive")
         try:
@@ -227,8 +235,28 @@ class FrameScanner:
         except (BlockingIOError, InterruptedError):
             return -1
         if data:
-            self.feed(target, data)
+            self._held = self._held + data if self._held else data
         return len(data)
+
+    def process(self, target: Any) -> None:
+        """Scan the bytes in ``pending``, calling back *target*."""
+        if self._busy:
+            raise RuntimeError("FrameScanner.process() called from inside one of its callbacks")
+        data = self._held
+        if data:
+            self._held = b""
+            self._busy = True
+            try:
+                self._scan(target, data)
+            finally:
+                self._busy = False
+
+    def receive(self, target: Any, sock: Any, size: int = DEFAULT_READ_SIZE) -> int:
+        """``fill()`` then ``process()``: returns what ``fill()`` returned."""
+        got = self.fill(sock, size)
+        if got > 0:
+            self.process(target)
+        return got
 
     def _scan(self, target: Any, data: bytes) -> None:
         pos = 0

@@ -1,0 +1,391 @@
+"""Persistent readiness registrations for one asyncore socket map.
+
+asyncore rebuilds its select()/poll() sets from every channel on every
+iteration: O(all sockets) Python calls per wakeup, and select() refuses
+descriptors past 1,023.  A ``MapPoller`` keeps one epoll (or ``selectors``)
+registration per channel across iterations and re-asks a channel for its
+interest only when that can have changed:
+
+* channels whose ``readable``/``writable`` are the stock ones of
+  ``dispatcher``, ``dispatcher_with_send`` or ``async_chat`` report changes
+  themselves (``touch``) and are re-checked after they handled an event;
+* channels that override a predicate, and foreign objects put in the map,
+  are polled every iteration exactly as asyncore does.
+
+Events are dispatched to the object that was registered when the wait
+returned, and only if the map still holds that very object at that
+descriptor: a descriptor closed and reused within one iteration never
+reaches the wrong channel.
+"""
+
+from __future__ import annotations
+
+import select
+import selectors
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+IN = getattr(select, "EPOLLIN", 1)
+PRI = getattr(select, "EPOLLPRI", 2)
+OUT = getattr(select, "EPOLLOUT", 4)
+ERR = getattr(select, "EPOLLERR", 8)
+HUP = getattr(select, "EPOLLHUP", 16)
+
+# The poll() flag values asyncore.readwrite() tests; on Linux they equal the
+# epoll ones, elsewhere they are translated.
+POLLIN = getattr(select, "POLLIN", 1)
+POLLPRI = getattr(select, "POLLPRI", 2)
+POLLOUT = getattr(select, "POLLOUT", 4)
+POLLERR = getattr(select, "POLLERR", 8)
+POLLHUP = getattr(select, "POLLHUP", 16)
+POLLNVAL = getattr(select, "POLLNVAL", 32)
+
+
+class _EpollBackend:
+    """epoll, used directly: it reports urgent data (EPOLLPRI), selectors can't."""
+
+    supports_pri = True
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+
+    def register(self, fd: int, mask: int) -> None:
+        self._epoll.register(fd, mask)
+
+    def modify(self, fd: int, mask: int) -> None:
+        self._epoll.modify(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        self._epoll.unregister(fd)
+
+    def poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        return self._epoll.poll(-1 if timeout is None else timeout)
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+class _SelectorsBackend:
+    """kqueue/poll/select through ``selectors`` where epoll is missing."""
+
+    supports_pri = False
+
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+
+    @staticmethod
+    def _events(mask: int) -> int:
+        events = 0
+        if mask & IN:
+            events |= selectors.EVENT_READ
+        if mask & OUT:
+            events |= selectors.EVENT_WRITE
+        return events
+
+    def register(self, fd: int, mask: int) -> None:
+        self._sel.register(fd, self._events(mask) or selectors.EVENT_READ)
+
+    def modify(self, fd: int, mask: int) -> None:
+        self._sel.modify(fd, self._events(mask) or selectors.EVENT_READ)
+
+    def unregister(self, fd: int) -> None:
+        self._sel.unregister(fd)
+
+    def poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        ready = []
+        for key, events in self._sel.select(timeout):
+            mask = 0
+            if events & selectors.EVENT_READ:
+                mask |= IN
+            if events & selectors.EVENT_WRITE:
+                mask |= OUT
+            ready.append((key.fd, mask))
+        return ready
+
+    def close(self) -> None:
+        self._sel.close()
+
+
+Backend = _EpollBackend if hasattr(select, "epoll") else _SelectorsBackend
+
+# How a channel's interest is computed: a function of the channel for the
+# stock predicates, None for "ask readable()/writable() every iteration".
+InterestFn = Optional[Callable[[Any], int]]
+_interest_cache: Dict[type, InterestFn] = {}
+# Filled by asyncore/asynchat: {(readable function, writable function): interest}
+STOCK_INTEREST: Dict[Tuple[Any, Any], Callable[[Any], int]] = {}
+
+
+def interest_fn(obj: Any) -> InterestFn:
+    cls = type(obj)
+    try:
+        return _interest_cache[cls]
+    except KeyError:
+        pass
+    fn = STOCK_INTEREST.get((getattr(cls, "readable", None), getattr(cls, "writable", None)))
+    _interest_cache[cls] = fn
+    return fn
+
+
+def polled_interest(obj: Any) -> int:
+    """asyncore's own rule: ask the predicates; listeners are never writable."""
+    mask = 0
+    if obj.readable():
+        mask = IN
+    if obj.writable() and not obj.accepting:
+        mask |= OUT
+    return mask
+
+
+class MapPoller:
+    """The registrations of one socket map (see the module docstring)."""
+
+    def __init__(self, socket_map: Dict[Any, Any]) -> None:
+        self.map = socket_map
+        self.backend = Backend()
+        # fd -> [object, registered mask (0: not in the backend), interest fn]
+        self.known: Dict[Any, List[Any]] = {}
+        # objects asked for their predicates every iteration
+        self.polled: Dict[Any, Any] = {}
+        # objects whose interest may have changed since it was registered
+        self.dirty: Dict[Any, Any] = {}
+        # descriptors epoll refuses (regular files): always ready, as select says
+        self.always_ready: Dict[Any, Any] = {}
+        self.expected_len = -1
+        # entries with a non-zero mask in the backend
+        self.registered = 0
+
+    # -- membership ----------------------------------------------------------
+    def added(self, fd: Any, obj: Any) -> None:
+        """``map[fd] = obj`` happened (add_channel)."""
+        self.dirty[fd] = obj
+        self.expected_len = -1
+
+    def removed(self, fd: Any, obj: Any) -> None:
+        """``del map[fd]`` happened (del_channel): drop the registration now,
+        before the descriptor is closed and its number reused."""
+        entry = self.known.get(fd)
+        if entry is not None and entry[0] is obj:
+            self._forget(fd, entry)
+        self.dirty.pop(fd, None)
+        self.polled.pop(fd, None)
+        self.expected_len = -1
+        if getattr(obj, "_af_poller", None) is self:
+            obj._af_poller = None
+
+    def touch(self, obj: Any) -> None:
+        """A stock channel's interest may have changed (push, connect, ...)."""
+        fd = getattr(obj, "_fileno", None)
+        if fd is not None:
+            self.dirty[fd] = obj
+
+    def _forget(self, fd: Any, entry: List[Any]) -> None:
+        del self.known[fd]
+        self.always_ready.pop(fd, None)
+        if entry[1]:
+            self.registered -= 1
+            try:
+                self.backend.unregister(fd)
+            except (OSError, ValueError, KeyError):
+                pass  # already closed: the kernel dropped it
+
+    def _resync(self) -> None:
+        """Full comparison with the map: after changes made behind our back."""
+        socket_map = self.map
+        for fd, entry in list(self.known.items()):
+            if socket_map.get(fd) is not entry[0]:
+                self._forget(fd, entry)
+                self.polled.pop(fd, None)
+        for fd, obj in list(socket_map.items()):
+            entry = self.known.get(fd)
+            if entry is None or entry[0] is not obj:
+                self.dirty[fd] = obj
+        self.expected_len = len(socket_map)
+
+    # -- interest --------------------------------------------------------------
+    def _update(self, fd: Any, obj: Any, mask: int) -> None:
+        if mask and self.backend.supports_pri:
+            mask |= PRI
+        entry = self.known.get(fd)
+        if entry is not None and entry[0] is not obj:
+            self._forget(fd, entry)
+            entry = None
+        if entry is None:
+            entry = self.known[fd] = [obj, 0, None]
+            try:
+                obj._af_poller = self
+            except AttributeError:
+                pass
+        if entry[1] == mask:
+            return
+        backend = self.backend
+        try:
+            if not mask:
+                backend.unregister(fd)
+            elif entry[1]:
+                backend.modify(fd, mask)
+            else:
+                backend.register(fd, mask)
+        except FileExistsError:
+            # the number was registered by a socket closed without del_channel
+            backend.modify(fd, mask)
+        except FileNotFoundError:
+            # closed and reopened behind our back: the kernel forgot it
+            if mask:
+                backend.register(fd, mask)
+        except PermissionError:
+            # epoll refuses regular files; select calls them always ready
+            self.always_ready[fd] = obj
+        except (OSError, ValueError, TypeError):
+            if mask:
+                raise
+        self.registered += bool(mask) - bool(entry[1])
+        entry[1] = mask
+
+    def _refresh(self) -> None:
+        socket_map = self.map
+        if len(socket_map) != self.expected_len:
+            self._resync()
+        if self.dirty:
+            dirty = self.dirty
+            self.dirty = {}
+            for fd, obj in dirty.items():
+                if socket_map.get(fd) is not obj:
+                    continue
+                fn = interest_fn(obj)
+                if fn is None:
+                    self.polled[fd] = obj
+                    continue
+                self.polled.pop(fd, None)
+                self._update(fd, obj, fn(obj))
+        for fd, obj in list(self.polled.items()):
+            if socket_map.get(fd) is not obj:
+                del self.polled[fd]
+                continue
+            self._update(fd, obj, polled_interest(obj))
+
+    # -- one iteration -----------------------------------------------------------
+    def poll_once(self, timeout: Optional[float], poll_semantics: bool) -> None:
+        """Wait up to *timeout* seconds and dispatch what is ready.
+
+        *poll_semantics* selects asyncore.poll2's event handling (hang-up and
+        error conditions call handle_close) over asyncore.poll's (they show
+        up as readable/writable, as select() reports them).
+        """
+        read, write, _exception, readwrite = _DISPATCH
+        self._refresh()
+        if not self.registered and not self.always_ready:
+            # asyncore sleeps when nothing is waited on, rather than spinning
+            if timeout:
+                time.sleep(timeout)
+            return
+        if self.always_ready:
+            timeout = 0
+        events = self.backend.poll(timeout)
+        known = self.known
+        ready = []
+        for fd, flags in events:
+            entry = known.get(fd)
+            if entry is not None:
+                ready.append((fd, entry[0], flags, entry[1]))
+        for fd, obj in self.always_ready.items():
+            entry = known.get(fd)
+            if entry is not None:
+                ready.append((fd, obj, entry[1] & (IN | OUT), entry[1]))
+        socket_map = self.map
+        dirty = self.dirty
+        if poll_semantics:
+            for fd, obj, flags, registered in ready:
+                if socket_map.get(fd) is not obj:
+                    continue
+                readwrite(obj, _to_poll_flags(flags))
+                dirty[fd] = obj
+        else:
+            # asyncore.poll(): all reads, then all writes, then exceptions
+            for fd, obj, flags, registered in ready:
+                if flags & (IN | ERR | HUP) and registered & IN and socket_map.get(fd) is obj:
+                    read(obj)
+            for fd, obj, flags, registered in ready:
+                if flags & (OUT | ERR | HUP) and registered & OUT and socket_map.get(fd) is obj:
+                    write(obj)
+            for fd, obj, flags, registered in ready:
+                if flags & PRI and socket_map.get(fd) is obj:
+                    _exception(obj)
+            for fd, obj, flags, registered in ready:
+                dirty[fd] = obj
+
+    def close(self) -> None:
+        for fd, entry in list(self.known.items()):
+            obj = entry[0]
+            if getattr(obj, "_af_poller", None) is self:
+                obj._af_poller = None
+        self.known.clear()
+        self.polled.clear()
+        self.dirty.clear()
+        self.backend.close()
+
+
+def _to_poll_flags(flags: int) -> int:
+    result = 0
+    if flags & IN:
+        result |= POLLIN
+    if flags & OUT:
+        result |= POLLOUT
+    if flags & PRI:
+        result |= POLLPRI
+    if flags & ERR:
+        result |= POLLERR
+    if flags & HUP:
+        result |= POLLHUP
+    return result
+
+
+# asyncore's read, write, _exception and readwrite, bound by asyncore at import
+_DISPATCH: Tuple[Any, ...] = ()
+
+
+def bind_dispatch(*functions: Any) -> None:
+    global _DISPATCH
+    _DISPATCH = functions
+
+
+# Pollers by map identity.  The default socket_map's poller lives as long as
+# the process; pollers of custom maps are dropped when their map is found
+# empty after a loop, or when more than _MAX_CUSTOM maps are in use.
+_pollers: Dict[int, MapPoller] = {}
+_MAX_CUSTOM = 16
+
+
+def poller_for(socket_map: Dict[Any, Any], create: bool = True) -> Optional[MapPoller]:
+    poller = _pollers.get(id(socket_map))
+    if poller is not None and poller.map is socket_map:
+        return poller
+    if not create:
+        return None
+    if poller is not None:  # a dead map's id was reused
+        _drop(id(socket_map))
+    if len(_pollers) > _MAX_CUSTOM:
+        for key in list(_pollers)[: len(_pollers) - _MAX_CUSTOM]:
+            _drop(key)
+    poller = _pollers[id(socket_map)] = MapPoller(socket_map)
+    return poller
+
+
+def _drop(key: int) -> None:
+    poller = _pollers.pop(key, None)
+    if poller is not None:
+        poller.close()
+
+
+def release(socket_map: Dict[Any, Any], keep: Optional[Dict[Any, Any]] = None) -> None:
+    """Forget the poller of *socket_map* if it is empty (and not *keep*)."""
+    if socket_map is keep or socket_map:
+        return
+    poller = _pollers.get(id(socket_map))
+    if poller is not None and poller.map is socket_map:
+        _drop(id(socket_map))
+
+
+__all__ = ["MapPoller", "poller_for", "release", "STOCK_INTEREST", "IN", "OUT", "PRI"]

@@ -1,0 +1,300 @@
+"""Drop-in replacement for the stdlib ``asynchat`` module (removed in 3.12).
+
+``async_chat`` keeps asynchat's API and hooks (``set_terminator``,
+``collect_incoming_data``, ``found_terminator``, ``push``,
+``push_with_producer``, ``close_when_done``, ...) with the framing done by
+asynframe's core:
+
+* input is split by ``FrameScanner``: no re-slicing of the whole input
+  buffer per frame, and a subclass that uses the stock
+  ``_collect_incoming_data``/``_get_data`` pair has its chunks collected in
+  C without a Python call per chunk;
+* output goes through ``PushQueue``: pushes made while the channel handles a
+  read are flushed once, with one scatter-gather send, when the read
+  handler returns; a push outside any handler still sends at once.
+
+A subclass may define ``frame_received(self, frame)`` instead of
+``collect_incoming_data``/``found_terminator``: it is then called once per
+frame with the whole frame, terminator excluded.
+
+Internals that legacy code reads keep their stdlib meaning: ``terminator``
+(an int counts down), ``ac_in_buffer`` (bytes received and not yet
+delivered), ``incoming`` (the list ``_collect_incoming_data`` appends to).
+``producer_fifo`` is a snapshot copy of the output queue; assigning it
+replaces the queue, but mutating the returned deque does nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
+
+from . import _poller, asyncore
+from ._core import MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES, FrameScanner, PushQueue
+from ._core import find_prefix_at_end as find_prefix_at_end
+
+__asynframe__ = True
+__all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
+
+_DISCONNECTED = asyncore._DISCONNECTED
+_PLAIN_SOCKET = socket.socket
+_mode_cache: Dict[type, int] = {}
+
+
+class async_chat(asyncore.dispatcher):
+    """A dispatcher that frames its input and queues its output.
+
+    Subclass it and define ``collect_incoming_data(data)`` and
+    ``found_terminator()`` (or ``collect_incoming_data =
+    _collect_incoming_data`` and read the frame with ``_get_data()``, or
+    define ``frame_received(frame)``).
+    """
+
+    ac_in_buffer_size = 65536
+    ac_out_buffer_size = 65536
+
+    # str data needs an explicit opt-in, as in asynchat
+    use_encoding = 0
+    encoding = "latin-1"
+
+    #: Define in a subclass to get whole frames in one call (see module doc).
+    frame_received: Any = None
+
+    _af_scanner: Any = None
+    _af_queue: Any = None
+    # True while the read handler runs: pushes then wait for one flush
+    _af_dispatching = False
+
+    def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
+        self._af_setup()
+        asyncore.dispatcher.__init__(self, sock, map)
+
+    def _af_setup(self) -> FrameScanner:
+        # Legacy subclasses call set_terminator() before async_chat.__init__,
+        # so the core objects come to life at whichever happens first.
+        scanner = self._af_scanner
+        if scanner is None:
+            scanner = self._af_scanner = FrameScanner(_delivery_mode(type(self)))
+            self._af_queue = PushQueue()
+        return scanner
+
+    # -- asynchat's attributes, kept by the core -----------------------------
+    @property
+    def terminator(self) -> Any:
+        return self._af_setup().terminator
+
+    @terminator.setter
+    def terminator(self, term: Any) -> None:
+        self._af_setup().set_terminator(term, self.encoding if self.use_encoding else None)
+
+    @property
+    def ac_in_buffer(self) -> bytes:
+        return self._af_setup().pending
+
+    @ac_in_buffer.setter
+    def ac_in_buffer(self, data: bytes) -> None:
+        self._af_setup().pending = data
+
+    @property
+    def incoming(self) -> List[bytes]:
+        return self._af_setup().incoming
+
+    @incoming.setter
+    def incoming(self, value: List[bytes]) -> None:
+        self._af_setup().incoming = value
+
+    @property
+    def producer_fifo(self) -> Deque[Any]:
+        self._af_setup()
+        return deque(self._af_queue.snapshot())
+
+    @producer_fifo.setter
+    def producer_fifo(self, items: Any) -> None:
+        self._af_setup()
+        queue = self._af_queue
+        queue.clear()
+        for item in items:
+            if item is None:
+                queue.push_close()
+            else:
+                queue.push_producer(item)
+
+    # -- input ---------------------------------------------------------------
+    def collect_incoming_data(self, data: bytes) -> None:
+        raise NotImplementedError("must be implemented in subclass")
+
+    def _collect_incoming_data(self, data: bytes) -> None:
+        self._af_scanner.incoming.append(data)
+
+    def _get_data(self) -> bytes:
+        return self._af_scanner.get_data()
+
+    def found_terminator(self) -> None:
+        raise NotImplementedError("must be implemented in subclass")
+
+    def set_terminator(self, term: Any) -> None:
+        """Set the input delimiter: bytes of any length, an int byte count, or None."""
+        self._af_setup().set_terminator(term, self.encoding if self.use_encoding else None)
+
+    def get_terminator(self) -> Any:
+        return self._af_setup().terminator
+
+    def handle_read(self) -> None:
+        scanner = self._af_scanner
+        sock = self.socket
+        if type(sock) is _PLAIN_SOCKET and type(self).recv is asyncore.dispatcher.recv:
+            # stock recv() on a plain socket: read straight into the core's buffer
+            try:
+                got = scanner.fill(sock, self.ac_in_buffer_size)
+            except OSError as why:
+                if why.errno in _DISCONNECTED:
+                    self.handle_close()
+                else:
+                    self.handle_error()
+                return
+            if got <= 0:
+                if got == 0:
+                    self.handle_close()
+                return
+            data = None
+        else:
+            try:
+                data = self.recv(self.ac_in_buffer_size)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.handle_error()
+                return
+            if isinstance(data, str) and self.use_encoding:
+                data = data.encode(self.encoding)
+            if not data:
+                return
+        self._af_dispatching = True
+        try:
+            if data is None:
+                scanner.process(self)
+            else:
+                scanner.feed(self, data)
+        finally:
+            self._af_dispatching = False
+        if self._af_queue:
+            self.initiate_send()
+
+    # -- output --------------------------------------------------------------
+    def handle_write(self) -> None:
+        self.initiate_send()
+
+    def handle_close(self) -> None:
+        self.close()
+
+    def push(self, data: Any) -> None:
+        """Queue *data* (bytes, bytearray or memoryview) for sending."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+        self._af_queue.push(data)
+        if not self._af_dispatching:
+            self.initiate_send()
+
+    def push_with_producer(self, producer: Any) -> None:
+        """Queue a producer: an object whose ``more()`` returns data, b"" at the end."""
+        queue = self._af_queue
+        queue.encoding = self.encoding if self.use_encoding else None
+        queue.push_producer(producer)
+        if not self._af_dispatching:
+            self.initiate_send()
+
+    def readable(self) -> bool:
+        "predicate for inclusion in the readable for select()"
+        return True
+
+    def writable(self) -> bool:
+        "predicate for inclusion in the writable for select()"
+        return bool(self._af_queue) or not self.connected
+
+    def close_when_done(self) -> None:
+        """Close the channel once everything queued so far has been sent."""
+        self._af_queue.push_close()
+        asyncore._touch(self)
+
+    def initiate_send(self) -> None:
+        """Send what the socket takes now (one send), or act on the close sentinel."""
+        queue = self._af_queue
+        while queue and self.connected:
+            if queue.close_pending:
+                queue.pop_close()
+                self.handle_close()
+                return
+            sock = self.socket
+            if type(sock) is _PLAIN_SOCKET and type(self).send is asyncore.dispatcher.send:
+                try:
+                    queue.send(sock)
+                except OSError as why:
+                    if why.errno in _DISCONNECTED:
+                        self.handle_close()
+                    else:
+                        self.handle_error()
+                    return
+            else:
+                chunk = queue.next_chunk(self.ac_out_buffer_size)
+                if chunk is not None:
+                    try:
+                        sent = self.send(chunk)
+                    except OSError:
+                        self.handle_error()
+                        return
+                    if sent:
+                        queue.consume(sent)
+            # one send per call, as asynchat; but a close sentinel that the
+            # send uncovered is honoured now rather than one wakeup later
+            if not queue.close_pending:
+                break
+        asyncore._touch(self)
+
+    def discard_buffers(self) -> None:
+        """Drop all input not yet delivered and all queued output."""
+        self._af_scanner.clear()
+        self._af_queue.clear()
+
+
+def _delivery_mode(cls: type) -> int:
+    try:
+        return _mode_cache[cls]
+    except KeyError:
+        pass
+    if getattr(cls, "frame_received", None) is not None:
+        mode = MODE_FRAMES
+    elif getattr(cls, "collect_incoming_data", None) is async_chat._collect_incoming_data:
+        mode = MODE_COLLECT
+    else:
+        mode = MODE_CALLBACKS
+    _mode_cache[cls] = mode
+    return mode
+
+
+def _chat_interest(obj: Any) -> int:
+    if obj.accepting:
+        return _poller.IN
+    if obj._af_queue or not obj.connected:
+        return _poller.IN | _poller.OUT
+    return _poller.IN
+
+
+_poller.STOCK_INTEREST[(async_chat.readable, async_chat.writable)] = _chat_interest
+
+
+class simple_producer:
+    """Produce *data* in pieces of at most *buffer_size* bytes."""
+
+    def __init__(self, data: bytes, buffer_size: int = 512) -> None:
+        self.data = data
+        self.buffer_size = buffer_size
+
+    def more(self) -> bytes:
+        if len(self.data) > self.buffer_size:
+            result = self.data[: self.buffer_size]
+            self.data = self.data[self.buffer_size:]
+            return result
+        result = self.data
+        self.data = b""
+        return result

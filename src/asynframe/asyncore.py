@@ -1,0 +1,594 @@
+"""Drop-in replacement for the stdlib ``asyncore`` module (removed in 3.12).
+
+The public surface and behaviour are those of Python 3.11's asyncore:
+``dispatcher`` and its ``handle_*`` events, ``dispatcher_with_send``,
+``file_wrapper``/``file_dispatcher``, ``loop``, ``poll``, ``poll2``,
+``poll3``, ``read``, ``write``, ``readwrite``, ``close_all``,
+``compact_traceback``, ``ExitNow`` and ``socket_map``.
+
+What differs is underneath: ``loop``/``poll``/``poll2`` run on persistent
+epoll (``selectors`` elsewhere) registrations kept by ``asynframe._poller``,
+so there is no 1,024-descriptor limit and an idle channel costs nothing per
+iteration.  ``use_poll`` only selects how hang-ups are reported (poll2's
+``handle_close`` or select's readable/writable), as it did in asyncore.
+``dispatcher_with_send`` buffers in a push queue instead of re-concatenating
+``out_buffer + data``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import warnings
+from errno import (
+    EAGAIN, EALREADY, EBADF, ECONNABORTED, ECONNRESET, EINPROGRESS, EINVAL, EISCONN,
+    ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode,
+)
+from typing import Any, Dict, Optional, Tuple
+
+from . import _poller
+from ._core import PushQueue
+from ._poller import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
+
+__asynframe__ = True
+
+_DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF})
+
+socket_map: Dict[Any, Any] = {}
+_OWN_MODULES = frozenset({"asynframe.asyncore", "asynframe.asynchat"})
+
+
+def _strerror(err: int) -> str:
+    try:
+        return os.strerror(err)
+    except (ValueError, OverflowError, NameError):
+        if err in errorcode:
+            return errorcode[err]
+        return "Unknown error %s" % err
+
+
+class ExitNow(Exception):
+    """Raised by a handler to leave the loop; never swallowed by it."""
+
+
+_reraised_exceptions = (ExitNow, KeyboardInterrupt, SystemExit)
+
+
+def read(obj: Any) -> None:
+    """Deliver a read event to *obj*; errors go to its ``handle_error``."""
+    try:
+        obj.handle_read_event()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def write(obj: Any) -> None:
+    """Deliver a write event to *obj*; errors go to its ``handle_error``."""
+    try:
+        obj.handle_write_event()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def _exception(obj: Any) -> None:
+    try:
+        obj.handle_expt_event()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def readwrite(obj: Any, flags: int) -> None:
+    """Deliver the events in poll() *flags* to *obj*, as asyncore.poll2 does."""
+    try:
+        if flags & POLLIN:
+            obj.handle_read_event()
+        if flags & POLLOUT:
+            obj.handle_write_event()
+        if flags & POLLPRI:
+            obj.handle_expt_event()
+        if flags & (POLLHUP | POLLERR | POLLNVAL):
+            obj.handle_close()
+    except OSError as e:
+        if e.errno not in _DISCONNECTED:
+            obj.handle_error()
+        else:
+            obj.handle_close()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+_poller.bind_dispatch(read, write, _exception, readwrite)
+
+
+def poll(timeout: Optional[float] = 0.0, map: Optional[Dict[Any, Any]] = None) -> None:
+    """One iteration with select() semantics: wait up to *timeout* seconds."""
+    if map is None:
+        map = socket_map
+    if map:
+        _poller.poller_for(map).poll_once(timeout, False)  # type: ignore[union-attr]
+
+
+def poll2(timeout: Optional[float] = 0.0, map: Optional[Dict[Any, Any]] = None) -> None:
+    """One iteration with poll() semantics (hang-ups call ``handle_close``)."""
+    if map is None:
+        map = socket_map
+    if map:
+        _poller.poller_for(map).poll_once(timeout, True)  # type: ignore[union-attr]
+
+
+poll3 = poll2
+
+
+def loop(
+    timeout: Optional[float] = 30.0,
+    use_poll: bool = False,
+    map: Optional[Dict[Any, Any]] = None,
+    count: Optional[int] = None,
+) -> None:
+    """Serve the channels in *map* until it is empty, or for *count* iterations."""
+    if map is None:
+        map = socket_map
+    poller = _poller.poller_for(map)
+    assert poller is not None
+    try:
+        if count is None:
+            while map:
+                poller.poll_once(timeout, use_poll)
+        else:
+            while map and count > 0:
+                poller.poll_once(timeout, use_poll)
+                count = count - 1
+    finally:
+        _poller.release(map, keep=socket_map)
+
+
+def _touch(channel: Any) -> None:
+    poller = channel._af_poller
+    if poller is not None:
+        poller.touch(channel)
+
+
+class dispatcher:
+    """A thin wrapper around a non-blocking socket, driven by ``loop()``."""
+
+    debug = False
+    connected = False
+    accepting = False
+    connecting = False
+    closing = False
+    addr: Any = None
+    ignore_log_types = frozenset({"warning"})
+    # the MapPoller this channel is registered with, if any
+    _af_poller: Any = None
+    _fileno: Any = None
+
+    def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
+        if map is None:
+            self._map = socket_map
+        else:
+            self._map = map
+
+        self._fileno = None
+
+        if sock:
+            # a socket from a blocking source must not block the loop
+            sock.setblocking(False)
+            self.set_socket(sock, map)
+            self.connected = True
+            try:
+                self.addr = sock.getpeername()
+            except OSError as err:
+                if err.errno in (ENOTCONN, EINVAL):
+                    # an unconnected socket is allowed
+                    self.connected = False
+                else:
+                    # broken in an unknown way: keep it out of the loop
+                    self.del_channel(map)
+                    raise
+        else:
+            self.socket = None
+
+    def __repr__(self) -> str:
+        module = self.__class__.__module__
+        if module in _OWN_MODULES:
+            # drop-in: the classes print as the stdlib's did
+            module = module[len("asynframe."):]
+        status = [module + "." + self.__class__.__qualname__]
+        if self.accepting and self.addr:
+            status.append("listening")
+        elif self.connected:
+            status.append("connected")
+        if self.addr is not None:
+            try:
+                status.append("%s:%d" % self.addr)
+            except TypeError:
+                status.append(repr(self.addr))
+        return "<%s at %#x>" % (" ".join(status), id(self))
+
+    def __getattr__(self, name: str) -> Any:
+        # Old asyncore delegated unknown attributes to the socket
+        # (dispatcher.getsockname(), .setsockopt(), ...); legacy code relies on it.
+        if name.startswith("__") or name in ("socket", "_map", "_fileno"):
+            raise AttributeError(name)
+        sock = self.__dict__.get("socket")
+        if sock is None:
+            raise AttributeError("%s object has no attribute %r" % (type(self).__name__, name))
+        try:
+            return getattr(sock, name)
+        except AttributeError:
+            raise AttributeError(
+                "%s object has no attribute %r" % (type(self).__name__, name)
+            ) from None
+
+    def add_channel(self, map: Optional[Dict[Any, Any]] = None) -> None:
+        if map is None:
+            map = self._map
+        map[self._fileno] = self
+        poller = _poller.poller_for(map, create=False)
+        if poller is not None:
+            poller.added(self._fileno, self)
+
+    def del_channel(self, map: Optional[Dict[Any, Any]] = None) -> None:
+        fd = self._fileno
+        if map is None:
+            map = self._map
+        if fd in map:
+            if map[fd] is self:
+                poller = _poller.poller_for(map, create=False)
+                if poller is not None:
+                    poller.removed(fd, self)
+            del map[fd]
+        self._fileno = None
+
+    def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
+        self.family_and_type = family, type
+        sock = socket.socket(family, type)
+        sock.setblocking(False)
+        self.set_socket(sock)
+
+    def set_socket(self, sock: Any, map: Optional[Dict[Any, Any]] = None) -> None:
+        self.socket = sock
+        self._fileno = sock.fileno()
+        self.add_channel(map)
+
+    def set_reuse_addr(self) -> None:
+        # a restarted server should get its port back at once
+        try:
+            self.socket.setsockopt(
+                socket.SOL_SOCKET,
+                socket.SO_REUSEADDR,
+                self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) | 1,
+            )
+        except OSError:
+            pass
+
+    # -- predicates: what the loop waits for ---------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    # -- socket methods --------------------------------------------------------
+    def listen(self, num: int) -> Any:
+        self.accepting = True
+        _touch(self)
+        if os.name == "nt" and num > 5:
+            num = 5
+        return self.socket.listen(num)
+
+    def bind(self, addr: Any) -> Any:
+        self.addr = addr
+        return self.socket.bind(addr)
+
+    def connect(self, address: Any) -> None:
+        self.connected = False
+        self.connecting = True
+        _touch(self)
+        err = self.socket.connect_ex(address)
+        if err in (EINPROGRESS, EALREADY, EWOULDBLOCK) or err == EINVAL and os.name == "nt":
+            self.addr = address
+            return
+        if err in (0, EISCONN):
+            self.addr = address
+            self.handle_connect_event()
+        else:
+            raise OSError(err, errorcode[err])
+
+    def accept(self) -> Optional[Tuple[socket.socket, Any]]:
+        # None when there was nothing to accept after all
+        try:
+            conn, addr = self.socket.accept()
+        except TypeError:
+            return None
+        except OSError as why:
+            if why.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
+                return None
+            raise
+        return conn, addr
+
+    def send(self, data: Any) -> int:
+        try:
+            return self.socket.send(data)
+        except OSError as why:
+            if why.errno == EWOULDBLOCK:
+                return 0
+            if why.errno in _DISCONNECTED:
+                self.handle_close()
+                return 0
+            raise
+
+    def recv(self, buffer_size: int) -> bytes:
+        try:
+            data = self.socket.recv(buffer_size)
+        except OSError as why:
+            # winsock sometimes raises ENOTCONN
+            if why.errno in _DISCONNECTED:
+                self.handle_close()
+                return b""
+            raise
+        if not data:
+            # a readable socket that reads nothing: the peer closed
+            self.handle_close()
+            return b""
+        return data
+
+    def close(self) -> None:
+        self.connected = False
+        self.accepting = False
+        self.connecting = False
+        self.del_channel()
+        if self.socket is not None:
+            try:
+                self.socket.close()
+            except OSError as why:
+                if why.errno not in (ENOTCONN, EBADF):
+                    raise
+
+    # -- logging: override for something better ------------------------------
+    def log(self, message: Any) -> None:
+        sys.stderr.write("log: %s\n" % str(message))
+
+    def log_info(self, message: Any, type: str = "info") -> None:
+        if type not in self.ignore_log_types:
+            print("%s: %s" % (type, message))
+
+    # -- event plumbing ------------------------------------------------------
+    def handle_read_event(self) -> None:
+        if self.accepting:
+            # a listening socket is readable when a connection waits
+            self.handle_accept()
+        elif not self.connected:
+            if self.connecting:
+                self.handle_connect_event()
+            self.handle_read()
+        else:
+            self.handle_read()
+
+    def handle_connect_event(self) -> None:
+        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            raise OSError(err, _strerror(err))
+        self.handle_connect()
+        self.connected = True
+        self.connecting = False
+        _touch(self)
+
+    def handle_write_event(self) -> None:
+        if self.accepting:
+            # listeners get no write events; pretend it did not happen
+            return
+        if not self.connected:
+            if self.connecting:
+                self.handle_connect_event()
+        self.handle_write()
+
+    def handle_expt_event(self) -> None:
+        # urgent data, or an error condition reported as exceptional
+        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            self.handle_close()
+        else:
+            self.handle_expt()
+
+    def handle_error(self) -> None:
+        nil, t, v, tbinfo = compact_traceback()
+        try:
+            self_repr = repr(self)
+        except BaseException:
+            self_repr = "<__repr__(self) failed for object at %0x>" % id(self)
+        self.log_info(
+            "uncaptured python exception, closing channel %s (%s:%s %s)"
+            % (self_repr, t, v, tbinfo),
+            "error",
+        )
+        self.handle_close()
+
+    def handle_expt(self) -> None:
+        self.log_info("unhandled incoming priority event", "warning")
+
+    def handle_read(self) -> None:
+        self.log_info("unhandled read event", "warning")
+
+    def handle_write(self) -> None:
+        self.log_info("unhandled write event", "warning")
+
+    def handle_connect(self) -> None:
+        self.log_info("unhandled connect event", "warning")
+
+    def handle_accept(self) -> None:
+        pair = self.accept()
+        if pair is not None:
+            self.handle_accepted(*pair)
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        sock.close()
+        self.log_info("unhandled accepted event", "warning")
+
+    def handle_close(self) -> None:
+        self.log_info("unhandled close event", "warning")
+        self.close()
+
+
+class dispatcher_with_send(dispatcher):
+    """A dispatcher whose ``send`` buffers what the socket does not take yet.
+
+    ``out_buffer`` reads as the unsent bytes (as in asyncore), but they are
+    kept in a push queue: appending is O(1) instead of asyncore's
+    ``out_buffer + data`` copy.
+    """
+
+    def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
+        self._af_queue = PushQueue()
+        dispatcher.__init__(self, sock, map)
+
+    @property
+    def out_buffer(self) -> bytes:
+        return b"".join(self._af_queue.snapshot())
+
+    @out_buffer.setter
+    def out_buffer(self, data: bytes) -> None:
+        self._af_queue.clear()
+        self._af_queue.push(data)
+
+    def initiate_send(self) -> None:
+        queue = self._af_queue
+        chunk = queue.next_chunk(65536)
+        if chunk is not None:
+            queue.consume(dispatcher.send(self, chunk))
+
+    def handle_write(self) -> None:
+        self.initiate_send()
+
+    def writable(self) -> bool:
+        return (not self.connected) or bool(self._af_queue)
+
+    def send(self, data: Any) -> None:  # type: ignore[override]
+        if self.debug:
+            self.log_info("sending %s" % repr(data))
+        self._af_queue.push(data)
+        self.initiate_send()
+        _touch(self)
+
+
+def compact_traceback() -> Tuple[Tuple[str, str, str], Any, Any, str]:
+    """((file, function, line), type, value, info) of the exception being handled."""
+    t, v, tb = sys.exc_info()
+    tbinfo = []
+    if not tb:
+        raise AssertionError("traceback does not exist")
+    while tb:
+        tbinfo.append(
+            (tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name, str(tb.tb_lineno))
+        )
+        tb = tb.tb_next
+    del tb
+    file, function, line = tbinfo[-1]
+    info = " ".join(["[%s|%s|%s]" % x for x in tbinfo])
+    return (file, function, line), t, v, info
+
+
+def close_all(map: Optional[Dict[Any, Any]] = None, ignore_all: bool = False) -> None:
+    """Close every channel in *map* and empty it."""
+    if map is None:
+        map = socket_map
+    for x in list(map.values()):
+        try:
+            x.close()
+        except OSError as err:
+            if err.errno == EBADF:
+                pass
+            elif not ignore_all:
+                raise
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            if not ignore_all:
+                raise
+    map.clear()
+    poller = _poller.poller_for(map, create=False)
+    if poller is not None:
+        poller.expected_len = -1
+    _poller.release(map, keep=socket_map)
+
+
+# Interest of the stock predicates, so the poller need not call them.
+def _dispatcher_interest(obj: Any) -> int:
+    return _poller.IN if obj.accepting else _poller.IN | _poller.OUT
+
+
+def _with_send_interest(obj: Any) -> int:
+    if obj.accepting:
+        return _poller.IN
+    if not obj.connected or obj._af_queue:
+        return _poller.IN | _poller.OUT
+    return _poller.IN
+
+
+_poller.STOCK_INTEREST[(dispatcher.readable, dispatcher.writable)] = _dispatcher_interest
+_poller.STOCK_INTEREST[(dispatcher.readable, dispatcher_with_send.writable)] = _with_send_interest
+
+
+if os.name == "posix":
+
+    class file_wrapper:
+        """Just enough of a socket around a file descriptor (which it dup()s)."""
+
+        def __init__(self, fd: int) -> None:
+            self.fd = os.dup(fd)
+
+        def __del__(self) -> None:
+            if self.fd >= 0:
+                warnings.warn("unclosed file %r" % self, ResourceWarning, source=self)
+            self.close()
+
+        def recv(self, *args: Any) -> bytes:
+            return os.read(self.fd, *args)
+
+        def send(self, *args: Any) -> int:
+            return os.write(self.fd, *args)
+
+        def getsockopt(self, level: int, optname: int, buflen: Optional[int] = None) -> int:
+            if level == socket.SOL_SOCKET and optname == socket.SO_ERROR and not buflen:
+                return 0
+            raise NotImplementedError("Only asyncore specific behaviour implemented.")
+
+        read = recv
+        write = send
+
+        def close(self) -> None:
+            if self.fd < 0:
+                return
+            fd = self.fd
+            self.fd = -1
+            os.close(fd)
+
+        def fileno(self) -> int:
+            return self.fd
+
+    class file_dispatcher(dispatcher):
+        """A dispatcher over a file descriptor (pipes, terminals)."""
+
+        def __init__(self, fd: Any, map: Optional[Dict[Any, Any]] = None) -> None:
+            dispatcher.__init__(self, None, map)
+            self.connected = True
+            try:
+                fd = fd.fileno()
+            except AttributeError:
+                pass
+            self.set_file(fd)
+            os.set_blocking(fd, False)
+
+        def set_file(self, fd: int) -> None:
+            self.socket = file_wrapper(fd)
+            self._fileno = self.socket.fileno()
+            self.add_channel()
