@@ -75,8 +75,13 @@ class async_chat(asyncore.dispatcher):
         # so the core objects come to life at whichever happens first.
         scanner = self._af_scanner
         if scanner is None:
-            scanner = self._af_scanner = FrameScanner(_delivery_mode(type(self)))
+            cls = type(self)
+            scanner = self._af_scanner = FrameScanner(_delivery_mode(cls))
             self._af_queue = PushQueue()
+            if cls._get_data is async_chat._get_data:
+                # found_terminator() calls this once per frame: binding the
+                # core's method saves a Python frame on every call
+                self._get_data = scanner.get_data
         return scanner
 
     # -- asynchat's attributes, kept by the core -----------------------------
