@@ -5,6 +5,7 @@ the install fails.  The pure-Python twin is chosen only at import time (see
 ``asynframe._core``), never by a build that quietly dropped the extension.
 """
 import os
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -29,10 +30,19 @@ extensions = [
     Extension(
         "asynframe._core_c",
         ["ext/asynframe/_core_c.pyx"],
+        include_dirs=["ext/asynframe"],
+        depends=["ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd"],
+        libraries=["ws2_32"] if sys.platform == "win32" else [],
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
     ),
 ]
+
+if os.environ.get("ASYNFRAME_PURE_WHEEL") == "1":
+    # Explicitly asked for: the py3-none-any wheel for interpreters that
+    # cannot load the compiled core.  Never a fallback after a failed build.
+    setup()
+    sys.exit(0)
 
 setup(
     ext_modules=cythonize(

@@ -21,6 +21,14 @@
 #   sendmsg(MSG_NOSIGNAL) -> _consume(sent) advances _head/_offset and drops
 #   the references of everything fully sent.
 
+# A receive block replaced while views from get_buffer() still pointed into it:
+# freed when the last of those views is released.
+cdef struct _RetiredBlock:
+    char *block
+    Py_ssize_t exports
+    _RetiredBlock *next
+
+
 cdef class FrameScanner:
     cdef int _mode
     cdef int _kind              # TERM_NONE, TERM_BYTES or TERM_INT
@@ -33,7 +41,8 @@ cdef class FrameScanner:
     cdef list _incoming
     cdef unsigned long _clears
     cdef bint _busy
-    cdef Py_ssize_t _exports    # live memoryviews from get_buffer(): no realloc then
+    cdef Py_ssize_t _exports    # live memoryviews from get_buffer() into _buf: no realloc then
+    cdef _RetiredBlock *_retired  # older blocks that views still point into
 
     cdef void _set(self, object term)
     cdef int _reserve(self, Py_ssize_t extra) except -1

@@ -10,42 +10,23 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.long cimport PyLong_FromSsize_t
-from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdlib cimport free, realloc
-from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+from libc.errno cimport EAGAIN, errno
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memmove
 
 import os as _os
 
-cdef extern from *:
-    """
-    #include <sys/types.h>
-    #include <sys/socket.h>
-    #include <sys/uio.h>
-    #ifndef MSG_NOSIGNAL
-    #define MSG_NOSIGNAL 0  /* macOS: SIGPIPE is ignored by CPython anyway */
-    #endif
-    #ifndef ENOTSOCK
-    #define ENOTSOCK 88
-    #endif
-    """
-    struct iovec:
+cdef extern from "_sockio.h":
+    ctypedef struct af_iovec:
         void *iov_base
         size_t iov_len
-    struct msghdr:
-        void *msg_name
-        int msg_namelen
-        iovec *msg_iov
-        size_t msg_iovlen
-        void *msg_control
-        size_t msg_controllen
-        int msg_flags
-    ssize_t c_sendmsg "sendmsg" (int fd, const msghdr *msg, int flags)
-    ssize_t c_writev "writev" (int fd, const iovec *iov, int count)
-    ssize_t c_recv "recv" (int fd, void *buf, size_t n, int flags)
-    int MSG_NOSIGNAL
-    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject *items) except -1
-    int ENOTSOCK
+    ctypedef long long af_ssize_t
+    af_ssize_t af_sendv(long long fd, af_iovec *iov, int count)
+    af_ssize_t af_recv(long long fd, char *buf, size_t n)
     int EWOULDBLOCK
+
+cdef extern from *:
+    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject *items) except -1
 
 IMPLEMENTATION = "c"
 
@@ -180,7 +161,16 @@ cdef class FrameScanner:
         self._buf = NULL
 
     def __dealloc__(self):
+        cdef _RetiredBlock *node = self._retired
+        cdef _RetiredBlock *following
         free(self._buf)
+        # views hold a reference to the scanner, so none is alive any more
+        while node != NULL:
+            following = node.next
+            free(node.block)
+            free(node)
+            node = following
+        self._retired = NULL
 
     # -- configuration -----------------------------------------------------
     @property
@@ -272,6 +262,7 @@ cdef class FrameScanner:
         cdef Py_ssize_t need
         cdef Py_ssize_t cap
         cdef char *grown
+        cdef _RetiredBlock *node
         if self._cap - self._end >= extra:
             return 0
         if self._start:
@@ -281,25 +272,58 @@ cdef class FrameScanner:
             self._start = 0
             if self._cap - self._end >= extra:
                 return 0
-        if self._exports:
-            raise BufferError("the buffer from get_buffer() is still in use")
         need = self._end + extra
         cap = self._cap * 2 if self._cap else 4096
         while cap < need:
             cap *= 2
-        grown = <char *>realloc(self._buf, cap)
-        if grown == NULL:
-            raise MemoryError()
+        if self._exports:
+            # A view from get_buffer() still points into the block (a caller
+            # keeping the last one while asking for the next): the block must
+            # not move.  Continue in a new one; the old one is freed when its
+            # last view is released.
+            grown = <char *>malloc(cap)
+            if grown == NULL:
+                raise MemoryError()
+            node = <_RetiredBlock *>malloc(sizeof(_RetiredBlock))
+            if node == NULL:
+                free(grown)
+                raise MemoryError()
+            memcpy(grown, self._buf, self._end)
+            node.block = self._buf
+            node.exports = self._exports
+            node.next = self._retired
+            self._retired = node
+            self._exports = 0
+        else:
+            grown = <char *>realloc(self._buf, cap)
+            if grown == NULL:
+                raise MemoryError()
         self._buf = grown
         self._cap = cap
         return 0
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         PyBuffer_FillInfo(view, self, self._buf + self._end, self._cap - self._end, 0, flags)
+        view.internal = <void *>self._buf  # which block the view points into
         self._exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):
-        self._exports -= 1
+        cdef _RetiredBlock **link
+        cdef _RetiredBlock *node
+        if view.internal == <void *>self._buf:
+            self._exports -= 1
+            return
+        link = &self._retired
+        while link[0] != NULL:
+            node = link[0]
+            if <void *>node.block == view.internal:
+                node.exports -= 1
+                if node.exports == 0:
+                    link[0] = node.next
+                    free(node.block)
+                    free(node)
+                return
+            link = &node.next
 
     def get_buffer(self, sizehint=-1):
         """A writable buffer to ``recv_into``; then report the count to ``buffer_updated``."""
@@ -325,20 +349,16 @@ cdef class FrameScanner:
         Returns the byte count, 0 at end of file, -1 when the read would block.
         Other errors raise ``OSError``.
         """
-        cdef int fd
-        cdef ssize_t got
+        cdef long long fd
+        cdef af_ssize_t got
         if self._busy:
             raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
         if size <= 0:
             raise ValueError("size must be positive")
         fd = sock if isinstance(sock, int) else sock.fileno()
         self._reserve(size)
-        while True:
-            got = c_recv(fd, self._buf + self._end, size, 0)
-            if got >= 0:
-                break
-            if errno == EINTR:
-                continue
+        got = af_recv(fd, self._buf + self._end, size)
+        if got < 0:
             if errno == EAGAIN or errno == EWOULDBLOCK:
                 return -1
             raise OSError(errno, _os.strerror(errno))
@@ -763,12 +783,11 @@ cdef class PushQueue:
         Returns the byte count the kernel took; 0 when it would block or
         nothing is ready.  Other socket errors propagate as ``OSError``.
         """
-        cdef iovec iov[C_IOV_MAX]
-        cdef msghdr msg
+        cdef af_iovec iov[C_IOV_MAX]
         cdef Py_ssize_t count
         cdef Py_ssize_t i
-        cdef ssize_t sent
-        cdef int fd
+        cdef af_ssize_t sent
+        cdef long long fd
         cdef object item
         fd = sock if isinstance(sock, int) else sock.fileno()
         count = self._ready(C_SEND_BUDGET)
@@ -780,18 +799,9 @@ cdef class PushQueue:
             iov[i].iov_len = PyBytes_GET_SIZE(item)
         iov[0].iov_base = <char *>iov[0].iov_base + self._offset
         iov[0].iov_len -= self._offset
-        memset(&msg, 0, sizeof(msg))
-        msg.msg_iov = iov
-        msg.msg_iovlen = count
         self._sends += 1
-        while True:
-            sent = c_sendmsg(fd, &msg, MSG_NOSIGNAL)
-            if sent < 0 and errno == ENOTSOCK:
-                sent = c_writev(fd, iov, <int>count)  # pipes: file_dispatcher
-            if sent >= 0:
-                break
-            if errno == EINTR:
-                continue
+        sent = af_sendv(fd, iov, <int>count)
+        if sent < 0:
             if errno == EAGAIN or errno == EWOULDBLOCK:
                 return 0
             raise OSError(errno, _os.strerror(errno))

@@ -185,13 +185,15 @@ class FrameScanner:
         """Scan *data* (appended to anything held back), calling back *target*."""
         if self._busy:
             raise RuntimeError("FrameScanner.feed() called from inside one of its callbacks")
+        if data.__class__ is not bytes:
+            # bytes-like only, as the C core's buffer request: str, None, ints
+            # and lists raise TypeError even when empty
+            data = bytes(memoryview(data))
         if not data:
             return
         if self._held:
             data = self._held + data
             self._held = b""
-        elif data.__class__ is not bytes:
-            data = bytes(data)
         self._busy = True
         try:
             self._scan(target, data)
@@ -200,6 +202,8 @@ class FrameScanner:
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable buffer to ``recv_into``; then report the count to ``buffer_updated``."""
+        if self._busy:
+            raise RuntimeError("get_buffer() called from inside a scanner callback")
         if sizehint is None or sizehint <= 0:
             sizehint = DEFAULT_READ_SIZE
         area = self._recv_area
