@@ -45,6 +45,11 @@ def install(force: bool = False) -> bool:
     """
     from . import asynchat as _asynchat, asyncore as _asyncore
 
+    # The two names must resolve to one implementation: asynframe's channels
+    # are served by asynframe's loop only.  Where just one is missing (3.12+
+    # with the pyasyncore backport but not pyasynchat), both are installed.
+    if not force and not (_stdlib_has("asyncore") and _stdlib_has("asynchat")):
+        force = True
     installed = False
     for name, module in (("asyncore", _asyncore), ("asynchat", _asynchat)):
         current = sys.modules.get(name)

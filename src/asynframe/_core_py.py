@@ -392,7 +392,7 @@ class PushQueue:
     producers into bytes, as asynchat's ``use_encoding`` does.
     """
 
-    __slots__ = ("_items", "_offset", "_buffered", "encoding", "_pushes", "_sends")
+    __slots__ = ("_items", "_offset", "_buffered", "encoding", "_pushes", "_sends", "_pulling")
 
     def __init__(self, encoding: Optional[str] = None) -> None:
         # _items[0] is the head; _offset counts its bytes already sent
@@ -402,6 +402,8 @@ class PushQueue:
         self.encoding = encoding
         self._pushes = 0
         self._sends = 0
+        # inside a producer's more(): no send/consume then
+        self._pulling = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -453,7 +455,8 @@ class PushQueue:
 
     def clear(self) -> None:
         """Drop everything queued."""
-        self._items.clear()
+        # a new deque, so that a _pull() in progress sees the queue was cleared
+        self._items = deque()
         self._offset = 0
         self._buffered = 0
 
@@ -487,7 +490,15 @@ class PushQueue:
         """Replace the producer at *index* by its next output, or drop it."""
         items = self._items
         producer = items[index]
-        data = producer.more()
+        self._pulling = True
+        try:
+            data = producer.more()
+        finally:
+            self._pulling = False
+        # more() may have pushed or cleared (a channel closing itself); only
+        # act if the producer is still there, else its output goes too
+        if self._items is not items or index >= len(items) or items[index] is not producer:
+            return
         if data:
             if data.__class__ is not bytes:
                 if isinstance(data, str):
@@ -515,6 +526,12 @@ class PushQueue:
                 break
             if item.__class__ is not bytes:
                 self._pull(i)
+                if self._items is not items:
+                    # more() cleared the queue: gather what is queued now
+                    items = self._items
+                    views = []
+                    total = 0
+                    i = 0
                 continue
             if i == 0 and self._offset:
                 view = memoryview(item)[self._offset:]
@@ -546,9 +563,10 @@ class PushQueue:
         Returns None when nothing is ready (empty queue, or the sentinel is
         next).  Report what was sent with ``consume(n)``.
         """
-        items = self._items
-        while items:
-            head = items[0]
+        if self._pulling:
+            raise RuntimeError("PushQueue.next_chunk() called from a producer's more()")
+        while self._items:
+            head = self._items[0]
             if head is None:
                 return None
             if head.__class__ is bytes:
@@ -558,8 +576,20 @@ class PushQueue:
 
     def consume(self, nbytes: int) -> None:
         """Account for *nbytes* sent by the caller from ``next_chunk()``."""
+        if self._pulling:
+            raise RuntimeError("PushQueue.consume() called from a producer's more()")
         if nbytes < 0 or nbytes > self._buffered:
             raise ValueError("cannot consume %d of %d buffered bytes" % (nbytes, self._buffered))
+        # Only bytes ahead of the first producer or close sentinel can have
+        # been sent; _consume() walks bytes items only.
+        ready = -self._offset
+        for item in self._items:
+            if ready >= nbytes:
+                break
+            if item.__class__ is not bytes:
+                raise ValueError("cannot consume %d bytes: %d are ready before the next %s"
+                                 % (nbytes, ready, "close" if item is None else "producer"))
+            ready += len(item)
         self._consume(nbytes)
 
     def send(self, sock: Any) -> int:
@@ -568,6 +598,8 @@ class PushQueue:
         Returns the byte count the kernel took; 0 when it would block or
         nothing is ready.  Other socket errors propagate as ``OSError``.
         """
+        if self._pulling:
+            raise RuntimeError("PushQueue.send() called from a producer's more()")
         views = self._gather(SEND_BUDGET)
         if not views:
             return 0

@@ -129,6 +129,17 @@ def interest_fn(obj: Any) -> InterestFn:
     return fn
 
 
+def interest_fn_of(obj: Any) -> InterestFn:
+    """``interest_fn``, but None for an object with predicates set on the
+    instance (``chan.writable = ...``): asyncore calls those as well."""
+    fn = interest_fn(obj)
+    if fn is not None:
+        attrs = getattr(obj, "__dict__", None)
+        if attrs and ("readable" in attrs or "writable" in attrs):
+            return None
+    return fn
+
+
 def polled_interest(obj: Any) -> int:
     """asyncore's own rule: ask the predicates; listeners are never writable."""
     mask = 0
@@ -156,12 +167,27 @@ class MapPoller:
         self.expected_len = -1
         # entries with a non-zero mask in the backend
         self.registered = 0
+        # True once an object that is no dispatcher was found in the map: the
+        # code managing those writes the map directly (del + add in one
+        # iteration keeps its size), so the map is compared in full each time
+        self.has_foreign = False
+        # debug counters: wakeups, and channels whose interest was evaluated
+        # (tests assert the latter grows with activity, not with map size)
+        self.iterations = 0
+        self.interest_checks = 0
 
     # -- membership ----------------------------------------------------------
     def added(self, fd: Any, obj: Any) -> None:
         """``map[fd] = obj`` happened (add_channel)."""
+        # The map grew by one unless *fd* was in it already; only a size
+        # that disagrees means changes behind our back (a full _resync per
+        # accepted connection would make serving N clients O(N**2)).
+        was_there = fd in self.known or fd in self.dirty
         self.dirty[fd] = obj
-        self.expected_len = -1
+        if self.expected_len >= 0 and len(self.map) == self.expected_len + (not was_there):
+            self.expected_len = len(self.map)
+        else:
+            self.expected_len = -1
 
     def removed(self, fd: Any, obj: Any) -> None:
         """``del map[fd]`` happened (del_channel): drop the registration now,
@@ -171,7 +197,11 @@ class MapPoller:
             self._forget(fd, entry)
         self.dirty.pop(fd, None)
         self.polled.pop(fd, None)
-        self.expected_len = -1
+        # del_channel deletes map[fd] right after this call
+        if self.expected_len == len(self.map) and fd in self.map:
+            self.expected_len -= 1
+        else:
+            self.expected_len = -1
         if getattr(obj, "_af_poller", None) is self:
             obj._af_poller = None
 
@@ -246,17 +276,21 @@ class MapPoller:
 
     def _refresh(self) -> None:
         socket_map = self.map
-        if len(socket_map) != self.expected_len:
+        if self.has_foreign or len(socket_map) != self.expected_len:
             self._resync()
+        self.iterations += 1
+        self.interest_checks += len(self.dirty) + len(self.polled)
         if self.dirty:
             dirty = self.dirty
             self.dirty = {}
             for fd, obj in dirty.items():
                 if socket_map.get(fd) is not obj:
                     continue
-                fn = interest_fn(obj)
+                fn = interest_fn_of(obj)
                 if fn is None:
                     self.polled[fd] = obj
+                    if not hasattr(type(obj), "_af_poller"):
+                        self.has_foreign = True
                     continue
                 self.polled.pop(fd, None)
                 self._update(fd, obj, fn(obj))

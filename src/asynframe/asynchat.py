@@ -66,6 +66,18 @@ class async_chat(asyncore.dispatcher):
     # True while the read handler runs: pushes then wait for one flush
     _af_dispatching = False
 
+    # asynchat has no default terminator, and legacy subclasses give one as a
+    # class attribute (``terminator = b"\r\n"``); left on the class it would
+    # hide the property below, so it is moved here: every instance starts with it.
+    _af_default_terminator: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        term = cls.__dict__.get("terminator", async_chat.terminator)
+        if not hasattr(term, "__get__"):
+            delattr(cls, "terminator")
+            cls._af_default_terminator = term
+
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         self._af_setup()
         asyncore.dispatcher.__init__(self, sock, map)
@@ -78,6 +90,10 @@ class async_chat(asyncore.dispatcher):
             cls = type(self)
             scanner = self._af_scanner = FrameScanner(_delivery_mode(cls))
             self._af_queue = PushQueue()
+            if cls._af_default_terminator is not None:
+                scanner.set_terminator(
+                    cls._af_default_terminator, self.encoding if self.use_encoding else None
+                )
             if cls._get_data is async_chat._get_data:
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
@@ -124,6 +140,7 @@ class async_chat(asyncore.dispatcher):
                 queue.push_close()
             else:
                 queue.push_producer(item)
+        asyncore._touch(self)
 
     # -- input ---------------------------------------------------------------
     def collect_incoming_data(self, data: bytes) -> None:

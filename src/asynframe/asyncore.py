@@ -459,9 +459,23 @@ class dispatcher_with_send(dispatcher):
     def out_buffer(self, data: bytes) -> None:
         self._af_queue.clear()
         self._af_queue.push(data)
+        # asyncore's writable() sees the new buffer at the next iteration
+        _touch(self)
 
     def initiate_send(self) -> None:
         queue = self._af_queue
+        sock = self.socket
+        if type(sock) is socket.socket:
+            # plain socket: everything queued in one scatter-gather send, with
+            # dispatcher.send's error handling
+            try:
+                queue.send(sock)
+            except OSError as why:
+                if why.errno in _DISCONNECTED:
+                    self.handle_close()
+                else:
+                    raise
+            return
         chunk = queue.next_chunk(65536)
         if chunk is not None:
             queue.consume(dispatcher.send(self, chunk))

@@ -1,0 +1,198 @@
+"""CPython's own test.test_asyncore and test.test_asynchat, run on asynframe.
+
+The suites are imported from the running interpreter's ``test`` package at
+test time (never copied here), with ``asynframe.asyncore``/``asynchat``
+registered in ``sys.modules`` as ``asyncore``/``asynchat`` before they load.
+Each run is a fresh subprocess: one per core (``core`` fixture from
+conftest: compiled, then pure via ``ASYNFRAME_NO_EXTENSIONS=1``), plus one
+with the stdlib modules themselves, which gives the reference counts.  All
+three are started at once and waited for by the tests.
+
+Asserted per core: no failures, no errors, and as many tests run and skipped
+as the stdlib modules give on this interpreter.
+
+Python 3.12 removed the modules and their suites: there the tests skip, or
+fail when ``ASYNFRAME_REQUIRE_CPYTHON_SUITES=1`` is set (a CI job on <= 3.11
+that must not go green without them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import NO_EXTENSIONS
+
+SUITES = ("test.test_asyncore", "test.test_asynchat")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRE = os.environ.get("ASYNFRAME_REQUIRE_CPYTHON_SUITES", "") not in ("", "0")
+TIMEOUT = 240
+
+RUNNER = r"""
+import json, sys, unittest, io
+impl = sys.argv[1]
+names = sys.argv[2:]
+if impl == "asynframe":
+    import asynframe
+    from asynframe import asynchat, asyncore
+    sys.modules["asyncore"] = asyncore
+    sys.modules["asynchat"] = asynchat
+    core = asynframe.CORE_IMPLEMENTATION
+else:
+    core = "stdlib"
+suite = unittest.defaultTestLoader.loadTestsFromNames(names)
+stream = io.StringIO()
+result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
+used = {}
+for name in names:
+    module = sys.modules.get(name)
+    for attr in ("asyncore", "asynchat"):
+        if module is not None and hasattr(module, attr):
+            used["%s.%s" % (name, attr)] = getattr(getattr(module, attr), "__name__", "?")
+def describe(pairs):
+    return [[str(test), text[-1500:]] for test, text in pairs]
+print(json.dumps({
+    "core": core,
+    "run": result.testsRun,
+    "failures": describe(result.failures),
+    "errors": describe(result.errors),
+    "skipped": len(result.skipped),
+    "expected_failures": len(result.expectedFailures),
+    "unexpected_successes": [str(t) for t in result.unexpectedSuccesses],
+    "used": used,
+}))
+"""
+
+
+def missing_suites():
+    missing = []
+    for name in SUITES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ImportError:
+            spec = None
+        if spec is None:
+            missing.append(name)
+    return missing
+
+
+def require_suites():
+    missing = missing_suites()
+    if not missing:
+        return
+    message = "%s not in this interpreter's test package (Python %s; removed in 3.12)" % (
+        " and ".join(missing), sys.version.split()[0])
+    if REQUIRE:
+        pytest.fail("ASYNFRAME_REQUIRE_CPYTHON_SUITES=1 but " + message, pytrace=False)
+    pytest.skip(message)
+
+
+class SuiteRun:
+    """One runner subprocess, started at once, its JSON read on demand."""
+
+    def __init__(self, impl, pure, workdir):
+        env = dict(os.environ)
+        env.pop("ASYNFRAME_NO_EXTENSIONS", None)
+        if pure:
+            env["ASYNFRAME_NO_EXTENSIONS"] = "1"
+        # the suites create their socket files in the working directory
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", RUNNER, impl, *SUITES],
+            env=env, cwd=str(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self._result = None
+
+    def result(self):
+        if self._result is None:
+            try:
+                out, err = self.proc.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+                raise AssertionError("suite run timed out:\n" + err[-3000:])
+            assert self.proc.returncode == 0, "runner failed:\n" + err[-3000:]
+            self._result = json.loads(out.strip().splitlines()[-1])
+        return self._result
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def suite_runs(tmp_path_factory):
+    require_suites()
+    runs = {
+        name: SuiteRun(impl, pure, tmp_path_factory.mktemp("cpython-" + name))
+        for name, impl, pure in (
+            ("stdlib", "stdlib", False),
+            ("c", "asynframe", False),
+            ("python", "asynframe", True),
+        )
+        if not (name == "c" and NO_EXTENSIONS)  # the core fixture skips it then
+    }
+    try:
+        yield runs
+    finally:
+        for run in runs.values():
+            run.stop()
+
+
+def counts(result):
+    return "%s: run=%d failures=%d errors=%d skipped=%d" % (
+        result["core"], result["run"], len(result["failures"]), len(result["errors"]),
+        result["skipped"])
+
+
+@pytest.mark.timeout(TIMEOUT + 30)
+def test_cpython_suites_pass_on_asynframe(core, suite_runs):
+    which = core.IMPLEMENTATION
+    got = suite_runs[which].result()
+    ref = suite_runs["stdlib"].result()
+    summary = "asynframe %s | stdlib %s" % (counts(got), counts(ref))
+    print("\n" + summary)
+    assert got["core"] == which, summary
+    # the suites really ran on asynframe's modules
+    assert got["used"] and all(v.startswith("asynframe.") for v in got["used"].values()), got["used"]
+    assert all(not v.startswith("asynframe.") for v in ref["used"].values()), ref["used"]
+    problems = "".join(
+        "\n--- %s\n%s" % (test, text) for test, text in got["failures"] + got["errors"]
+    )
+    assert not got["failures"] and not got["errors"], summary + problems
+    assert not got["unexpected_successes"], summary
+    assert (got["run"], got["skipped"]) == (ref["run"], ref["skipped"]), summary
+    assert ref["run"] > 0 and not ref["failures"] and not ref["errors"], summary
+
+
+@pytest.mark.timeout(30)
+def test_require_flag_turns_a_missing_suite_into_a_failure():
+    # Checked in a subprocess that hides the suites, as Python 3.12+ does.
+    code = (
+        "import sys, importlib.abc\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in %r: raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "sys.path.insert(0, %r)\n"
+        "import test_cpython_suites as t\n"
+        "print(t.missing_suites())\n"
+        "try:\n"
+        "    t.require_suites()\n"
+        "except BaseException as exc:\n"
+        "    print(type(exc).__name__)\n"
+    ) % (SUITES, os.path.dirname(os.path.abspath(__file__)))
+    outcomes = {}
+    for flag in ("0", "1"):
+        env = dict(os.environ, ASYNFRAME_REQUIRE_CPYTHON_SUITES=flag)
+        proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=25)
+        assert proc.returncode == 0, proc.stderr
+        outcomes[flag] = proc.stdout.split()
+    assert outcomes["0"][-1] == "Skipped", outcomes
+    assert outcomes["1"][-1] == "Failed", outcomes
