@@ -40,6 +40,9 @@ cdef class FrameScanner:
     cdef Py_ssize_t _end
     cdef list _incoming
     cdef unsigned long _clears
+    cdef unsigned long _stops   # bumped by stop(): the scan returns after the callback
+    cdef Py_ssize_t _max_frame  # 0: no limit
+    cdef Py_ssize_t _partial    # bytes of the current frame delivered so far
     cdef bint _busy
     cdef Py_ssize_t _exports    # live memoryviews from get_buffer() into _buf: no realloc then
     cdef _RetiredBlock *_retired  # older blocks that views still point into
@@ -53,6 +56,7 @@ cdef class FrameScanner:
     cdef int _deliver_partial(self, object target, object chunk) except -1
     cdef int _deliver_frame_end(self, object target, object chunk) except -1
     cdef object _join_incoming(self)
+    cdef int _overflow(self, object target, Py_ssize_t size) except -1
 
 
 cdef class PushQueue:
@@ -63,6 +67,7 @@ cdef class PushQueue:
     cdef public object encoding
     cdef Py_ssize_t _pushes
     cdef Py_ssize_t _sends
+    cdef bint _pulling          # inside a producer's more(): no send/consume then
 
     cdef void _compact(self)
     cdef int _pull(self, Py_ssize_t index) except -1

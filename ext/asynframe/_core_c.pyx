@@ -43,6 +43,8 @@ SEND_BUDGET = C_SEND_BUDGET
 DEFAULT_READ_SIZE = 65536
 
 cdef enum:
+    # receive buffers larger than this are freed when a scan empties them
+    IDLE_BUFFER_MAX = 4096
     C_IOV_MAX = 1024
     TERM_NONE = 0
     TERM_BYTES = 1
@@ -250,8 +252,28 @@ cdef class FrameScanner:
         PyList_SetSlice(incoming, 0, PyList_GET_SIZE(incoming), NULL)
         return data
 
+    def stop(self):
+        """From inside a callback: end the scan after it; the rest stays in ``pending``."""
+        self._stops += 1
+
+    @property
+    def max_frame(self):
+        """Most bytes a frame may gather before its terminator; 0 means no limit.
+
+        Past it the frame and the rest of the read are dropped and
+        ``target.frame_too_large(size)`` is called.
+        """
+        return self._max_frame
+
+    @max_frame.setter
+    def max_frame(self, Py_ssize_t limit):
+        if limit < 0:
+            raise ValueError("max_frame must be >= 0, not %d" % limit)
+        self._max_frame = limit
+
     def clear(self):
         """Drop held-back bytes and collected chunks; scanning in progress stops."""
+        self._partial = 0
         self._start = self._end = 0
         PyList_SetSlice(self._incoming, 0, PyList_GET_SIZE(self._incoming), NULL)
         self._clears += 1
@@ -390,11 +412,21 @@ cdef class FrameScanner:
             self._scan(target, self._buf + start, end - start, None)
         finally:
             self._busy = False
+        if self._end == 0 and self._exports == 0 and self._cap > IDLE_BUFFER_MAX:
+            # Nothing held back: give the receive buffer up, so an idle
+            # connection costs no buffer (the next read allocates anew,
+            # which malloc serves from the block just freed).
+            free(self._buf)
+            self._buf = NULL
+            self._cap = 0
         return 0
 
     # -- input ---------------------------------------------------------------
     def feed(self, target, data):
-        """Scan *data* (appended to anything held back), calling back *target*."""
+        """Scan *data* (appended to anything held back), calling back *target*.
+
+        An empty *data* re-scans what is held back, as any asynchat read does.
+        """
         cdef Py_buffer view
         cdef bint release = False
         cdef const char *ptr
@@ -412,6 +444,10 @@ cdef class FrameScanner:
             data = None
         try:
             if length == 0:
+                # like asynchat's handle_read: held bytes are re-scanned (a
+                # terminator set since the last read applies to them)
+                if self._end > self._start:
+                    self._scan_buffer(target)
                 return
             if self._end > self._start:
                 self._reserve(length)
@@ -474,6 +510,8 @@ cdef class FrameScanner:
         cdef Py_ssize_t tlen
         cdef const char *tptr
         cdef unsigned long clears = self._clears
+        cdef unsigned long stops = self._stops
+        cdef Py_ssize_t limit = self._max_frame
         cdef int mode
         cdef object term
         cdef object chunk
@@ -481,24 +519,31 @@ cdef class FrameScanner:
             while pos < end:
                 mode = self._mode
                 if self._kind == TERM_NONE:
+                    if mode != C_MODE_FRAMES and limit and self._partial + end - pos > limit:
+                        return self._overflow(target, self._partial + end - pos)
                     if pos == 0 and whole is not None:
                         chunk = whole
                     else:
                         chunk = PyBytes_FromStringAndSize(data + pos, end - pos)
                     if mode == C_MODE_FRAMES:
                         pos = end
+                        self._partial = 0
                         self._deliver_frame_end(target, chunk)
                     else:
+                        self._partial += end - pos
                         self._deliver_partial(target, chunk)
                         pos = end
                 elif self._kind == TERM_INT:
                     avail = end - pos
                     need = self._remaining
                     if avail < need:
+                        if limit and self._partial + avail > limit:
+                            return self._overflow(target, self._partial + avail)
                         if pos == 0 and whole is not None:
                             chunk = whole
                         else:
                             chunk = PyBytes_FromStringAndSize(data + pos, avail)
+                        self._partial += avail
                         self._deliver_partial(target, chunk)
                         pos = end
                         # asynchat counts down after the callback, whatever it set
@@ -506,10 +551,13 @@ cdef class FrameScanner:
                         self._remaining = need - avail
                         self._term = None
                     else:
+                        if limit and self._partial + need > limit:
+                            return self._overflow(target, self._partial + need)
                         if pos == 0 and need == end and whole is not None:
                             chunk = whole
                         else:
                             chunk = PyBytes_FromStringAndSize(data + pos, need)
+                        self._partial = 0
                         if mode == C_MODE_CALLBACKS:
                             target.collect_incoming_data(chunk)
                             pos += need
@@ -528,6 +576,8 @@ cdef class FrameScanner:
                     index = _find(data + pos, end - pos, tptr, tlen)
                     if index < 0:
                         keep = _prefix_at_end(data + pos, end - pos, tptr, tlen)
+                        if limit and self._partial + end - pos > limit:
+                            return self._overflow(target, self._partial + end - pos)
                         if keep == end - pos:
                             self._hold(data + pos, keep)
                             return 0
@@ -535,6 +585,7 @@ cdef class FrameScanner:
                             chunk = whole
                         else:
                             chunk = PyBytes_FromStringAndSize(data + pos, end - pos - keep)
+                        self._partial += end - pos - keep
                         self._deliver_partial(target, chunk)
                         pos = end
                         if keep and self._clears == clears:
@@ -543,6 +594,9 @@ cdef class FrameScanner:
                     # Several frames per read is the common case: stay in this
                     # loop while the callbacks leave terminator and mode alone.
                     while True:
+                        if limit and self._partial + index > limit:
+                            return self._overflow(target, self._partial + index)
+                        self._partial = 0
                         index += pos
                         if mode == C_MODE_CALLBACKS:
                             if index > pos:
@@ -564,12 +618,18 @@ cdef class FrameScanner:
                                 chunk = self._join_incoming()
                             target.frame_received(chunk)
                         if (self._term is not term or self._kind != TERM_BYTES
-                                or self._mode != mode or self._clears != clears):
+                                or self._mode != mode or self._clears != clears
+                                or self._stops != stops):
                             break
                         index = _find(data + pos, end - pos, tptr, tlen)
                         if index < 0:
                             break
                 if self._clears != clears:
+                    return 0
+                if self._stops != stops:
+                    # stop(): the rest waits in pending for process()
+                    if pos < end:
+                        self._hold(data + pos, end - pos)
                     return 0
         except BaseException:
             # asynchat keeps the unscanned rest in ac_in_buffer when a callback
@@ -577,6 +637,16 @@ cdef class FrameScanner:
             if self._clears == clears and pos < end:
                 self._hold(data + pos, end - pos)
             raise
+        return 0
+
+    cdef int _overflow(self, object target, Py_ssize_t size) except -1:
+        # Drop the oversized frame and the rest of this read: memory stays
+        # bounded by max_frame plus one read, whatever the peer sends.
+        self._start = self._end = 0
+        PyList_SetSlice(self._incoming, 0, PyList_GET_SIZE(self._incoming), NULL)
+        self._partial = 0
+        self._clears += 1
+        target.frame_too_large(size)
         return 0
 
 
@@ -589,7 +659,9 @@ cdef class PushQueue:
     pulling producers (objects with ``more()``) only when their turn comes.
     A partially sent buffer is resumed from an offset, never copied.  The close
     sentinel (queued by ``push_close``) is reported by ``close_pending`` once
-    everything queued before it has been sent.
+    everything queued before it has been sent.  A producer's ``more()`` may
+    push or ``clear()`` (its output is dropped with the rest then), but
+    ``send``/``next_chunk``/``consume`` from inside it raise RuntimeError.
 
     ``buffered`` is the number of bytes queued as data (producers count once
     they have been pulled).  *encoding*, when given, turns str data from
@@ -696,8 +768,13 @@ cdef class PushQueue:
         """Replace the producer at *index* by its next output, or drop it."""
         cdef list items = self._items
         producer = <object>PyList_GET_ITEM(items, index)
-        data = producer.more()
-        # more() may have touched the queue; only act if the producer is still there
+        self._pulling = True
+        try:
+            data = producer.more()
+        finally:
+            self._pulling = False
+        # more() may have pushed or cleared (a channel closing itself); only
+        # act if the producer is still there, else its output goes too
         if (self._items is not items or index >= PyList_GET_SIZE(items)
                 or <object>PyList_GET_ITEM(items, index) is not producer):
             return 0
@@ -745,15 +822,19 @@ cdef class PushQueue:
         cdef Py_ssize_t count = 0
         cdef Py_ssize_t total = -self._offset
         cdef object item
+        cdef list items = self._items
         while i < PyList_GET_SIZE(self._items) and count < C_IOV_MAX and total < budget:
             item = <object>PyList_GET_ITEM(self._items, i)
             if item is None:
                 break
             if not PyBytes_CheckExact(item):
                 self._pull(i)
-                # the producer may have cleared or drained the queue
-                if i < self._head:
-                    return 0
+                if self._items is not items:
+                    # more() cleared the queue: count what is queued now
+                    items = self._items
+                    i = self._head
+                    count = 0
+                    total = -self._offset
                 continue
             total += PyBytes_GET_SIZE(item)
             count += 1
@@ -766,6 +847,8 @@ cdef class PushQueue:
         Returns None when nothing is ready (empty queue, or the sentinel is
         next).  Report what was sent with ``consume(n)``.
         """
+        if self._pulling:
+            raise RuntimeError("PushQueue.next_chunk() called from a producer's more()")
         if not self._ready(1):
             return None
         head = <object>PyList_GET_ITEM(self._items, self._head)
@@ -773,8 +856,23 @@ cdef class PushQueue:
 
     def consume(self, Py_ssize_t nbytes):
         """Account for *nbytes* sent by the caller from ``next_chunk()``."""
+        cdef Py_ssize_t i = self._head
+        cdef Py_ssize_t ready = -self._offset
+        cdef object item
+        if self._pulling:
+            raise RuntimeError("PushQueue.consume() called from a producer's more()")
         if nbytes < 0 or nbytes > self._buffered:
             raise ValueError("cannot consume %d of %d buffered bytes" % (nbytes, self._buffered))
+        # Only bytes ahead of the first producer or close sentinel can have
+        # been sent; _consume() walks bytes items only.  (The buffered bytes
+        # are all in bytes items, so the walk ends inside the list.)
+        while ready < nbytes:
+            item = <object>PyList_GET_ITEM(self._items, i)
+            if not PyBytes_CheckExact(item):
+                raise ValueError("cannot consume %d bytes: %d are ready before the next %s"
+                                 % (nbytes, ready, "close" if item is None else "producer"))
+            ready += PyBytes_GET_SIZE(item)
+            i += 1
         self._consume(nbytes)
 
     def send(self, sock):
@@ -789,6 +887,8 @@ cdef class PushQueue:
         cdef af_ssize_t sent
         cdef long long fd
         cdef object item
+        if self._pulling:
+            raise RuntimeError("PushQueue.send() called from a producer's more()")
         fd = sock if isinstance(sock, int) else sock.fileno()
         count = self._ready(C_SEND_BUDGET)
         if not count:

@@ -19,6 +19,7 @@ Two objects make up the core:
 
 from __future__ import annotations
 
+import operator
 import os
 from collections import deque
 from typing import Any, Deque, List, Optional, Union
@@ -104,7 +105,10 @@ class FrameScanner:
     callback drops the rest of the data being scanned.
     """
 
-    __slots__ = ("_mode", "_term", "_held", "_incoming", "_clears", "_busy", "_recv_area")
+    __slots__ = (
+        "_mode", "_term", "_held", "_incoming", "_clears", "_stops", "_max_frame",
+        "_partial", "_busy", "_recv_area",
+    )
 
     def __init__(self, mode: int = MODE_CALLBACKS) -> None:
         self._mode = _check_mode(mode)
@@ -114,6 +118,11 @@ class FrameScanner:
         self._incoming: List[bytes] = []
         # Bumped by clear(); the scanning loop stops when a callback cleared.
         self._clears = 0
+        # Bumped by stop(): the scanning loop returns after that callback.
+        self._stops = 0
+        self._max_frame = 0
+        # bytes of the current frame delivered so far (for max_frame)
+        self._partial = 0
         self._busy = False
         self._recv_area: Optional[bytearray] = None
 
@@ -174,22 +183,46 @@ class FrameScanner:
         del incoming[:]
         return data
 
+    def stop(self) -> None:
+        """From inside a callback: end the scan after it; the rest stays in ``pending``."""
+        self._stops += 1
+
+    @property
+    def max_frame(self) -> int:
+        """Most bytes a frame may gather before its terminator; 0 means no limit.
+
+        Past it the frame and the rest of the read are dropped and
+        ``target.frame_too_large(size)`` is called.
+        """
+        return self._max_frame
+
+    @max_frame.setter
+    def max_frame(self, limit: int) -> None:
+        limit = operator.index(limit)
+        if limit < 0:
+            raise ValueError("max_frame must be >= 0, not %d" % limit)
+        self._max_frame = limit
+
     def clear(self) -> None:
         """Drop held-back bytes and collected chunks; scanning in progress stops."""
+        self._partial = 0
         self._held = b""
         del self._incoming[:]
         self._clears += 1
 
     # -- input ---------------------------------------------------------------
     def feed(self, target: Any, data: Any) -> None:
-        """Scan *data* (appended to anything held back), calling back *target*."""
+        """Scan *data* (appended to anything held back), calling back *target*.
+
+        An empty *data* re-scans what is held back, as any asynchat read does.
+        """
         if self._busy:
             raise RuntimeError("FrameScanner.feed() called from inside one of its callbacks")
         if data.__class__ is not bytes:
             # bytes-like only, as the C core's buffer request: str, None, ints
             # and lists raise TypeError even when empty
             data = bytes(memoryview(data))
-        if not data:
+        if not data and not self._held:
             return
         if self._held:
             data = self._held + data
@@ -213,12 +246,18 @@ class FrameScanner:
 
     def buffer_updated(self, target: Any, nbytes: int) -> None:
         """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
+        if self._busy:
+            raise RuntimeError("FrameScanner.buffer_updated() called from inside one of its callbacks")
         area = self._recv_area
-        if area is None:
-            raise RuntimeError("buffer_updated() without get_buffer()")
-        if nbytes < 0 or nbytes > len(area):
-            raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, len(area)))
-        self.feed(target, bytes(area[:nbytes]))
+        size = 0 if area is None else len(area)
+        if nbytes < 0 or nbytes > size:
+            raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, size))
+        if nbytes:
+            self.feed(target, bytes(area[:nbytes]))
+        else:
+            # as in the C core (and asynchat on any read): what is held back
+            # is scanned again, at the terminator in force now
+            self.process(target)
 
     def fill(self, sock: Any, size: int = DEFAULT_READ_SIZE) -> int:
         """``recv`` up to *size* bytes from *sock* (socket or fd) into the buffer.
@@ -266,20 +305,27 @@ class FrameScanner:
         pos = 0
         end = len(data)
         clears = self._clears
+        stops = self._stops
+        limit = self._max_frame
         try:
             while pos < end:
                 mode = self._mode
                 term = self._term
                 if not term:
+                    if mode != MODE_FRAMES and limit and self._partial + end - pos > limit:
+                        return self._overflow(target, self._partial + end - pos)
                     chunk = data[pos:] if pos else data
                     if mode == MODE_CALLBACKS:
+                        self._partial += end - pos
                         target.collect_incoming_data(chunk)
                         pos = end
                     elif mode == MODE_COLLECT:
+                        self._partial += end - pos
                         self._incoming.append(chunk)
                         pos = end
                     else:
                         pos = end
+                        self._partial = 0
                         if self._incoming:
                             self._incoming.append(chunk)
                             chunk = self.get_data()
@@ -287,7 +333,10 @@ class FrameScanner:
                 elif term.__class__ is not bytes:
                     avail = end - pos
                     if avail < term:
+                        if limit and self._partial + avail > limit:
+                            return self._overflow(target, self._partial + avail)
                         chunk = data[pos:] if pos else data
+                        self._partial += avail
                         if mode == MODE_CALLBACKS:
                             target.collect_incoming_data(chunk)
                         else:
@@ -295,7 +344,10 @@ class FrameScanner:
                         pos = end
                         self._term = term - avail
                     else:
+                        if limit and self._partial + term > limit:
+                            return self._overflow(target, self._partial + term)
                         chunk = data[pos:pos + term]
+                        self._partial = 0
                         if mode == MODE_CALLBACKS:
                             target.collect_incoming_data(chunk)
                             pos += term
@@ -320,10 +372,13 @@ class FrameScanner:
                     if index < 0:
                         rest = data[pos:] if pos else data
                         keep = find_prefix_at_end(rest, term)
+                        if limit and self._partial + len(rest) > limit:
+                            return self._overflow(target, self._partial + len(rest))
                         if keep == len(rest):
                             self._held = rest
                             return
                         chunk = rest[:-keep] if keep else rest
+                        self._partial += len(chunk)
                         if mode == MODE_CALLBACKS:
                             target.collect_incoming_data(chunk)
                         else:
@@ -335,6 +390,9 @@ class FrameScanner:
                     # Several frames per read is the common case: stay in this
                     # loop while the callbacks leave terminator and mode alone.
                     while True:
+                        if limit and self._partial + index - pos > limit:
+                            return self._overflow(target, self._partial + index - pos)
+                        self._partial = 0
                         if mode == MODE_CALLBACKS:
                             if index > pos:
                                 target.collect_incoming_data(data[pos:index])
@@ -352,12 +410,18 @@ class FrameScanner:
                                 self._incoming.append(frame)
                                 frame = self.get_data()
                             target.frame_received(frame)
-                        if self._term is not term or self._mode != mode or self._clears != clears:
+                        if (self._term is not term or self._mode != mode
+                                or self._clears != clears or self._stops != stops):
                             break
                         index = find(term, pos)
                         if index < 0:
                             break
                 if self._clears != clears:
+                    return
+                if self._stops != stops:
+                    # stop(): the rest waits in pending for process()
+                    if pos < end:
+                        self._held = data[pos:]
                     return
         except BaseException:
             # asynchat keeps the unscanned rest in ac_in_buffer when a callback
@@ -365,6 +429,15 @@ class FrameScanner:
             if self._clears == clears and pos < end:
                 self._held = data[pos:]
             raise
+
+    def _overflow(self, target: Any, size: int) -> None:
+        # Drop the oversized frame and the rest of this read: memory stays
+        # bounded by max_frame plus one read, whatever the peer sends.
+        self._held = b""
+        del self._incoming[:]
+        self._partial = 0
+        self._clears += 1
+        target.frame_too_large(size)
 
 
 def _check_mode(mode: int) -> int:
@@ -385,7 +458,9 @@ class PushQueue:
     pulling producers (objects with ``more()``) only when their turn comes.
     A partially sent buffer is resumed from an offset, never copied.  The close
     sentinel (queued by ``push_close``) is reported by ``close_pending`` once
-    everything queued before it has been sent.
+    everything queued before it has been sent.  A producer's ``more()`` may
+    push or ``clear()`` (its output is dropped with the rest then), but
+    ``send``/``next_chunk``/``consume`` from inside it raise RuntimeError.
 
     ``buffered`` is the number of bytes queued as data (producers count once
     they have been pulled).  *encoding*, when given, turns str data from

@@ -71,12 +71,19 @@ class async_chat(asyncore.dispatcher):
     # hide the property below, so it is moved here: every instance starts with it.
     _af_default_terminator: Any = None
 
+    _af_default_max_frame = 0
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         term = cls.__dict__.get("terminator", async_chat.terminator)
         if not hasattr(term, "__get__"):
             delattr(cls, "terminator")
             cls._af_default_terminator = term
+        # ``max_frame = N`` on a subclass: same treatment as ``terminator``
+        limit = cls.__dict__.get("max_frame", async_chat.max_frame)
+        if not hasattr(limit, "__get__"):
+            delattr(cls, "max_frame")
+            cls._af_default_max_frame = limit
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         self._af_setup()
@@ -94,6 +101,8 @@ class async_chat(asyncore.dispatcher):
                 scanner.set_terminator(
                     cls._af_default_terminator, self.encoding if self.use_encoding else None
                 )
+            if cls._af_default_max_frame:
+                scanner.max_frame = cls._af_default_max_frame
             if cls._get_data is async_chat._get_data:
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
@@ -108,6 +117,31 @@ class async_chat(asyncore.dispatcher):
     @terminator.setter
     def terminator(self, term: Any) -> None:
         self._af_setup().set_terminator(term, self.encoding if self.use_encoding else None)
+
+    @property
+    def max_frame(self) -> int:
+        """Most bytes a frame may gather before its terminator (0: no limit, the default).
+
+        Past it ``frame_too_large(size)`` is called; the frame is dropped, so
+        memory stays bounded by the limit plus one read, whatever the peer sends.
+        """
+        return self._af_setup().max_frame
+
+    @max_frame.setter
+    def max_frame(self, limit: int) -> None:
+        self._af_setup().max_frame = limit
+
+    def frame_too_large(self, size: int) -> None:
+        """The peer sent more than ``max_frame`` bytes without a terminator.
+
+        The default logs the reason and closes this channel only.
+        """
+        self.log_info(
+            "closing %r: %d bytes without terminator exceed max_frame=%d"
+            % (self, size, self.max_frame),
+            "error",
+        )
+        self.handle_close()
 
     @property
     def ac_in_buffer(self) -> bytes:
