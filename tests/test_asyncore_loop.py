@@ -724,18 +724,17 @@ def test_dispatcher_with_send_10mb_small_sends(smap, use_poll):
     sink = Sink(b, smap)
     sender = asyncore.dispatcher_with_send(a, smap)
     sender.handle_read = lambda: None
-    t0 = time.perf_counter()
     for piece in pieces:  # each send() appends: O(1) each, not out_buffer + data
         sender.send(piece)
-    queued = time.perf_counter() - t0
     assert 0 < len(sender.out_buffer) <= total  # the socket took some at once
     run_until(lambda: sink.n >= total, smap, timeout=50, use_poll=use_poll, step=1.0)
     assert sink.n == total
     assert sink.h.hexdigest() == expected
     assert sender.out_buffer == b""
     assert not sender.writable()
-    # 10,486 appends of a growing 10 MB buffer would copy ~50 GB
-    assert queued < 5.0, "queueing 10 MB took %.2fs" % queued
+    # no wall-clock assert here (noisy machine): the queue's push counter
+    # shows every piece was queued as its own buffer, not re-concatenated
+    assert sender._af_queue.stats[0] == len(pieces)
 
 
 # -- (f) empty maps and count -----------------------------------------------------------

@@ -248,9 +248,16 @@ class async_chat(asyncore.dispatcher):
         """Queue *data* (bytes, bytearray or memoryview) for sending."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
-        self._af_queue.push(data)
+        queue = self._af_queue
+        was_empty = not queue
+        queue.push(data)
         if not self._af_dispatching:
-            self.initiate_send()
+            if was_empty:
+                self.initiate_send()
+            else:
+                # the socket took nothing at the last try (or is not connected
+                # yet): the write event the loop waits for flushes it all
+                asyncore._touch(self)
 
     def push_with_producer(self, producer: Any) -> None:
         """Queue a producer: an object whose ``more()`` returns data, b"" at the end."""

@@ -489,8 +489,13 @@ class dispatcher_with_send(dispatcher):
     def send(self, data: Any) -> None:  # type: ignore[override]
         if self.debug:
             self.log_info("sending %s" % repr(data))
-        self._af_queue.push(data)
-        self.initiate_send()
+        queue = self._af_queue
+        was_empty = not queue
+        queue.push(data)
+        if was_empty:
+            self.initiate_send()
+        # else the socket took nothing at the last try: the write event that
+        # the loop waits for sends it all, instead of a futile send per call
         _touch(self)
 
 

@@ -1,0 +1,199 @@
+"""The benchmark runner (benchmarks/run.py) works end to end.
+
+A tiny run (two scenarios, 0.3 s windows, a few connections) must produce a
+well-formed JSON document and table in which every installed server was
+measured, and must leave no server or load-generator process behind - also
+when it is interrupted.  Nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the benchmark harness targets Linux (epoll, /proc)")
+
+REPO = Path(__file__).resolve().parent.parent
+RUN = REPO / "benchmarks" / "run.py"
+SCENARIOS = ["pipelined", "reqresp"]
+ALL_SERVERS = ["asynframe-c", "asynframe-py", "stdlib-asynchat", "asyncio-protocol",
+               "asyncio-streams", "uvloop", "twisted"]
+
+# Run in a clean interpreter: which peers can the benchmark servers import?
+_PROBE = r"""
+import importlib, importlib.util, json, os, warnings
+warnings.simplefilter("ignore")
+def can(name):
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:
+        return False
+have = {"asyncio-protocol": True, "asyncio-streams": True}
+have["asynframe-py"] = can("asynframe.asynchat") and can("asynframe.asyncore")
+have["asynframe-c"] = have["asynframe-py"] and can("asynframe._core_c")
+stdlib = can("asynchat") and can("asyncore")
+if stdlib:
+    import asynchat
+    stdlib = not getattr(asynchat, "__asynframe__", False)
+have["stdlib-asynchat"] = stdlib
+have["uvloop"] = can("uvloop")
+have["twisted"] = can("twisted.internet.reactor") and can("twisted.protocols.basic")
+print(json.dumps(have))
+"""
+
+
+def _installed():
+    env = dict(os.environ)
+    env.pop("ASYNFRAME_NO_EXTENSIONS", None)
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                         env=env, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def _children_of(pid):
+    """PIDs whose parent is *pid* (from /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def _alive_benchmark_process(pid):
+    """True if *pid* still runs one of our servers or the load generator."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state == "Z":
+        return False
+    return b"_echo.py" in cmd or b"loadgen.py" in cmd
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "result.json"
+    cmd = [sys.executable, str(RUN), "--quick", "--scenarios", ",".join(SCENARIOS),
+           "--duration", "0.3", "--repeats", "1", "--warmup", "0.1", "--connections", "4",
+           "--json", str(out), "--no-chart"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"doc": json.loads(out.read_text()), "stdout": proc.stdout, "elapsed": elapsed}
+
+
+@pytest.mark.timeout(150)
+def test_json_is_well_formed(tiny_run):
+    doc = tiny_run["doc"]
+    assert doc["schema"] == 1
+    machine = doc["machine"]
+    for key in ("cpu_model", "python", "date", "cpu_count", "rlimit_nofile"):
+        assert machine.get(key), key
+    assert doc["scenarios_run"] == SCENARIOS
+    assert doc["servers_run"] == ALL_SERVERS
+    assert doc["config"]["repeats"] == 1
+    assert set(doc["results"]) == set(SCENARIOS)
+    for sc in SCENARIOS:
+        assert doc["scenarios"][sc]["unit"] == "msg/s"
+        assert set(doc["results"][sc]) == set(ALL_SERVERS)
+
+
+@pytest.mark.timeout(150)
+def test_every_installed_server_was_measured(tiny_run):
+    doc = tiny_run["doc"]
+    have = _installed()
+    for server in ALL_SERVERS:
+        for sc in SCENARIOS:
+            cell = doc["results"][sc][server]
+            if not have[server]:
+                assert cell["status"] == "skipped", (server, sc, cell)
+                assert cell["note"]
+                continue
+            assert cell["status"] == "ok", (server, sc, cell.get("note"))
+            assert len(cell["values"]) == 1
+            assert cell["min"] <= cell["median"] <= cell["max"]
+            assert cell["median"] > 0
+            assert len(cell["loadgen_cpu"]) == 1 and cell["loadgen_cpu"][0] >= 0
+            assert cell["peak_rss"] > 0
+            assert cell["conns"] <= 4
+    if have["asynframe-c"]:
+        assert doc["reference"] == "asynframe-c"
+        assert doc["servers"]["asynframe-c"]["info"]["core"] == "c"
+    if have["asynframe-py"]:
+        assert doc["servers"]["asynframe-py"]["info"]["core"] == "python"
+
+
+@pytest.mark.timeout(150)
+def test_table_and_progress(tiny_run):
+    doc, stdout = tiny_run["doc"], tiny_run["stdout"]
+    table = doc["table"]
+    assert table in stdout
+    header = table.splitlines()[1]
+    have = _installed()
+    for server in ALL_SERVERS:
+        if have[server]:
+            assert server in header, server
+    for sc in SCENARIOS:
+        assert any(line.startswith(sc) for line in table.splitlines()), sc
+    if doc["reference"]:
+        assert f"vs {doc['reference']}" in table
+    # one progress line per (server, scenario)
+    progress = [line for line in stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == len(SCENARIOS) * len(ALL_SERVERS)
+
+
+@pytest.mark.timeout(150)
+def test_no_processes_left_behind(tiny_run):
+    doc = tiny_run["doc"]
+    pids = [info["info"]["pid"] for info in doc["servers"].values() if "info" in info]
+    assert pids
+    assert not [p for p in pids if _alive_benchmark_process(p)]
+
+
+@pytest.mark.timeout(60)
+def test_interrupt_kills_children(tmp_path):
+    cmd = [sys.executable, str(RUN), "--scenarios", "reqresp", "--servers", "asyncio-protocol",
+           "--duration", "20", "--repeats", "1", "--warmup", "0", "--connections", "2",
+           "--json", str(tmp_path / "x.json"), "--no-chart"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO))
+    try:
+        kids = []
+        deadline = time.monotonic() + 20
+        # wait until both the server and the load generator are running
+        while time.monotonic() < deadline:
+            kids = [k for k in _children_of(proc.pid) if _alive_benchmark_process(k)]
+            if len(kids) >= 2:
+                break
+            time.sleep(0.05)
+        assert len(kids) >= 2, "runner did not start server and load generator"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    time.sleep(0.2)
+    assert not [k for k in kids if _alive_benchmark_process(k)]
+    assert not (tmp_path / "x.json").exists()
