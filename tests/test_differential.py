@@ -12,12 +12,11 @@ produce:
 (b) in MODE_COLLECT and MODE_FRAMES the same per-frame data;
 (c) compiled and pure twins: the same everything, also for what asynchat has
     no counterpart for (mode switches, terminator changes from
-    collect_incoming_data, bytearray/memoryview input, get_buffer()).
+    collect_incoming_data, bytearray/memoryview input, get_buffer(), stop(),
+    max_frame).
 
-Reads are never empty here: asynchat runs its scanning loop on an empty read
-(EOF) too, the cores do not -- the drop-in ``asynframe.asynchat`` handles EOF
-itself.  That difference shows only when the terminator is changed between
-reads while bytes are held back.
+Some reads are empty: asynchat runs its scanning loop on an empty read too,
+which matters when the terminator was changed while bytes were held back.
 """
 
 from __future__ import annotations
@@ -86,7 +85,11 @@ def chunkings(draw, data):
         cuts = sorted(set(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=24))))
         cuts = [c for c in cuts if 0 < c < n]
     bounds = [0] + cuts + [n]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    # now and then an empty read (asynchat scans what it holds even then)
+    for index in sorted(draw(st.sets(st.integers(0, len(chunks)), max_size=3)), reverse=True):
+        chunks.insert(index, b"")
+    return chunks
 
 
 @st.composite
@@ -355,6 +358,8 @@ class TwinTarget:
             raise Boom
         elif what == "get_data":
             self.log.append(("got", scanner.get_data()))
+        elif what == "stop":
+            scanner.stop()
         elif what == "reenter":
             try:
                 scanner.feed(self, b"x")
@@ -377,18 +382,24 @@ class TwinTarget:
         self.log.append(("frame", frame, self._state()))
         self._act()
 
+    def frame_too_large(self, size):
+        self.log.append(("too_large", size, self._state()))
+        self._act()
+
 
 twin_actions = st.one_of(
     st.tuples(st.just("term"), terminators),
     st.tuples(st.just("mode"), st.sampled_from([0, 1, 2])),
-    st.tuples(st.sampled_from(["clear", "raise", "get_data", "reenter", "none", "none"]), st.none()),
+    st.tuples(st.sampled_from(["clear", "raise", "get_data", "reenter", "stop", "none", "none"]),
+              st.none()),
 )
 
 twin_ops = st.one_of(
     st.tuples(st.just("feed"), st.sampled_from(["bytes", "bytearray", "memoryview", "buffer"]), streams),
     st.tuples(st.just("term"), terminators, st.none()),
     st.tuples(st.just("mode"), st.sampled_from([0, 1, 2]), st.none()),
-    st.tuples(st.sampled_from(["clear", "get_data"]), st.none(), st.none()),
+    st.tuples(st.sampled_from(["clear", "get_data", "process"]), st.none(), st.none()),
+    st.tuples(st.just("max_frame"), st.sampled_from([0, 0, 1, 3, 10, 50]), st.none()),
 )
 
 
@@ -418,6 +429,13 @@ def run_twin(core, mode, term, ops, script):
             scanner.mode = arg
         elif op == "clear":
             scanner.clear()
+        elif op == "max_frame":
+            scanner.max_frame = arg
+        elif op == "process":
+            try:
+                scanner.process(target)
+            except Boom:
+                target.log.append(("raised",))
         else:
             target.log.append(("got", scanner.get_data()))
         target.log.append(("after", scanner.pending, target._state()))

@@ -216,7 +216,7 @@ def test_bytearray_and_memoryview_input(core):
     ]
 
 
-def test_empty_feed_is_a_no_op(core):
+def test_empty_feed_rescans_held_bytes(core):
     scanner, rec = make(core, b"\r\n")
     scanner.feed(rec, b"")
     scanner.feed(rec, b"a\r")
@@ -224,6 +224,12 @@ def test_empty_feed_is_a_no_op(core):
     scanner.feed(rec, bytearray())
     assert rec.events == [("data", b"a")]
     assert scanner.pending == b"\r"
+    # like an asynchat read that returns nothing: the held bytes are scanned
+    # again at the terminator in force now
+    scanner.set_terminator(None)
+    scanner.feed(rec, b"")
+    assert rec.events == [("data", b"a"), ("data", b"\r")]
+    assert scanner.pending == b""
 
 
 # -- int terminators ------------------------------------------------------------------
@@ -618,6 +624,63 @@ def test_exception_after_clear_keeps_nothing(core):
     with pytest.raises(Boom):
         scanner.feed(rec, b"a;b;c")
     assert scanner.pending == b""
+
+
+# -- stop() and max_frame ------------------------------------------------------------
+
+
+def test_stop_leaves_the_rest_pending(core):
+    scanner, rec = make(core, b"\n", on_found=lambda r: r.scanner.stop())
+    scanner.feed(rec, b"a\nb\nc")
+    assert rec.events == [("data", b"a"), ("found", b"\n")]
+    assert scanner.pending == b"b\nc"
+    scanner.process(rec)
+    assert rec.events[2:] == [("data", b"b"), ("found", b"\n")]
+    assert scanner.pending == b"c"
+    scanner.process(rec)  # no terminator in what is left: delivered, nothing held
+    assert rec.events[4:] == [("data", b"c")]
+    assert scanner.pending == b""
+
+
+def test_stop_in_frames_mode_one_frame_per_process(core):
+    scanner, rec = make(core, 2, mode=core.MODE_FRAMES,
+                        on_frame=lambda r, f: (r.scanner.set_terminator(2), r.scanner.stop()))
+    scanner.feed(rec, b"aabbccd")
+    assert rec.frames == [b"aa"]
+    for expected in ([b"aa", b"bb"], [b"aa", b"bb", b"cc"]):
+        scanner.process(rec)
+        assert rec.frames == expected
+    assert scanner.pending == b"d"
+
+
+class BigTarget(Recorder):
+    def frame_too_large(self, size):
+        self.events.append(("too_large", size))
+
+
+def test_max_frame(core):
+    scanner = core.FrameScanner()
+    scanner.set_terminator(b"\n")
+    rec = BigTarget(scanner)
+    assert scanner.max_frame == 0
+    scanner.max_frame = 5
+    scanner.feed(rec, b"abcde\nabcdefgh\nxyz\n")
+    assert rec.events[:2] == [("data", b"abcde"), ("found", b"\n")]
+    assert rec.events[2][0] == "too_large" and rec.events[2][1] > 5
+    # the oversized frame and the rest of that read are gone
+    assert len(rec.events) == 3
+    assert scanner.pending == b"" and scanner.incoming == []
+    scanner.feed(rec, b"ok\n")
+    assert rec.events[3:] == [("data", b"ok"), ("found", b"\n")]
+    # across reads: the frame's size counts, not the read's
+    scanner.feed(rec, b"abc")
+    scanner.feed(rec, b"def\n")
+    assert rec.events[5][0] == "data" and rec.events[6][0] == "too_large"
+    with pytest.raises(ValueError):
+        scanner.max_frame = -1
+    scanner.max_frame = 0
+    scanner.feed(rec, b"x" * 100 + b"\n")
+    assert rec.events[-1] == ("found", b"\n")
 
 
 # -- re-entrancy -------------------------------------------------------------------
