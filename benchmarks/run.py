@@ -66,6 +66,16 @@ SERVERS: Dict[str, Dict[str, Any]] = {
         "argv": ["asynchat_echo.py", "--impl", "stdlib"],
         "about": "stdlib asynchat/asyncore (pyasynchat/pyasyncore on 3.12+), same code",
     },
+    "asynframe-aio": {
+        "argv": ["aio_echo.py"],
+        "env": {"ASYNFRAME_NO_EXTENSIONS": None},
+        "about": "the same async_chat code on asynframe.aio.ChatProtocol, asyncio loop",
+    },
+    "asynframe-uvloop": {
+        "argv": ["aio_echo.py", "--uvloop"],
+        "env": {"ASYNFRAME_NO_EXTENSIONS": None},
+        "about": "the same async_chat code on asynframe.aio.ChatProtocol, uvloop",
+    },
     "asyncio-protocol": {
         "argv": ["asyncio_protocol_echo.py"],
         "about": "asyncio.Protocol, hand-written line split",
