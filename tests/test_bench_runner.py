@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "benchmarks" / "run.py"
 SCENARIOS = ["pipelined", "reqresp"]
-ALL_SERVERS = ["asynframe-c", "asynframe-py", "stdlib-asynchat", "asyncio-protocol",
+ALL_SERVERS = ["asynframe-c", "asynframe-py", "stdlib-asynchat", "asynframe-aio", "asynframe-uvloop", "asyncio-protocol",
                "asyncio-streams", "uvloop", "twisted"]
 
 # Run in a clean interpreter: which peers can the benchmark servers import?
@@ -46,6 +46,8 @@ if stdlib:
     stdlib = not getattr(asynchat, "__asynframe__", False)
 have["stdlib-asynchat"] = stdlib
 have["uvloop"] = can("uvloop")
+have["asynframe-aio"] = have["asynframe-py"] and can("asynframe.aio")
+have["asynframe-uvloop"] = have["asynframe-aio"] and have["uvloop"]
 have["twisted"] = can("twisted.internet.reactor") and can("twisted.protocols.basic")
 print(json.dumps(have))
 """
