@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 import os
 from collections import deque
-from typing import Any, Deque, List, Optional, Union
+from typing import Any, Deque, List, Optional, Tuple, Union, cast
 
 # One-frame-at-a-time delivery modes of FrameScanner; see its docstring.
 MODE_CALLBACKS = 0
@@ -56,7 +56,7 @@ def find_prefix_at_end(haystack: bytes, needle: bytes) -> int:
     return length
 
 
-def _check_terminator(term: Any, encoding: Optional[str]) -> Any:
+def _check_terminator(term: Any, encoding: Optional[str]) -> _TerminatorType:
     if term is None:
         return None
     if isinstance(term, str):
@@ -143,7 +143,7 @@ class FrameScanner:
     @property
     def terminator(self) -> _TerminatorType:
         """The current terminator; an int counts down as its bytes arrive."""
-        return self._term
+        return cast(_TerminatorType, self._term)
 
     @terminator.setter
     def terminator(self, term: _TerminatorType) -> None:
@@ -253,7 +253,7 @@ class FrameScanner:
         if nbytes < 0 or nbytes > size:
             raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, size))
         if nbytes:
-            self.feed(target, bytes(area[:nbytes]))
+            self.feed(target, bytes(cast(bytearray, area)[:nbytes]))  # nbytes > 0: area is set
         else:
             # as in the C core (and asynchat on any read): what is held back
             # is scanned again, at the terminator in force now
@@ -492,7 +492,7 @@ class PushQueue:
         return self._buffered
 
     @property
-    def stats(self) -> tuple:
+    def stats(self) -> Tuple[int, int]:
         """(pushes, sendmsg calls) since creation: a debug counter for tests."""
         return (self._pushes, self._sends)
 
@@ -608,6 +608,7 @@ class PushQueue:
                     total = 0
                     i = 0
                 continue
+            view: Union[bytes, memoryview]
             if i == 0 and self._offset:
                 view = memoryview(item)[self._offset:]
             else:

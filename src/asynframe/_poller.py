@@ -229,8 +229,8 @@ class MapPoller:
                 self._forget(fd, entry)
                 self.polled.pop(fd, None)
         for fd, obj in list(socket_map.items()):
-            entry = self.known.get(fd)
-            if entry is None or entry[0] is not obj:
+            known = self.known.get(fd)
+            if known is None or known[0] is not obj:
                 self.dirty[fd] = obj
         self.expected_len = len(socket_map)
 

@@ -61,7 +61,8 @@ class async_chat(asyncore.dispatcher):
     #: Define in a subclass to get whole frames in one call (see module doc).
     frame_received: Any = None
 
-    _af_scanner: Any = None
+    # set by _af_setup() before any use
+    _af_scanner: FrameScanner = None  # type: ignore[assignment]
     _af_queue: Any = None
     # True while the read handler runs: pushes then wait for one flush
     _af_dispatching = False
@@ -92,7 +93,7 @@ class async_chat(asyncore.dispatcher):
     def _af_setup(self) -> FrameScanner:
         # Legacy subclasses call set_terminator() before async_chat.__init__,
         # so the core objects come to life at whichever happens first.
-        scanner = self._af_scanner
+        scanner: Optional[FrameScanner] = self._af_scanner
         if scanner is None:
             cls = type(self)
             scanner = self._af_scanner = FrameScanner(_delivery_mode(cls))
@@ -106,7 +107,7 @@ class async_chat(asyncore.dispatcher):
             if cls._get_data is async_chat._get_data:
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
-                self._get_data = scanner.get_data
+                self._get_data = scanner.get_data  # type: ignore[method-assign]  # per-instance fast path
         return scanner
 
     # -- asynchat's attributes, kept by the core -----------------------------

@@ -195,7 +195,9 @@ class dispatcher:
                     self.del_channel(map)
                     raise
         else:
-            self.socket = None
+            # Any: a socket, a file_wrapper or a socket-like stand-in (tests,
+            # legacy code); None until create_socket()/set_socket()
+            self.socket: Any = None
 
     def __repr__(self) -> str:
         module = self.__class__.__module__
@@ -318,7 +320,8 @@ class dispatcher:
 
     def send(self, data: Any) -> int:
         try:
-            return self.socket.send(data)
+            sent: int = self.socket.send(data)
+            return sent
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -329,7 +332,7 @@ class dispatcher:
 
     def recv(self, buffer_size: int) -> bytes:
         try:
-            data = self.socket.recv(buffer_size)
+            data: bytes = self.socket.recv(buffer_size)
         except OSError as why:
             # winsock sometimes raises ENOTCONN
             if why.errno in _DISCONNECTED:
