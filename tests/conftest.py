@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 import warnings
 
@@ -111,3 +112,32 @@ def ref_asynchat():
             pytest.skip("reference asynchat unavailable: pip install pyasynchat")
         pytest.skip("reference asynchat unavailable")
     return module
+
+
+# -- re-running a whole file on the pure core ---------------------------------
+# The asyncore/asynchat/aio layers bind their core at import, so one process
+# tests one core.  Files testing those layers end with a test that runs the
+# whole file again under ASYNFRAME_NO_EXTENSIONS=1; this marker in the
+# child's environment stops the recursion.
+PURE_RERUN_ENV = "ASYNFRAME_PURE_RERUN"
+IN_PURE_RERUN = os.environ.get(PURE_RERUN_ENV) == "1"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rerun_file_with_pure_core(path: str, timeout: float) -> None:
+    """Run the test file *path* again with the pure core; assert it passed."""
+    import asynframe
+
+    if IN_PURE_RERUN:
+        pytest.skip("this is the pure-core re-run")
+    if not asynframe.USING_C_CORE:
+        pytest.skip("this process already runs the pure core")
+    env = dict(os.environ, ASYNFRAME_NO_EXTENSIONS="1", **{PURE_RERUN_ENV: "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider", "-x"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    print(tail)
+    assert proc.returncode == 0, "pure-core re-run failed:\n" + tail
+    assert " passed" in tail and " failed" not in tail, tail

@@ -38,10 +38,11 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 
 import pytest
+
+from conftest import IN_PURE_RERUN, rerun_file_with_pure_core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,8 +60,6 @@ except ImportError:  # optional: the uvloop cases are skipped
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
-PURE_RERUN_ENV = "ASYNFRAME_PURE_RERUN"
-IN_PURE_RERUN = os.environ.get(PURE_RERUN_ENV) == "1"
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -1322,16 +1321,4 @@ def test_core_matches_environment():
 @pytest.mark.timeout(150)
 def test_rerun_with_pure_core():
     """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    if IN_PURE_RERUN:
-        pytest.skip("this is the pure-core re-run")
-    if not asynframe.USING_C_CORE:
-        pytest.skip("this process already runs the pure core")
-    env = dict(os.environ, ASYNFRAME_NO_EXTENSIONS="1", **{PURE_RERUN_ENV: "1"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", HERE, "-q", "-p", "no:cacheprovider", "-x"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=140,
-    )
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    print(tail)
-    assert proc.returncode == 0, "pure-core re-run failed:\n" + tail
-    assert " passed" in tail and " failed" not in tail, tail
+    rerun_file_with_pure_core(HERE, timeout=140)

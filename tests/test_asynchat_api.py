@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections import deque
 
@@ -35,12 +33,10 @@ import pytest
 import asynframe
 from asynframe import _core, asynchat, asyncore
 
-from conftest import load_reference_asynchat
+from conftest import IN_PURE_RERUN, rerun_file_with_pure_core, load_reference_asynchat
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
-PURE_RERUN_ENV = "ASYNFRAME_PURE_RERUN"
-IN_PURE_RERUN = os.environ.get(PURE_RERUN_ENV) == "1"
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -536,16 +532,4 @@ def test_core_matches_environment():
 @pytest.mark.timeout(120)
 def test_rerun_with_pure_core():
     """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    if IN_PURE_RERUN:
-        pytest.skip("this is the pure-core re-run")
-    if not asynframe.USING_C_CORE:
-        pytest.skip("this process already runs the pure core")
-    env = dict(os.environ, ASYNFRAME_NO_EXTENSIONS="1", **{PURE_RERUN_ENV: "1"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", HERE, "-q", "-p", "no:cacheprovider", "-x"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=110,
-    )
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    print(tail)
-    assert proc.returncode == 0, "pure-core re-run failed:\n" + tail
-    assert " passed" in tail and " failed" not in tail, tail
+    rerun_file_with_pure_core(HERE, timeout=110)

@@ -33,13 +33,13 @@ import warnings
 
 import pytest
 
+from conftest import IN_PURE_RERUN, rerun_file_with_pure_core
+
 import asynframe
 from asynframe import asynchat, asyncore
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
-PURE_RERUN_ENV = "ASYNFRAME_PURE_RERUN"
-IN_PURE_RERUN = os.environ.get(PURE_RERUN_ENV) == "1"
 
 both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 
@@ -1056,19 +1056,7 @@ def test_core_matches_environment():
 @pytest.mark.timeout(240)
 def test_rerun_with_pure_core():
     """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    if IN_PURE_RERUN:
-        pytest.skip("this is the pure-core re-run")
-    if not asynframe.USING_C_CORE:
-        pytest.skip("this process already runs the pure core")
-    env = dict(os.environ, ASYNFRAME_NO_EXTENSIONS="1", **{PURE_RERUN_ENV: "1"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", HERE, "-q", "-p", "no:cacheprovider", "-x"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=230,
-    )
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    print(tail)
-    assert proc.returncode == 0, "pure-core re-run failed:\n" + tail
-    assert " passed" in tail and " failed" not in tail, tail
+    rerun_file_with_pure_core(HERE, timeout=230)
 
 
 if __name__ == "__main__":

@@ -205,10 +205,7 @@ class async_chat(asyncore.dispatcher):
             try:
                 got = scanner.fill(sock, self.ac_in_buffer_size)
             except OSError as why:
-                if why.errno in _DISCONNECTED:
-                    self.handle_close()
-                else:
-                    self.handle_error()
+                self._af_socket_error(why)
                 return
             if got <= 0:
                 if got == 0:
@@ -237,6 +234,15 @@ class async_chat(asyncore.dispatcher):
             self._af_dispatching = False
         if self._af_queue:
             self.initiate_send()
+
+    def _af_socket_error(self, why: OSError) -> None:
+        # The core's own recv/send on a plain socket: a disconnect closes the
+        # channel, as dispatcher.recv/send do; anything else is reported, as
+        # asynchat reports an OSError from recv/send.
+        if why.errno in _DISCONNECTED:
+            self.handle_close()
+        else:
+            self.handle_error()
 
     # -- output --------------------------------------------------------------
     def handle_write(self) -> None:
@@ -294,10 +300,7 @@ class async_chat(asyncore.dispatcher):
                 try:
                     queue.send(sock)
                 except OSError as why:
-                    if why.errno in _DISCONNECTED:
-                        self.handle_close()
-                    else:
-                        self.handle_error()
+                    self._af_socket_error(why)
                     return
             else:
                 chunk = queue.next_chunk(self.ac_out_buffer_size)
