@@ -65,7 +65,9 @@ import logging
 from collections import deque
 from typing import Any, Deque, List, Optional, cast
 
-from ._core import MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES, FrameScanner
+from ._chat_common import delivery_mode, take_class_default
+from ._core import MODE_CALLBACKS as MODE_CALLBACKS, MODE_COLLECT as MODE_COLLECT
+from ._core import MODE_FRAMES, FrameScanner
 
 __all__ = ["ChatProtocol", "FrameTooLarge", "framed_reader", "FramedReader"]
 
@@ -105,13 +107,11 @@ class ChatProtocol(asyncio.BufferedProtocol):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        term = cls.__dict__.get("terminator", ChatProtocol.terminator)
-        if not hasattr(term, "__get__"):
-            delattr(cls, "terminator")
+        found, term = take_class_default(cls, ChatProtocol, "terminator")
+        if found:
             cls._default_terminator = term
-        limit = cls.__dict__.get("max_frame", ChatProtocol.max_frame)
-        if not hasattr(limit, "__get__"):
-            delattr(cls, "max_frame")
+        found, limit = take_class_default(cls, ChatProtocol, "max_frame")
+        if found:
             cls._default_max_frame = limit
 
     def __init__(self) -> None:
@@ -426,11 +426,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
 
 
 def _protocol_mode(cls: type) -> int:
-    if getattr(cls, "frame_received", None) is not None:
-        return MODE_FRAMES
-    if getattr(cls, "collect_incoming_data", None) is ChatProtocol._collect_incoming_data:
-        return MODE_COLLECT
-    return MODE_CALLBACKS
+    return delivery_mode(cls, ChatProtocol._collect_incoming_data)
 
 
 class FramedReader:

@@ -31,7 +31,8 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from . import _poller, asyncore
-from ._core import MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES, FrameScanner, PushQueue
+from ._chat_common import delivery_mode, take_class_default
+from ._core import FrameScanner, PushQueue
 from ._core import find_prefix_at_end as find_prefix_at_end
 
 __asynframe__ = True
@@ -39,7 +40,6 @@ __all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
 
 _DISCONNECTED = asyncore._DISCONNECTED
 _PLAIN_SOCKET = socket.socket
-_mode_cache: Dict[type, int] = {}
 
 
 class async_chat(asyncore.dispatcher):
@@ -76,14 +76,12 @@ class async_chat(asyncore.dispatcher):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        term = cls.__dict__.get("terminator", async_chat.terminator)
-        if not hasattr(term, "__get__"):
-            delattr(cls, "terminator")
+        found, term = take_class_default(cls, async_chat, "terminator")
+        if found:
             cls._af_default_terminator = term
         # ``max_frame = N`` on a subclass: same treatment as ``terminator``
-        limit = cls.__dict__.get("max_frame", async_chat.max_frame)
-        if not hasattr(limit, "__get__"):
-            delattr(cls, "max_frame")
+        found, limit = take_class_default(cls, async_chat, "max_frame")
+        if found:
             cls._af_default_max_frame = limit
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
@@ -325,18 +323,7 @@ class async_chat(asyncore.dispatcher):
 
 
 def _delivery_mode(cls: type) -> int:
-    try:
-        return _mode_cache[cls]
-    except KeyError:
-        pass
-    if getattr(cls, "frame_received", None) is not None:
-        mode = MODE_FRAMES
-    elif getattr(cls, "collect_incoming_data", None) is async_chat._collect_incoming_data:
-        mode = MODE_COLLECT
-    else:
-        mode = MODE_CALLBACKS
-    _mode_cache[cls] = mode
-    return mode
+    return delivery_mode(cls, async_chat._collect_incoming_data)
 
 
 def _chat_interest(obj: Any) -> int:
