@@ -20,6 +20,12 @@
 #   place as they come up, stop at the close sentinel (None) -> one
 #   sendmsg(MSG_NOSIGNAL) -> _consume(sent) advances _head/_offset and drops
 #   the references of everything fully sent.
+#
+#   push_file() -> a FileProducer entry.  Gathering stops in front of it;
+#   once it is the head, send() makes one os.sendfile() from its offset
+#   instead of sendmsg().  Where sendfile() cannot serve (no descriptor, no
+#   such call, the kernel refuses the pair, or next_chunk()'s caller sends
+#   itself) the entry is read like a producer: bytes items in front of it.
 
 # A receive block replaced while views from get_buffer() still pointed into it:
 # freed when the last of those views is released.
@@ -59,6 +65,21 @@ cdef class FrameScanner:
     cdef int _overflow(self, object target, Py_ssize_t size) except -1
 
 
+# A file range queued by push_file(): sent with sendfile() from `offset` when it
+# is at the head and `_sendfile` holds; else read into bytes items in front of it.
+cdef class FileProducer:
+    cdef readonly object file
+    cdef readonly long long offset
+    cdef readonly long long remaining   # counted in the queue's _buffered
+    cdef readonly bint owns_file
+    cdef int _fd                        # -1: no descriptor of its own (read() instead)
+    cdef bint _sendfile
+    cdef bint _closed
+
+    cdef object _read(self, long long size)
+    cdef int _finish(self) except -1
+
+
 cdef class PushQueue:
     cdef list _items
     cdef Py_ssize_t _head       # index of the first live item in _items
@@ -67,10 +88,14 @@ cdef class PushQueue:
     cdef public object encoding
     cdef Py_ssize_t _pushes
     cdef Py_ssize_t _sends
+    cdef Py_ssize_t _sendfiles
     cdef bint _pulling          # inside a producer's more(): no send/consume then
 
     cdef void _compact(self)
     cdef int _pull(self, Py_ssize_t index) except -1
-    cdef Py_ssize_t _ready(self, Py_ssize_t budget) except -1
+    cdef Py_ssize_t _ready(self, Py_ssize_t budget, int files) except -1
+    cdef int _pull_file(self, Py_ssize_t index, Py_ssize_t size) except -1
+    cdef int _push_file(self, FileProducer entry) except -1
+    cdef object _send_file(self, object sock, long long fd, FileProducer entry)
     cdef int _consume(self, Py_ssize_t nbytes) except -1
     cdef object _encode(self, object text)

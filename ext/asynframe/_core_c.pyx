@@ -14,7 +14,10 @@ from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
+import errno as _errno
+import io as _io
 import os as _os
+import stat as _stat
 
 cdef extern from "_sockio.h":
     ctypedef struct af_iovec:
@@ -41,6 +44,14 @@ IOV_MAX = DEF_IOV_MAX
 cdef Py_ssize_t C_SEND_BUDGET = 1 << 20
 SEND_BUDGET = C_SEND_BUDGET
 DEFAULT_READ_SIZE = 65536
+# One read from a queued file when it cannot go out with sendfile() (see _core_py).
+FILE_READ_SIZE = 65536
+SENDFILE_MAX = 1 << 30
+_NO_SENDFILE = frozenset(
+    getattr(_errno, name) for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP")
+    if hasattr(_errno, name))
+cdef bint _HAS_SENDFILE = hasattr(_os, "sendfile")
+cdef bint _HAS_PREAD = hasattr(_os, "pread")
 
 cdef enum:
     # receive buffers larger than this are freed when a scan empties them
@@ -52,6 +63,10 @@ cdef enum:
     C_MODE_CALLBACKS = 0
     C_MODE_COLLECT = 1
     C_MODE_FRAMES = 2
+    # what PushQueue._ready() does at a file range: read it, or stop there
+    FILES_READ = 0
+    FILES_STOP_SENDFILE = 1
+    FILES_STOP_ALL = 2
 
 
 cdef inline Py_ssize_t _find(const char *hay, Py_ssize_t hlen,
@@ -651,6 +666,110 @@ cdef class FrameScanner:
 
 
 @cython.final
+cdef tuple _check_file(object file, object offset, object count):
+    """Validate ``push_file`` arguments: (descriptor or -1, offset, byte count)."""
+    if isinstance(file, _io.TextIOBase) or "b" not in str(getattr(file, "mode", "b")):
+        raise TypeError("push_file needs a file opened in binary mode, not %r" % (file,))
+    if not (hasattr(file, "read") and hasattr(file, "seek")):
+        raise TypeError(
+            "push_file needs a binary file object with read() and seek(), not %s"
+            % type(file).__name__)
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError("offset must be an int, not %s" % type(offset).__name__)
+    if offset < 0:
+        raise ValueError("offset must be >= 0, not %d" % offset)
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError("count must be an int or None, not %s" % type(count).__name__)
+        if count < 0:
+            raise ValueError("count must be >= 0 or None, not %d" % count)
+    if hasattr(file, "readable") and not file.readable():
+        raise ValueError("push_file needs a file open for reading")
+    if hasattr(file, "seekable") and not file.seekable():
+        raise ValueError("push_file needs a seekable file (offsets are absolute)")
+    # Only a file whose bytes are those of its descriptor may go through
+    # sendfile(): gzip and friends also answer fileno() (see _core_py).
+    fd = -1
+    if isinstance(file, (_io.FileIO, _io.BufferedReader, _io.BufferedRandom)) and isinstance(
+            getattr(file, "raw", file), _io.FileIO):
+        fd = file.fileno()
+    if count is None:
+        if fd >= 0 and _stat.S_ISREG(_os.fstat(fd).st_mode):
+            size = _os.fstat(fd).st_size
+        else:
+            position = file.tell()
+            size = file.seek(0, _io.SEEK_END)
+            file.seek(position)
+        count = max(0, size - offset)
+    return fd, offset, count
+
+
+cdef class FileProducer:
+    """*count* bytes of a binary *file* from *offset*, queued by ``PushQueue.push_file``.
+
+    Sent with ``os.sendfile`` when the file has a descriptor of its own and
+    ``send()`` is given the socket, read in pieces otherwise; see the pure
+    twin's docstring for the whole contract.
+    """
+
+    def __init__(self, file, offset=0, count=None, close=True):
+        fd, offset, count = _check_file(file, offset, count)
+        self.file = file
+        self.offset = offset
+        self.remaining = count
+        self.owns_file = bool(close)
+        self._fd = fd
+        self._sendfile = fd >= 0 and _HAS_SENDFILE
+        self._closed = False
+
+    def __repr__(self):
+        return "<FileProducer %r offset=%d remaining=%d>" % (
+            self.file, self.offset, self.remaining)
+
+    def more(self):
+        """The next piece of at most ``FILE_READ_SIZE`` bytes; b"" at the end."""
+        data = self._read(FILE_READ_SIZE)
+        if not self.remaining:
+            self._finish()
+        return data
+
+    cdef object _read(self, long long size):
+        # absolute offsets: the file position is neither used nor changed
+        if size > self.remaining:
+            size = self.remaining
+        if size <= 0:
+            return b""
+        if self._fd >= 0 and _HAS_PREAD:
+            data = _os.pread(self._fd, size, self.offset)
+        else:
+            self.file.seek(self.offset)
+            data = self.file.read(size)
+            if data and not PyBytes_CheckExact(data):
+                if not isinstance(data, (bytes, bytearray, memoryview)):
+                    raise TypeError("file.read() must return bytes, not %s" % type(data).__name__)
+                data = bytes(data)
+            data = data[:size] if data else b""
+        if data:
+            self.offset += PyBytes_GET_SIZE(data)
+            self.remaining -= PyBytes_GET_SIZE(data)
+        else:
+            self.remaining = 0  # end of file before count: the file shrank
+        return data
+
+    cdef int _finish(self) except -1:
+        self.remaining = 0
+        if self.owns_file and not self._closed:
+            self._closed = True
+            self.file.close()
+        return 0
+
+
+cdef str _kind(object item):
+    if item is None:
+        return "close"
+    return "file" if type(item) is FileProducer else "producer"
+
+
 cdef class PushQueue:
     """Ordered output queue: byte strings, producers and the close sentinel.
 
@@ -663,9 +782,13 @@ cdef class PushQueue:
     push or ``clear()`` (its output is dropped with the rest then), but
     ``send``/``next_chunk``/``consume`` from inside it raise RuntimeError.
 
+    ``push_file`` queues a range of a file (a ``FileProducer``): when it
+    reaches the head, ``send()`` hands it to one ``os.sendfile`` per call.
+
     ``buffered`` is the number of bytes queued as data (producers count once
-    they have been pulled).  *encoding*, when given, turns str data from
-    producers into bytes, as asynchat's ``use_encoding`` does.
+    they have been pulled; a queued file counts its unsent bytes).
+    *encoding*, when given, turns str data from producers into bytes, as
+    asynchat's ``use_encoding`` does.
     """
 
     def __cinit__(self, encoding=None):
@@ -688,6 +811,11 @@ cdef class PushQueue:
         """(pushes, sendmsg calls) since creation: a debug counter for tests."""
         return (self._pushes, self._sends)
 
+    @property
+    def sendfile_calls(self):
+        """``os.sendfile`` calls since creation: a debug counter for tests."""
+        return self._sendfiles
+
     def push(self, data):
         """Queue bytes-like *data*; empty data is ignored."""
         cdef Py_ssize_t size
@@ -709,6 +837,9 @@ cdef class PushQueue:
             self.push(producer)
         elif isinstance(producer, str):
             self.push(self._encode(producer))
+        elif type(producer) is FileProducer:
+            # a file range read back from snapshot(): queued as a file again
+            self._push_file(<FileProducer>producer)
         elif not hasattr(producer, "more"):
             raise TypeError(
                 "producer must be bytes-like or have a more() method, not %s"
@@ -717,16 +848,37 @@ cdef class PushQueue:
             PyList_Append(self._items, producer)
             self._pushes += 1
 
+    def push_file(self, file, offset=0, count=None, close=True):
+        """Queue *count* bytes of binary *file* from *offset* (see ``FileProducer``).
+
+        An empty range queues nothing (and closes the file if *close*).
+        """
+        self._push_file(FileProducer(file, offset, count, close))
+
+    cdef int _push_file(self, FileProducer entry) except -1:
+        if entry.remaining:
+            PyList_Append(self._items, entry)
+            self._buffered += entry.remaining
+            self._pushes += 1
+        else:
+            entry._finish()
+        return 0
+
     def push_close(self):
         """Queue the close sentinel, reported once everything before it is sent."""
         PyList_Append(self._items, None)
 
     def clear(self):
-        """Drop everything queued."""
+        """Drop everything queued (queued files owned by the queue are closed)."""
+        cdef list dropped = self._items
+        cdef Py_ssize_t start = self._head
         self._items = []
         self._head = 0
         self._offset = 0
         self._buffered = 0
+        for item in dropped[start:]:
+            if type(item) is FileProducer:
+                (<FileProducer>item)._finish()
 
     @property
     def close_pending(self):
@@ -764,10 +916,65 @@ cdef class PushQueue:
             PyList_SetSlice(self._items, 0, self._head, NULL)
             self._head = 0
 
+    cdef int _pull_file(self, Py_ssize_t index, Py_ssize_t size) except -1:
+        """Read the next *size* bytes of the file range at *index* in front of it."""
+        cdef list items = self._items
+        cdef FileProducer entry = <FileProducer>PyList_GET_ITEM(items, index)
+        cdef long long before = entry.remaining
+        self._pulling = True
+        try:
+            data = entry._read(size)
+        finally:
+            self._pulling = False
+        if (self._items is not items or index >= PyList_GET_SIZE(items)
+                or <object>PyList_GET_ITEM(items, index) is not entry):
+            return 0  # cleared meanwhile (a file object's read() ran Python code)
+        # the bytes read were counted already; a range cut short by end of
+        # file takes what it will never send out of the count
+        self._buffered -= before - entry.remaining - PyBytes_GET_SIZE(data)
+        if PyBytes_GET_SIZE(data):
+            items.insert(index, data)
+            index += 1
+        if not entry.remaining:
+            del items[index]
+            entry._finish()
+        return 0
+
+    cdef object _send_file(self, object sock, long long fd, FileProducer entry):
+        """One sendfile() of the file range at the head."""
+        cdef long long sent
+        self._sendfiles += 1
+        try:
+            sent = _os.sendfile(fd, entry._fd, entry.offset, min(entry.remaining, SENDFILE_MAX))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            if exc.errno not in _NO_SENDFILE:
+                raise
+            # this pair of descriptors cannot: read the file instead
+            entry._sendfile = False
+            return self.send(sock)
+        if sent:
+            entry.offset += sent
+            entry.remaining -= sent
+            self._buffered -= sent
+        else:
+            # end of file before count: the file shrank since it was queued
+            self._buffered -= entry.remaining
+            entry.remaining = 0
+        if not entry.remaining:
+            self._items[self._head] = None
+            self._head += 1
+            self._compact()
+            entry._finish()
+        return sent
+
     cdef int _pull(self, Py_ssize_t index) except -1:
         """Replace the producer at *index* by its next output, or drop it."""
         cdef list items = self._items
         producer = <object>PyList_GET_ITEM(items, index)
+        if type(producer) is FileProducer:
+            return self._pull_file(index, FILE_READ_SIZE)
         self._pulling = True
         try:
             data = producer.more()
@@ -811,10 +1018,12 @@ cdef class PushQueue:
         self._compact()
         return 0
 
-    cdef Py_ssize_t _ready(self, Py_ssize_t budget) except -1:
+    cdef Py_ssize_t _ready(self, Py_ssize_t budget, int files) except -1:
         """Pull producers until *budget* bytes (or IOV_MAX items) are ready.
 
-        Returns the number of bytes items ready at the head.  No Python code
+        Returns the number of bytes items ready at the head.  A file range
+        ends the run instead of being read when *files* is FILES_STOP_ALL, or
+        FILES_STOP_SENDFILE and it can go out with sendfile().  No Python code
         runs between this and the gathering in send(), so the borrowed
         pointers taken there stay valid.
         """
@@ -828,6 +1037,10 @@ cdef class PushQueue:
             if item is None:
                 break
             if not PyBytes_CheckExact(item):
+                if type(item) is FileProducer and (
+                        files == FILES_STOP_ALL
+                        or files == FILES_STOP_SENDFILE and (<FileProducer>item)._sendfile):
+                    break
                 self._pull(i)
                 if self._items is not items:
                     # more() cleared the queue: count what is queued now
@@ -849,8 +1062,12 @@ cdef class PushQueue:
         """
         if self._pulling:
             raise RuntimeError("PushQueue.next_chunk() called from a producer's more()")
-        if not self._ready(1):
-            return None
+        while not self._ready(1, FILES_STOP_ALL):
+            if (PyList_GET_SIZE(self._items) <= self._head
+                    or type(<object>PyList_GET_ITEM(self._items, self._head)) is not FileProducer):
+                return None
+            # the caller sends itself: read the file, *size* at a time
+            self._pull_file(self._head, size)
         head = <object>PyList_GET_ITEM(self._items, self._head)
         return memoryview(head)[self._offset:self._offset + size]
 
@@ -870,7 +1087,7 @@ cdef class PushQueue:
             item = <object>PyList_GET_ITEM(self._items, i)
             if not PyBytes_CheckExact(item):
                 raise ValueError("cannot consume %d bytes: %d are ready before the next %s"
-                                 % (nbytes, ready, "close" if item is None else "producer"))
+                                 % (nbytes, ready, _kind(item)))
             ready += PyBytes_GET_SIZE(item)
             i += 1
         self._consume(nbytes)
@@ -890,8 +1107,12 @@ cdef class PushQueue:
         if self._pulling:
             raise RuntimeError("PushQueue.send() called from a producer's more()")
         fd = sock if isinstance(sock, int) else sock.fileno()
-        count = self._ready(C_SEND_BUDGET)
+        count = self._ready(C_SEND_BUDGET, FILES_STOP_SENDFILE)
         if not count:
+            if PyList_GET_SIZE(self._items) > self._head:
+                item = <object>PyList_GET_ITEM(self._items, self._head)
+                if type(item) is FileProducer:
+                    return self._send_file(sock, fd, <FileProducer>item)
             return 0
         for i in range(count):
             item = <object>PyList_GET_ITEM(self._items, self._head + i)

@@ -19,8 +19,11 @@ Two objects make up the core:
 
 from __future__ import annotations
 
+import errno
+import io
 import operator
 import os
+import stat
 from collections import deque
 from typing import Any, Deque, List, Optional, Tuple, Union, cast
 
@@ -38,6 +41,19 @@ IOV_MAX = 1024
 SEND_BUDGET = 1 << 20
 # Default size of one read into the scanner (asynchat reads 65536 too).
 DEFAULT_READ_SIZE = 65536
+# One read from a queued file when it cannot go out with sendfile()
+# (asynchat's ac_out_buffer_size).
+FILE_READ_SIZE = 65536
+# Most bytes asked of one sendfile(); the socket buffer takes far less anyway.
+SENDFILE_MAX = 1 << 30
+# sendfile() errors that mean "not for this pair of descriptors": the file is
+# read and sent instead, as asyncio's sendfile falls back.
+_NO_SENDFILE = frozenset(
+    getattr(errno, name) for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP")
+    if hasattr(errno, name)
+)
+_HAS_SENDFILE = hasattr(os, "sendfile")
+_HAS_PREAD = hasattr(os, "pread")
 
 IMPLEMENTATION = "python"
 
@@ -450,6 +466,136 @@ def _check_mode(mode: int) -> int:
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
+def _check_file(file: Any, offset: Any, count: Any) -> Tuple[int, int, int]:
+    """Validate ``push_file`` arguments: (descriptor or -1, offset, byte count)."""
+    if isinstance(file, io.TextIOBase) or "b" not in str(getattr(file, "mode", "b")):
+        raise TypeError("push_file needs a file opened in binary mode, not %r" % (file,))
+    if not (hasattr(file, "read") and hasattr(file, "seek")):
+        raise TypeError(
+            "push_file needs a binary file object with read() and seek(), not %s"
+            % type(file).__name__
+        )
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError("offset must be an int, not %s" % type(offset).__name__)
+    if offset < 0:
+        raise ValueError("offset must be >= 0, not %d" % offset)
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError("count must be an int or None, not %s" % type(count).__name__)
+        if count < 0:
+            raise ValueError("count must be >= 0 or None, not %d" % count)
+    # a closed file raises ValueError here, which says so
+    if hasattr(file, "readable") and not file.readable():
+        raise ValueError("push_file needs a file open for reading")
+    if hasattr(file, "seekable") and not file.seekable():
+        raise ValueError("push_file needs a seekable file (offsets are absolute)")
+    # Only a file whose bytes are those of its descriptor may go through
+    # sendfile(): gzip and friends also answer fileno(), with the fd of the
+    # compressed file under them.
+    fd = -1
+    if isinstance(file, (io.FileIO, io.BufferedReader, io.BufferedRandom)) and isinstance(
+        getattr(file, "raw", file), io.FileIO
+    ):
+        fd = file.fileno()
+    if count is None:
+        if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+            size = os.fstat(fd).st_size
+        else:
+            position = file.tell()
+            size = file.seek(0, io.SEEK_END)
+            file.seek(position)
+        count = max(0, size - offset)
+    return fd, offset, count
+
+
+class FileProducer:
+    """*count* bytes of a binary *file* from *offset*, queued by ``PushQueue.push_file``.
+
+    In the queue it goes out with ``os.sendfile`` when the file has a
+    descriptor of its own (``open(path, "rb")``), the platform has the call
+    and ``send()`` is given the socket; otherwise it is read in pieces
+    (``os.pread``, or ``seek()`` + ``read()`` for file objects without a
+    descriptor) and sent like pushed bytes.  Its unsent bytes count in the
+    queue's ``buffered``.  It ends after *count* bytes or at end of file,
+    whichever comes first; *count* None means up to the end of the file as
+    it is now.  With *close* true the file is closed when the range ends or
+    is dropped from the queue.  It is also a producer: ``more()`` reads the
+    next piece.
+    """
+
+    __slots__ = ("_file", "_offset", "_remaining", "_owns", "_fd", "_sendfile", "_closed")
+
+    def __init__(self, file: Any, offset: int = 0, count: Optional[int] = None, close: bool = True) -> None:
+        fd, offset, count = _check_file(file, offset, count)
+        self._file = file
+        self._offset = offset
+        self._remaining = count
+        self._owns = bool(close)
+        self._fd = fd
+        self._sendfile = fd >= 0 and _HAS_SENDFILE
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return "<FileProducer %r offset=%d remaining=%d>" % (
+            self._file, self._offset, self._remaining)
+
+    @property
+    def file(self) -> Any:
+        """The file object."""
+        return self._file
+
+    @property
+    def offset(self) -> int:
+        """File offset of the next byte to send."""
+        return self._offset
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still to send (0 once done or dropped)."""
+        return self._remaining
+
+    @property
+    def owns_file(self) -> bool:
+        """True if the file is closed when the range ends or is dropped."""
+        return self._owns
+
+    def more(self) -> bytes:
+        """The next piece of at most ``FILE_READ_SIZE`` bytes; b"" at the end."""
+        data = self._read(FILE_READ_SIZE)
+        if not self._remaining:
+            self._finish()
+        return data
+
+    def _read(self, size: int) -> bytes:
+        # Absolute offsets: the file position is not used, so one open file
+        # may be queued on several channels.
+        size = min(size, self._remaining)
+        if size <= 0:
+            return b""
+        if self._fd >= 0 and _HAS_PREAD:
+            data = os.pread(self._fd, size, self._offset)
+        else:
+            self._file.seek(self._offset)
+            data = self._file.read(size)
+            if data and data.__class__ is not bytes:
+                if not isinstance(data, _BYTES_LIKE):
+                    raise TypeError("file.read() must return bytes, not %s" % type(data).__name__)
+                data = bytes(data)
+            data = data[:size] if data else b""
+        if data:
+            self._offset += len(data)
+            self._remaining -= len(data)
+        else:
+            self._remaining = 0  # end of file before count: the file shrank
+        return data
+
+    def _finish(self) -> None:
+        self._remaining = 0
+        if self._owns and not self._closed:
+            self._closed = True
+            self._file.close()
+
+
 class PushQueue:
     """Ordered output queue: byte strings, producers and the close sentinel.
 
@@ -462,12 +608,17 @@ class PushQueue:
     push or ``clear()`` (its output is dropped with the rest then), but
     ``send``/``next_chunk``/``consume`` from inside it raise RuntimeError.
 
+    ``push_file`` queues a range of a file (a ``FileProducer``): when it
+    reaches the head, ``send()`` hands it to one ``os.sendfile`` per call.
+
     ``buffered`` is the number of bytes queued as data (producers count once
-    they have been pulled).  *encoding*, when given, turns str data from
-    producers into bytes, as asynchat's ``use_encoding`` does.
+    they have been pulled; a queued file counts its unsent bytes).
+    *encoding*, when given, turns str data from producers into bytes, as
+    asynchat's ``use_encoding`` does.
     """
 
-    __slots__ = ("_items", "_offset", "_buffered", "encoding", "_pushes", "_sends", "_pulling")
+    __slots__ = ("_items", "_offset", "_buffered", "encoding", "_pushes", "_sends",
+                 "_sendfiles", "_pulling")
 
     def __init__(self, encoding: Optional[str] = None) -> None:
         # _items[0] is the head; _offset counts its bytes already sent
@@ -477,6 +628,7 @@ class PushQueue:
         self.encoding = encoding
         self._pushes = 0
         self._sends = 0
+        self._sendfiles = 0
         # inside a producer's more(): no send/consume then
         self._pulling = False
 
@@ -495,6 +647,11 @@ class PushQueue:
     def stats(self) -> Tuple[int, int]:
         """(pushes, sendmsg calls) since creation: a debug counter for tests."""
         return (self._pushes, self._sends)
+
+    @property
+    def sendfile_calls(self) -> int:
+        """``os.sendfile`` calls since creation: a debug counter for tests."""
+        return self._sendfiles
 
     def push(self, data: Any) -> None:
         """Queue bytes-like *data*; empty data is ignored."""
@@ -515,6 +672,9 @@ class PushQueue:
             self.push(producer)
         elif isinstance(producer, str):
             self.push(self._encode(producer))
+        elif producer.__class__ is FileProducer:
+            # a file range read back from snapshot(): queued as a file again
+            self._push_file(producer)
         elif not hasattr(producer, "more"):
             raise TypeError(
                 "producer must be bytes-like or have a more() method, not %s"
@@ -524,16 +684,36 @@ class PushQueue:
             self._items.append(producer)
             self._pushes += 1
 
+    def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None,
+                  close: bool = True) -> None:
+        """Queue *count* bytes of binary *file* from *offset* (see ``FileProducer``).
+
+        An empty range queues nothing (and closes the file if *close*).
+        """
+        self._push_file(FileProducer(file, offset, count, close))
+
+    def _push_file(self, entry: FileProducer) -> None:
+        if entry._remaining:
+            self._items.append(entry)
+            self._buffered += entry._remaining
+            self._pushes += 1
+        else:
+            entry._finish()
+
     def push_close(self) -> None:
         """Queue the close sentinel, reported once everything before it is sent."""
         self._items.append(None)
 
     def clear(self) -> None:
-        """Drop everything queued."""
+        """Drop everything queued (queued files owned by the queue are closed)."""
         # a new deque, so that a _pull() in progress sees the queue was cleared
+        dropped = self._items
         self._items = deque()
         self._offset = 0
         self._buffered = 0
+        for item in dropped:
+            if item.__class__ is FileProducer:
+                item._finish()
 
     @property
     def close_pending(self) -> bool:
@@ -561,10 +741,35 @@ class PushQueue:
             raise TypeError("str data needs an encoding (use_encoding); push bytes")
         return text.encode(self.encoding)
 
+    def _pull_file(self, index: int, size: int) -> None:
+        """Read the next *size* bytes of the file range at *index* in front of it."""
+        items = self._items
+        entry = items[index]
+        before = entry._remaining
+        self._pulling = True
+        try:
+            data = entry._read(size)
+        finally:
+            self._pulling = False
+        if self._items is not items or index >= len(items) or items[index] is not entry:
+            return  # cleared meanwhile (a file object's read() ran Python code)
+        # the bytes read were counted already; a range cut short by end of
+        # file takes what it will never send out of the count
+        self._buffered -= before - entry._remaining - len(data)
+        if data:
+            items.insert(index, data)
+            index += 1
+        if not entry._remaining:
+            del items[index]
+            entry._finish()
+
     def _pull(self, index: int) -> None:
         """Replace the producer at *index* by its next output, or drop it."""
         items = self._items
         producer = items[index]
+        if producer.__class__ is FileProducer:
+            self._pull_file(index, FILE_READ_SIZE)
+            return
         self._pulling = True
         try:
             data = producer.more()
@@ -590,7 +795,8 @@ class PushQueue:
             del items[index]
 
     def _gather(self, budget: int) -> List[Any]:
-        """Views of the bytes to send next, stopping at a sentinel or the budget."""
+        """Views of the bytes to send next, stopping at a sentinel, a file
+        range that can go out with sendfile(), or the budget."""
         items = self._items
         views: List[Any] = []
         total = 0
@@ -600,6 +806,8 @@ class PushQueue:
             if item is None:
                 break
             if item.__class__ is not bytes:
+                if item.__class__ is FileProducer and item._sendfile:
+                    break
                 self._pull(i)
                 if self._items is not items:
                     # more() cleared the queue: gather what is queued now
@@ -647,7 +855,11 @@ class PushQueue:
                 return None
             if head.__class__ is bytes:
                 return memoryview(head)[self._offset:self._offset + size]
-            self._pull(0)
+            if head.__class__ is FileProducer:
+                # the caller sends itself: read the file, *size* at a time
+                self._pull_file(0, size)
+            else:
+                self._pull(0)
         return None
 
     def consume(self, nbytes: int) -> None:
@@ -664,7 +876,7 @@ class PushQueue:
                 break
             if item.__class__ is not bytes:
                 raise ValueError("cannot consume %d bytes: %d are ready before the next %s"
-                                 % (nbytes, ready, "close" if item is None else "producer"))
+                                 % (nbytes, ready, _kind(item)))
             ready += len(item)
         self._consume(nbytes)
 
@@ -678,6 +890,9 @@ class PushQueue:
             raise RuntimeError("PushQueue.send() called from a producer's more()")
         views = self._gather(SEND_BUDGET)
         if not views:
+            items = self._items
+            if items and items[0].__class__ is FileProducer:
+                return self._send_file(sock, items[0])
             return 0
         self._sends += 1
         try:
@@ -692,3 +907,36 @@ class PushQueue:
         if sent:
             self._consume(sent)
         return sent
+
+    def _send_file(self, sock: Any, entry: FileProducer) -> int:
+        """One sendfile() of the file range at the head."""
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        self._sendfiles += 1
+        try:
+            sent = os.sendfile(fd, entry._fd, entry._offset, min(entry._remaining, SENDFILE_MAX))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            if exc.errno not in _NO_SENDFILE:
+                raise
+            # this pair of descriptors cannot: read the file instead
+            entry._sendfile = False
+            return self.send(sock)
+        if sent:
+            entry._offset += sent
+            entry._remaining -= sent
+            self._buffered -= sent
+        else:
+            # end of file before count: the file shrank since it was queued
+            self._buffered -= entry._remaining
+            entry._remaining = 0
+        if not entry._remaining:
+            self._items.popleft()
+            entry._finish()
+        return sent
+
+
+def _kind(item: Any) -> str:
+    if item is None:
+        return "close"
+    return "file" if item.__class__ is FileProducer else "producer"

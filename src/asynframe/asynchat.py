@@ -13,6 +13,10 @@ asynframe's core:
   read are flushed once, with one scatter-gather send, when the read
   handler returns; a push outside any handler still sends at once.
 
+Opt-in hardening: ``set_write_buffer_limits`` pauses reading while too much
+output waits (see ``asynframe._flow``), and ``push_file`` queues a file range
+sent with ``os.sendfile``.
+
 A subclass may define ``frame_received(self, frame)`` instead of
 ``collect_incoming_data``/``found_terminator``: it is then called once per
 frame with the whole frame, terminator excluded.
@@ -32,6 +36,7 @@ from typing import Any, Deque, Dict, List, Optional
 
 from . import _poller, asyncore
 from ._chat_common import delivery_mode, take_class_default
+from ._flow import WriteFlowControl
 from ._core import FrameScanner, PushQueue
 from ._core import find_prefix_at_end as find_prefix_at_end
 
@@ -42,7 +47,7 @@ _DISCONNECTED = asyncore._DISCONNECTED
 _PLAIN_SOCKET = socket.socket
 
 
-class async_chat(asyncore.dispatcher):
+class async_chat(WriteFlowControl, asyncore.dispatcher):
     """A dispatcher that frames its input and queues its output.
 
     Subclass it and define ``collect_incoming_data(data)`` and
@@ -66,6 +71,11 @@ class async_chat(asyncore.dispatcher):
     _af_queue: Any = None
     # True while the read handler runs: pushes then wait for one flush
     _af_dispatching = False
+    # True (per instance) when the compiled loop's shortcut, which skips
+    # handle_read/handle_write, must not be taken: write-buffer limits need them
+    _af_generic_path = False
+    # set by push_file(close=True): close() must close the queued files
+    _af_owns_files = False
 
     # asynchat has no default terminator, and legacy subclasses give one as a
     # class attribute (``terminator = b"\r\n"``); left on the class it would
@@ -174,6 +184,8 @@ class async_chat(asyncore.dispatcher):
             else:
                 queue.push_producer(item)
         asyncore._touch(self)
+        if self._af_limited:
+            self._af_flow()
 
     # -- input ---------------------------------------------------------------
     def collect_incoming_data(self, data: bytes) -> None:
@@ -263,6 +275,35 @@ class async_chat(asyncore.dispatcher):
                 # the socket took nothing at the last try (or is not connected
                 # yet): the write event the loop waits for flushes it all
                 asyncore._touch(self)
+                if self._af_limited:
+                    self._af_flow()
+
+    def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None,
+                  *, close: bool = True) -> None:
+        """Queue *count* bytes of binary *file* from *offset* (None: to its end).
+
+        Sent in order with what is pushed before and after, with
+        ``os.sendfile`` where the platform has it and the file has a
+        descriptor (``open(path, "rb")``), else read ``ac_out_buffer_size``
+        bytes at a time.  The file position is neither used nor changed.
+        With *close* (the default) the channel owns the file: it is closed
+        once its range is sent or dropped (``discard_buffers``, ``close``).
+        The unsent bytes count in ``get_write_buffer_size()``.  TypeError
+        for a text or non-file object, ValueError for a negative offset or
+        count, an unreadable or unseekable file; the file is left open then.
+        """
+        queue = self._af_queue
+        was_empty = not queue
+        queue.push_file(file, offset, count, close)
+        if close:
+            self._af_owns_files = True
+        if not self._af_dispatching:
+            if was_empty:
+                self.initiate_send()
+            else:
+                asyncore._touch(self)
+                if self._af_limited:
+                    self._af_flow()
 
     def push_with_producer(self, producer: Any) -> None:
         """Queue a producer: an object whose ``more()`` returns data, b"" at the end."""
@@ -274,7 +315,8 @@ class async_chat(asyncore.dispatcher):
 
     def readable(self) -> bool:
         "predicate for inclusion in the readable for select()"
-        return True
+        # always True unless write-buffer limits paused reading
+        return not self._af_writing_paused
 
     def writable(self) -> bool:
         "predicate for inclusion in the writable for select()"
@@ -315,11 +357,21 @@ class async_chat(asyncore.dispatcher):
             if not queue.close_pending:
                 break
         asyncore._touch(self)
+        if self._af_limited:
+            self._af_flow()
 
     def discard_buffers(self) -> None:
         """Drop all input not yet delivered and all queued output."""
         self._af_scanner.clear()
         self._af_queue.clear()
+        if self._af_limited:
+            self._af_flow()
+
+    def close(self) -> None:
+        asyncore.dispatcher.close(self)
+        if self._af_owns_files:
+            # nothing queued can go out any more: release push_file's files
+            self._af_queue.clear()
 
 
 def _delivery_mode(cls: type) -> int:
@@ -329,9 +381,11 @@ def _delivery_mode(cls: type) -> int:
 def _chat_interest(obj: Any) -> int:
     if obj.accepting:
         return _poller.IN
+    # no read interest while write-paused: the peer is held back by TCP
+    mask = 0 if obj._af_writing_paused else _poller.IN
     if obj._af_queue or not obj.connected:
-        return _poller.IN | _poller.OUT
-    return _poller.IN
+        return mask | _poller.OUT
+    return mask
 
 
 _poller.STOCK_INTEREST[(async_chat.readable, async_chat.writable)] = _chat_interest

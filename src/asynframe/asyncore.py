@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from . import _poller
 from ._core import PushQueue
+from ._flow import WriteFlowControl
 from ._poller import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
 
 __asynframe__ = True
@@ -442,12 +443,13 @@ class dispatcher:
         self.close()
 
 
-class dispatcher_with_send(dispatcher):
+class dispatcher_with_send(WriteFlowControl, dispatcher):
     """A dispatcher whose ``send`` buffers what the socket does not take yet.
 
     ``out_buffer`` reads as the unsent bytes (as in asyncore), but they are
     kept in a push queue: appending is O(1) instead of asyncore's
-    ``out_buffer + data`` copy.
+    ``out_buffer + data`` copy.  ``set_write_buffer_limits`` (see
+    ``asynframe._flow``) bounds that buffer by pausing reads.
     """
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
@@ -464,6 +466,8 @@ class dispatcher_with_send(dispatcher):
         self._af_queue.push(data)
         # asyncore's writable() sees the new buffer at the next iteration
         _touch(self)
+        if self._af_limited:
+            self._af_flow()
 
     def initiate_send(self) -> None:
         queue = self._af_queue
@@ -485,6 +489,8 @@ class dispatcher_with_send(dispatcher):
 
     def handle_write(self) -> None:
         self.initiate_send()
+        if self._af_limited:
+            self._af_flow()
 
     def writable(self) -> bool:
         return (not self.connected) or bool(self._af_queue)
@@ -500,6 +506,8 @@ class dispatcher_with_send(dispatcher):
         # else the socket took nothing at the last try: the write event that
         # the loop waits for sends it all, instead of a futile send per call
         _touch(self)
+        if self._af_limited:
+            self._af_flow()
 
 
 def compact_traceback() -> Tuple[Tuple[str, str, str], Any, Any, str]:
@@ -551,13 +559,15 @@ def _dispatcher_interest(obj: Any) -> int:
 def _with_send_interest(obj: Any) -> int:
     if obj.accepting:
         return _poller.IN
+    # no read interest while write-paused: the peer is held back by TCP
+    mask = 0 if obj._af_writing_paused else _poller.IN
     if not obj.connected or obj._af_queue:
-        return _poller.IN | _poller.OUT
-    return _poller.IN
+        return mask | _poller.OUT
+    return mask
 
 
 _poller.STOCK_INTEREST[(dispatcher.readable, dispatcher.writable)] = _dispatcher_interest
-_poller.STOCK_INTEREST[(dispatcher.readable, dispatcher_with_send.writable)] = _with_send_interest
+_poller.STOCK_INTEREST[(WriteFlowControl.readable, dispatcher_with_send.writable)] = _with_send_interest
 
 
 if os.name == "posix":
