@@ -668,7 +668,8 @@ cdef class FrameScanner:
 @cython.final
 cdef tuple _check_file(object file, object offset, object count):
     """Validate ``push_file`` arguments: (descriptor or -1, offset, byte count)."""
-    if isinstance(file, _io.TextIOBase) or "b" not in str(getattr(file, "mode", "b")):
+    mode = getattr(file, "mode", "b")
+    if isinstance(file, _io.TextIOBase) or isinstance(mode, str) and "b" not in mode:
         raise TypeError("push_file needs a file opened in binary mode, not %r" % (file,))
     if not (hasattr(file, "read") and hasattr(file, "seek")):
         raise TypeError(

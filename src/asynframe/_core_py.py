@@ -468,7 +468,8 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 def _check_file(file: Any, offset: Any, count: Any) -> Tuple[int, int, int]:
     """Validate ``push_file`` arguments: (descriptor or -1, offset, byte count)."""
-    if isinstance(file, io.TextIOBase) or "b" not in str(getattr(file, "mode", "b")):
+    mode = getattr(file, "mode", "b")
+    if isinstance(file, io.TextIOBase) or isinstance(mode, str) and "b" not in mode:
         raise TypeError("push_file needs a file opened in binary mode, not %r" % (file,))
     if not (hasattr(file, "read") and hasattr(file, "seek")):
         raise TypeError(
