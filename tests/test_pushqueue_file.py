@@ -345,3 +345,29 @@ def test_file_closed_under_the_queue_raises(core, pair, data_file):
     q.snapshot()[0].file.close()
     with pytest.raises(ValueError):
         q.send(a)
+
+
+def test_replace_keeps_requeued_files_open(core, pair, data_file):
+    a, b = pair
+    dropped = io.BytesIO(b"dropped")
+    q = core.PushQueue()
+    q.push(b"old")
+    q.push_file(data_file, 0, 1000)
+    q.push_file(dropped)
+    items = q.snapshot()
+    q.replace([b"new", items[1], None])
+    assert dropped.closed and not data_file.closed
+    assert q.buffered == 1003 and len(q) == 3
+    received = bytearray()
+    drain(q, a, b, received)
+    assert bytes(received) == b"new" + DATA[:1000]
+    assert q.close_pending and data_file.closed
+
+
+def test_replace_with_a_bad_item_still_releases(core):
+    dropped = io.BytesIO(b"dropped")
+    q = core.PushQueue()
+    q.push_file(dropped)
+    with pytest.raises(TypeError):
+        q.replace([b"ok", object()])
+    assert dropped.closed and q.snapshot() == [b"ok"]

@@ -881,6 +881,29 @@ cdef class PushQueue:
             if type(item) is FileProducer:
                 (<FileProducer>item)._finish()
 
+    def replace(self, items):
+        """Queue *items* (data, producers, None for the close sentinel) instead
+        of what is queued: ``clear()`` then the pushes, except that a file
+        range found in *items* is queued again as it is, not closed."""
+        items = list(items)
+        keep = {id(item) for item in items if type(item) is FileProducer}
+        cdef list dropped = self._items
+        cdef Py_ssize_t start = self._head
+        self._items = []
+        self._head = 0
+        self._offset = 0
+        self._buffered = 0
+        try:
+            for item in items:
+                if item is None:
+                    self.push_close()
+                else:
+                    self.push_producer(item)
+        finally:
+            for item in dropped[start:]:
+                if type(item) is FileProducer and id(item) not in keep:
+                    (<FileProducer>item)._finish()
+
     @property
     def close_pending(self):
         """True when the close sentinel is at the head of the queue."""

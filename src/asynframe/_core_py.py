@@ -716,6 +716,27 @@ class PushQueue:
             if item.__class__ is FileProducer:
                 item._finish()
 
+    def replace(self, items: Any) -> None:
+        """Queue *items* (data, producers, None for the close sentinel) instead
+        of what is queued: ``clear()`` then the pushes, except that a file
+        range found in *items* is queued again as it is, not closed."""
+        items = list(items)
+        keep = {id(item) for item in items if item.__class__ is FileProducer}
+        dropped = self._items
+        self._items = deque()
+        self._offset = 0
+        self._buffered = 0
+        try:
+            for item in items:
+                if item is None:
+                    self.push_close()
+                else:
+                    self.push_producer(item)
+        finally:
+            for item in dropped:
+                if item.__class__ is FileProducer and id(item) not in keep:
+                    item._finish()
+
     @property
     def close_pending(self) -> bool:
         """True when the close sentinel is at the head of the queue."""

@@ -176,13 +176,7 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
     @producer_fifo.setter
     def producer_fifo(self, items: Any) -> None:
         self._af_setup()
-        queue = self._af_queue
-        queue.clear()
-        for item in items:
-            if item is None:
-                queue.push_close()
-            else:
-                queue.push_producer(item)
+        self._af_queue.replace(items)
         asyncore._touch(self)
         if self._af_limited:
             self._af_flow()
