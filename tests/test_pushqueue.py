@@ -8,8 +8,10 @@ hang on a blocking call.
 from __future__ import annotations
 
 import errno
+import io
 import itertools
 import os
+import tempfile
 import socket
 import time
 
@@ -670,7 +672,8 @@ def test_would_block_returns_zero(core, pair):
 
 queue_ops = st.one_of(
     st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview", "producer", "str_producer",
-                               "empty_producer", "close"]), st.lists(st.binary(max_size=3000), max_size=3)),
+                               "empty_producer", "close", "file", "memfile"]),
+              st.lists(st.binary(max_size=3000), max_size=3)),
     st.tuples(st.sampled_from(["send", "send", "send", "pop_close", "clear", "read"]), st.none()),
     st.tuples(st.just("next_chunk"), st.tuples(st.integers(0, 5000), st.integers(0, 6000))),
     st.tuples(st.just("consume"), st.integers(-1, 9000)),
@@ -697,6 +700,14 @@ def run_queue_twin(core, ops):
                 elif op == "empty_producer":
                     q.push_producer(ListProducer([]))
                     result = None
+                elif op in ("file", "memfile"):
+                    # a file range: skips the first byte, stops one short of the end
+                    content = b"".join(arg)
+                    f = tempfile.TemporaryFile() if op == "file" else io.BytesIO()
+                    f.write(content)
+                    f.flush()
+                    q.push_file(f, min(1, len(content)), max(0, len(content) - 2))
+                    result = None
                 elif op == "close":
                     q.push_close()
                     result = None
@@ -717,9 +728,11 @@ def run_queue_twin(core, ops):
                     result = q.consume(arg)
             except (TypeError, ValueError, RuntimeError) as exc:
                 result = type(exc).__name__
-            log.append((op, result, q.snapshot(), q.buffered, len(q), q.close_pending, q.stats))
+            log.append((op, result, q.snapshot(), q.buffered, len(q), q.close_pending, q.stats,
+                        q.sendfile_calls))
         read_available(b, received)
         log.append(bytes(received))
+        q.clear()  # closes the files still queued
     finally:
         a.close()
         b.close()
