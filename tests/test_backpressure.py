@@ -451,6 +451,24 @@ def test_validation(pair, args, exc, words):
     assert chan.get_write_buffer_limits() is None  # nothing changed
 
 
+def test_limits_set_before_init():
+    class Early(asynchat.async_chat):
+        def __init__(self, sock, m):
+            self.set_write_buffer_limits(1000)  # legacy order: before __init__
+            asynchat.async_chat.__init__(self, sock, m)
+
+    a, b = socket.socketpair()
+    m = {}
+    try:
+        chan = Early(a, m)
+        assert chan.get_write_buffer_limits() == (250, 1000)
+        chan.push(b"y" * (1 << 20))
+        assert chan.writing_paused
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        b.close()
+
+
 def test_derived_marks(pair):
     chan = pair.chan
     chan.set_write_buffer_limits(low=1000)

@@ -115,15 +115,16 @@ class WriteFlowControl:
     def _af_flow(self) -> None:
         # the state changes before the hook runs: a hook that pushes or
         # drains sees (and may cause) the next crossing, each reported once
+        size = self.get_write_buffer_size()
         if self._af_writing_paused:
-            if self._af_high < 0 or self._af_queue.buffered <= self._af_low:
+            if self._af_high < 0 or size <= self._af_low:
                 self._af_writing_paused = False
                 self._af_limited = self._af_high >= 0
                 self._af_touch()
                 self.resume_writing()
         elif self._af_high < 0:
             self._af_limited = False
-        elif self._af_queue.buffered > self._af_high:
+        elif size > self._af_high:
             self._af_writing_paused = True
             self._af_touch()
             self.pause_writing()

@@ -362,6 +362,7 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
             self._af_flow()
 
     def close(self) -> None:
+        """Close the socket (``dispatcher.close``) and the files ``push_file`` owns."""
         asyncore.dispatcher.close(self)
         if self._af_owns_files:
             # nothing queued can go out any more: release push_file's files
