@@ -99,13 +99,28 @@ def _closed_since(obj: Any, sock: Any) -> bool:
     )
 
 
+def _unread_data(sock: Any) -> bool:
+    # A hang-up that comes with readable data (the peer's FIN after its last
+    # bytes, on a socket we shut down for writing) is not acted on while
+    # bytes remain: the read handler gets them at the next iterations and
+    # closes on the end of file, as the select() path does.
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)))
+    except (OSError, ValueError):
+        return False
+
+
 def readwrite(obj: Any, flags: int) -> None:
     """Deliver the events in poll() *flags* to *obj*, as asyncore.poll2 does.
 
     Unlike asyncore, once a handler closed the channel the remaining events
     of *flags* are dropped: asyncore would call ``handle_close`` a second
     time for a hang-up that comes with the end of file or the reset its
-    read handler already closed on.
+    read handler already closed on.  And a hang-up with bytes still unread
+    waits for the read handler to reach the end of file, instead of closing
+    with data lost.
     """
     sock = getattr(obj, "socket", None)
     try:
@@ -116,7 +131,9 @@ def readwrite(obj: Any, flags: int) -> None:
         if flags & POLLPRI and not _closed_since(obj, sock):
             obj.handle_expt_event()
         if flags & (POLLHUP | POLLERR | POLLNVAL) and not _closed_since(obj, sock):
-            obj.handle_close()
+            if not (flags & POLLIN and flags & POLLHUP == flags & (POLLHUP | POLLERR | POLLNVAL)
+                    and _unread_data(sock)):
+                obj.handle_close()
     except OSError as e:
         if e.errno not in _DISCONNECTED:
             obj.handle_error()
