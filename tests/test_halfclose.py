@@ -4,7 +4,9 @@
   replies with more than the socket buffers hold.  With
   ``async_chat.drain_on_eof`` the whole reply arrives (SHA-256 compared)
   and then the end of file; without it, asynchat's behaviour (close at the
-  end of file, dropping the rest) is kept.
+  end of file, dropping the rest) is kept.  On the poll path the client sees
+  the server's FIN as POLLIN|POLLHUP on its half-shut socket: it must still
+  read every byte before closing (stock asyncore.poll2 closed at once).
 * ``handle_close`` is called exactly once per channel, on both loop paths
   (``use_poll`` False/True), for an orderly close, a reset while idle, a
   reset in the middle of a large send and ``close_when_done``.
@@ -229,6 +231,9 @@ def test_drain_on_eof_per_instance_and_class(smap):
         assert chan._af_generic_path is True  # still needed by the idle timeout
         chan.set_idle_timeout(None)
         assert chan._af_generic_path is False
+        chan._af_eof = True  # as after a drained end of file
+        chan.close()
+        assert chan._af_eof is False  # a reused (reconnecting) channel reads again
 
 
 # -- handle_close exactly once -----------------------------------------------------------

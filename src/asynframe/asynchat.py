@@ -181,6 +181,11 @@ class async_chat(asyncore.dispatcher):
     def _af_refresh_generic_path(self) -> None:
         self._af_generic_path = self._af_idle_timeout is not None or self._af_drain_on_eof
 
+    def close(self) -> None:
+        # a channel reused after close (reconnecting clients) reads again
+        self._af_eof = False
+        asyncore.dispatcher.close(self)
+
     def _af_peer_eof(self) -> None:
         if self._af_drain_on_eof and self._af_queue and self.connected:
             self._af_eof = True
