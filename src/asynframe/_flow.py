@@ -14,7 +14,7 @@ that a channel starts without limits, as asyncore did.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 
 def _check_mark(name: str, value: Any) -> Optional[int]:
@@ -45,6 +45,10 @@ class WriteFlowControl:
     _af_writing_paused = False
     _af_generic_path: bool
 
+    if TYPE_CHECKING:
+        # provided by the dispatcher classes (the mixin comes first in the MRO)
+        def _af_refresh_generic_path(self) -> None: ...
+
     def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         """Set the water marks of the write buffer, in bytes.
 
@@ -72,9 +76,9 @@ class WriteFlowControl:
             self._af_high = high
             self._af_low = low
             self._af_limited = True
-            # the compiled loop's shortcut for stock channels skips the
-            # handlers that keep these marks: this channel takes the generic path
-            self._af_generic_path = True
+        # the compiled loop's shortcut for stock channels skips the handlers
+        # that keep these marks: a limited channel takes the generic path
+        self._af_refresh_generic_path()
         self._af_flow()
 
     def get_write_buffer_limits(self) -> Optional[Tuple[int, int]]:

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import select
 import selectors
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ._timers import LoopTimers, Wakeup
 
 IN = getattr(select, "EPOLLIN", 1)
 PRI = getattr(select, "EPOLLPRI", 2)
@@ -143,7 +146,9 @@ def interest_fn_of(obj: Any) -> InterestFn:
 def polled_interest(obj: Any) -> int:
     """asyncore's own rule: ask the predicates; listeners are never writable."""
     mask = 0
-    if obj.readable():
+    # after the end of file (async_chat.drain_on_eof) the socket stays
+    # readable for good: waiting for it would spin
+    if obj.readable() and not getattr(obj, "_af_eof", False):
         mask = IN
     if obj.writable() and not obj.accepting:
         mask |= OUT
@@ -175,6 +180,59 @@ class MapPoller:
         # (tests assert the latter grows with activity, not with map size)
         self.iterations = 0
         self.interest_checks = 0
+        # call_later/call_soon_threadsafe state, created on first use
+        # (asynframe._timers); the wakeup descriptor is registered with the
+        # backend only, never put in the map nor counted in ``registered``
+        self.timers: Optional[LoopTimers] = None
+        self.wakeup_fd = -1
+
+    # -- timers ------------------------------------------------------------------
+    def get_timers(self) -> LoopTimers:
+        timers = self.timers
+        if timers is None:
+            with _lock:
+                timers = self.timers
+                if timers is None:
+                    timers = self.timers = LoopTimers()
+        return timers
+
+    def ensure_wakeup(self) -> LoopTimers:
+        """The timers, with a wakeup descriptor registered (any thread)."""
+        timers = self.get_timers()
+        if timers.wakeup is None:
+            with _lock:
+                if timers.wakeup is None:
+                    wakeup = Wakeup()
+                    try:
+                        self.backend.register(wakeup.fileno(), IN)
+                    except BaseException:
+                        wakeup.close()
+                        raise
+                    self.wakeup_fd = wakeup.fileno()
+                    timers.wakeup = wakeup
+        return timers
+
+    def reset_timers(self) -> None:
+        """Cancel all timers and close the wakeup descriptor (close_all)."""
+        with _lock:
+            timers = self.timers
+            if timers is None:
+                return
+            timers.clear()
+            wakeup = timers.wakeup
+            if wakeup is not None:
+                timers.wakeup = None
+                fd = self.wakeup_fd
+                self.wakeup_fd = -1
+                try:
+                    self.backend.unregister(fd)
+                except (OSError, ValueError, KeyError):
+                    pass
+                wakeup.close()
+
+    def has_pending_timers(self) -> bool:
+        timers = self.timers
+        return timers is not None and timers.pending()
 
     # -- membership ----------------------------------------------------------
     def added(self, fd: Any, obj: Any) -> None:
@@ -310,9 +368,16 @@ class MapPoller:
         """
         read, write, _exception, readwrite = _DISPATCH
         self._refresh()
-        if not self.registered and not self.always_ready:
+        timers = self.timers
+        if timers is not None:
+            timeout = timers.clamp(timeout)
+        if not self.registered and not self.always_ready and self.wakeup_fd < 0:
             # asyncore sleeps when nothing is waited on, rather than spinning
-            if timeout:
+            if timers is not None:
+                if timeout:
+                    timers.sleep(timeout)
+                timers.run()
+            elif timeout:
                 time.sleep(timeout)
             return
         if self.always_ready:
@@ -324,6 +389,8 @@ class MapPoller:
             entry = known.get(fd)
             if entry is not None:
                 ready.append((fd, entry[0], flags, entry[1]))
+            elif fd == self.wakeup_fd:
+                self.timers.drain()  # type: ignore[union-attr]  # set with wakeup_fd
         for fd, obj in self.always_ready.items():
             entry = known.get(fd)
             if entry is not None:
@@ -349,8 +416,12 @@ class MapPoller:
                     _exception(obj)
             for fd, obj, flags, registered in ready:
                 dirty[fd] = obj
+        timers = self.timers
+        if timers is not None:
+            timers.run()
 
     def close(self) -> None:
+        self.reset_timers()
         for fd, entry in list(self.known.items()):
             obj = entry[0]
             if getattr(obj, "_af_poller", None) is self:
@@ -385,6 +456,10 @@ def bind_dispatch(*functions: Any) -> None:
     _DISPATCH = functions
 
 
+# Guards creating and dropping pollers, timers and wakeup descriptors, which
+# call_soon_threadsafe may do from any thread.
+_lock = threading.RLock()
+
 # Pollers by map identity.  The default socket_map's poller lives as long as
 # the process; pollers of custom maps are dropped when their map is found
 # empty after a loop, or when more than _MAX_CUSTOM maps are in use.
@@ -398,28 +473,36 @@ def poller_for(socket_map: Dict[Any, Any], create: bool = True) -> Optional[MapP
         return poller
     if not create:
         return None
-    if poller is not None:  # a dead map's id was reused
-        _drop(id(socket_map))
-    if len(_pollers) > _MAX_CUSTOM:
-        for key in list(_pollers)[: len(_pollers) - _MAX_CUSTOM]:
-            _drop(key)
-    poller = _pollers[id(socket_map)] = MapPoller(socket_map)
-    return poller
+    with _lock:
+        poller = _pollers.get(id(socket_map))
+        if poller is not None:
+            if poller.map is socket_map:
+                return poller  # another thread made it meanwhile
+            _drop(id(socket_map))  # a dead map's id was reused
+        if len(_pollers) > _MAX_CUSTOM:
+            # pollers holding timers keep them: those are not dropped
+            idle = [key for key, p in _pollers.items() if not p.has_pending_timers()]
+            for key in idle[: len(_pollers) - _MAX_CUSTOM]:
+                _drop(key)
+        poller = _pollers[id(socket_map)] = MapPoller(socket_map)
+        return poller
 
 
 def _drop(key: int) -> None:
-    poller = _pollers.pop(key, None)
-    if poller is not None:
-        poller.close()
+    with _lock:
+        poller = _pollers.pop(key, None)
+        if poller is not None:
+            poller.close()
 
 
 def release(socket_map: Dict[Any, Any], keep: Optional[Dict[Any, Any]] = None) -> None:
     """Forget the poller of *socket_map* if it is empty (and not *keep*)."""
     if socket_map is keep or socket_map:
         return
-    poller = _pollers.get(id(socket_map))
-    if poller is not None and poller.map is socket_map:
-        _drop(id(socket_map))
+    with _lock:
+        poller = _pollers.get(id(socket_map))
+        if poller is not None and poller.map is socket_map and not poller.has_pending_timers():
+            _drop(id(socket_map))
 
 
 __all__ = ["MapPoller", "poller_for", "release", "STOCK_INTEREST", "IN", "OUT", "PRI"]

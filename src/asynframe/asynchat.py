@@ -26,6 +26,9 @@ Internals that legacy code reads keep their stdlib meaning: ``terminator``
 delivered), ``incoming`` (the list ``_collect_incoming_data`` appends to).
 ``producer_fifo`` is a snapshot copy of the output queue; assigning it
 replaces the queue, but mutating the returned deque does nothing.
+
+``drain_on_eof = True`` (opt-in) keeps a channel open after the peer's end
+of file until its queued output is sent (docs/hardening.md).
 """
 
 from __future__ import annotations
@@ -83,6 +86,10 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
     _af_default_terminator: Any = None
 
     _af_default_max_frame = 0
+    _af_default_drain_on_eof = False
+    # the peer's end of file was read while output was still queued
+    # (drain_on_eof): reading stops, the channel closes once the queue empties
+    _af_eof = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,6 +100,9 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         found, limit = take_class_default(cls, async_chat, "max_frame")
         if found:
             cls._af_default_max_frame = limit
+        found, drain = take_class_default(cls, async_chat, "drain_on_eof")
+        if found:
+            cls._af_default_drain_on_eof = bool(drain)
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         self._af_setup()
@@ -112,6 +122,9 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
                 )
             if cls._af_default_max_frame:
                 scanner.max_frame = cls._af_default_max_frame
+            if cls._af_default_drain_on_eof:
+                self._af_drain_on_eof = True
+                self._af_refresh_generic_path()
             if cls._get_data is async_chat._get_data:
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
@@ -151,6 +164,44 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
             "error",
         )
         self.handle_close()
+
+    _af_drain_on_eof = False
+
+    @property
+    def drain_on_eof(self) -> bool:
+        """Flush queued output before closing on the peer's end of file (default False).
+
+        asynchat closes at once when the peer shuts down its sending side,
+        dropping what is still queued.  With this set, the end of file with
+        output queued stops reading and keeps the channel open until the
+        queue is empty (pushes made meanwhile included), then calls
+        ``handle_close``; with nothing queued it closes at once, as asynchat.
+        A peer that never reads keeps the channel open: pair it with
+        ``set_idle_timeout``.
+        """
+        self._af_setup()
+        return self._af_drain_on_eof
+
+    @drain_on_eof.setter
+    def drain_on_eof(self, flag: bool) -> None:
+        self._af_setup()
+        self._af_drain_on_eof = bool(flag)
+        self._af_refresh_generic_path()
+
+    def _af_refresh_generic_path(self) -> None:
+        # features whose per-event work lives in the Python handlers keep the
+        # channel off the compiled loop's shortcut for stock channels
+        self._af_generic_path = (
+            self._af_idle_timeout is not None or self._af_drain_on_eof or self._af_limited
+        )
+
+    def _af_peer_eof(self) -> None:
+        if self._af_drain_on_eof and self._af_queue and self.connected:
+            self._af_eof = True
+            asyncore._touch(self)  # interest becomes write-only
+            self.initiate_send()
+        else:
+            self.handle_close()
 
     @property
     def ac_in_buffer(self) -> bytes:
@@ -202,6 +253,8 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         return self._af_setup().terminator
 
     def handle_read(self) -> None:
+        if self._af_eof:
+            return  # an event from before reading stopped
         scanner = self._af_scanner
         sock = self.socket
         if type(sock) is _PLAIN_SOCKET and type(self).recv is asyncore.dispatcher.recv:
@@ -213,8 +266,10 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
                 return
             if got <= 0:
                 if got == 0:
-                    self.handle_close()
+                    self._af_peer_eof()
                 return
+            if self._af_idle_timeout is not None:
+                self._af_last_activity = asyncore._monotonic()
             data = None
         else:
             try:
@@ -332,10 +387,12 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
             sock = self.socket
             if type(sock) is _PLAIN_SOCKET and type(self).send is asyncore.dispatcher.send:
                 try:
-                    queue.send(sock)
+                    sent = queue.send(sock)
                 except OSError as why:
                     self._af_socket_error(why)
                     return
+                if sent and self._af_idle_timeout is not None:
+                    self._af_last_activity = asyncore._monotonic()
             else:
                 chunk = queue.next_chunk(self.ac_out_buffer_size)
                 if chunk is not None:
@@ -350,6 +407,10 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
             # send uncovered is honoured now rather than one wakeup later
             if not queue.close_pending:
                 break
+        if self._af_eof and not queue and self.connected:
+            # drain_on_eof: all sent after the peer's end of file
+            self.handle_close()
+            return
         asyncore._touch(self)
         if self._af_limited:
             self._af_flow()
@@ -363,6 +424,8 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
 
     def close(self) -> None:
         """Close the socket (``dispatcher.close``) and the files ``push_file`` owns."""
+        # a channel reused after close (reconnecting clients) reads again
+        self._af_eof = False
         asyncore.dispatcher.close(self)
         if self._af_owns_files:
             # nothing queued can go out any more: release push_file's files
@@ -376,6 +439,8 @@ def _delivery_mode(cls: type) -> int:
 def _chat_interest(obj: Any) -> int:
     if obj.accepting:
         return _poller.IN
+    if obj._af_eof:
+        return _poller.OUT
     # no read interest while write-paused: the peer is held back by TCP
     mask = 0 if obj._af_writing_paused else _poller.IN
     if obj._af_queue or not obj.connected:

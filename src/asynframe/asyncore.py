@@ -13,10 +13,16 @@ iteration.  ``use_poll`` only selects how hang-ups are reported (poll2's
 ``handle_close`` or select's readable/writable), as it did in asyncore.
 ``dispatcher_with_send`` buffers in a push queue instead of re-concatenating
 ``out_buffer + data``.
+
+Additions (see docs/hardening.md): ``call_later`` and
+``call_soon_threadsafe`` on the loop of a map, per-channel
+``set_idle_timeout``/``set_connect_timeout``, and ``handle_close`` called
+once per channel on the poll2 path too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -25,12 +31,13 @@ from errno import (
     EAGAIN, EALREADY, EBADF, ECONNABORTED, ECONNRESET, EINPROGRESS, EINVAL, EISCONN,
     ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode,
 )
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from . import _poller
+from . import _poller, _timers
 from ._core import PushQueue
 from ._flow import WriteFlowControl
 from ._poller import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
+from ._timers import TimerHandle as TimerHandle
 
 __asynframe__ = True
 
@@ -85,21 +92,53 @@ def _exception(obj: Any) -> None:
         obj.handle_error()
 
 
+def _closed_since(obj: Any, sock: Any) -> bool:
+    # A dispatcher that had *sock* and closed it (or replaced it: clients
+    # reconnecting in handle_close) in an earlier handler of this event.
+    return sock is not None and (
+        getattr(obj, "_fileno", 0) is None or getattr(obj, "socket", None) is not sock
+    )
+
+
+def _unread_data(sock: Any) -> bool:
+    # A hang-up that comes with readable data (the peer's FIN after its last
+    # bytes, on a socket we shut down for writing) is not acted on while
+    # bytes remain: the read handler gets them at the next iterations and
+    # closes on the end of file, as the select() path does.
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)))
+    except (OSError, ValueError):
+        return False
+
+
 def readwrite(obj: Any, flags: int) -> None:
-    """Deliver the events in poll() *flags* to *obj*, as asyncore.poll2 does."""
+    """Deliver the events in poll() *flags* to *obj*, as asyncore.poll2 does.
+
+    Unlike asyncore, once a handler closed the channel the remaining events
+    of *flags* are dropped: asyncore would call ``handle_close`` a second
+    time for a hang-up that comes with the end of file or the reset its
+    read handler already closed on.  And a hang-up with bytes still unread
+    waits for the read handler to reach the end of file, instead of closing
+    with data lost.
+    """
+    sock = getattr(obj, "socket", None)
     try:
         if flags & POLLIN:
             obj.handle_read_event()
-        if flags & POLLOUT:
+        if flags & POLLOUT and not _closed_since(obj, sock):
             obj.handle_write_event()
-        if flags & POLLPRI:
+        if flags & POLLPRI and not _closed_since(obj, sock):
             obj.handle_expt_event()
-        if flags & (POLLHUP | POLLERR | POLLNVAL):
-            obj.handle_close()
+        if flags & (POLLHUP | POLLERR | POLLNVAL) and not _closed_since(obj, sock):
+            if not (flags & POLLIN and flags & POLLHUP == flags & (POLLHUP | POLLERR | POLLNVAL)
+                    and _unread_data(sock)):
+                obj.handle_close()
     except OSError as e:
         if e.errno not in _DISCONNECTED:
             obj.handle_error()
-        else:
+        elif not _closed_since(obj, sock):
             obj.handle_close()
     except _reraised_exceptions:
         raise
@@ -108,6 +147,81 @@ def readwrite(obj: Any, flags: int) -> None:
 
 
 _poller.bind_dispatch(read, write, _exception, readwrite)
+
+_logger = logging.getLogger("asynframe")
+
+
+def _report_callback_error(callback: Any) -> None:
+    # A bound method of a channel is that channel's code: its handle_error
+    # reports it and closes that channel only, as for its event handlers.
+    # Any other callback has no channel to blame: log it, loop on.
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, dispatcher):
+        owner.handle_error()
+    else:
+        _logger.error("exception in loop callback %r", callback, exc_info=True)
+
+
+_timers.report_error = _report_callback_error
+_timers.reraised = _reraised_exceptions
+
+
+def call_later(delay: float, callback: Callable[..., Any], *args: Any,
+               map: Optional[Dict[Any, Any]] = None) -> TimerHandle:
+    """Call ``callback(*args)`` from the loop of *map* in *delay* seconds.
+
+    Returns a handle: ``handle.cancel()`` stops it, ``handle.when`` is the
+    deadline on the ``time.monotonic()`` clock.  Callbacks due at the same
+    time run in the order they were scheduled, after the socket events of
+    the wakeup.  Call it from the loop's thread (or before the loop runs);
+    from other threads use ``call_soon_threadsafe``.
+
+    Timers run while ``loop()`` (or ``poll``/``poll2``) runs on *map*, and
+    ``loop()`` still returns when the map has no channels left, timers or
+    not.  A callback that raises is reported (through the channel's
+    ``handle_error`` if it is a bound method of a dispatcher, which closes
+    that channel; through the ``asynframe`` logger otherwise) and the loop
+    goes on.  ``close_all(map)`` cancels the map's timers.
+    """
+    when = _timers.check_delay(delay)
+    if not callable(callback):
+        raise TypeError("callback must be callable, not %s" % type(callback).__name__)
+    if map is None:
+        map = socket_map
+    poller = _poller.poller_for(map)
+    assert poller is not None
+    return poller.get_timers().call_at(_timers.monotonic() + when, callback, args)
+
+
+def call_soon_threadsafe(callback: Callable[..., Any], *args: Any,
+                         map: Optional[Dict[Any, Any]] = None) -> None:
+    """Have the loop of *map* call ``callback(*args)`` at its next iteration.
+
+    Safe from any thread: a loop blocked waiting for sockets is woken at
+    once through a wakeup descriptor, created on first use and never put in
+    the map.  Calls run in the order they were made; errors are reported as
+    for ``call_later``.  Calls not run yet when ``close_all(map)`` is called
+    are dropped.
+    """
+    if not callable(callback):
+        raise TypeError("callback must be callable, not %s" % type(callback).__name__)
+    if map is None:
+        map = socket_map
+    with _poller._lock:
+        # under the lock: the loop thread may drop an idle poller meanwhile
+        poller = _poller.poller_for(map)
+        assert poller is not None
+        timers = poller.ensure_wakeup()
+        timers.call_soon_threadsafe(callback, args)
+
+
+def _check_timeout(seconds: Any, what: str) -> Optional[float]:
+    if seconds is None:
+        return None
+    value = _timers.check_delay(seconds, what)
+    if value <= 0:
+        raise ValueError("%s must be positive or None, got %r" % (what, seconds))
+    return value
 
 
 def poll(timeout: Optional[float] = 0.0, map: Optional[Dict[Any, Any]] = None) -> None:
@@ -158,6 +272,9 @@ def _touch(channel: Any) -> None:
         poller.touch(channel)
 
 
+_monotonic = _timers.monotonic
+
+
 class dispatcher:
     """A thin wrapper around a non-blocking socket, driven by ``loop()``."""
 
@@ -171,6 +288,17 @@ class dispatcher:
     # the MapPoller this channel is registered with, if any
     _af_poller: Any = None
     _fileno: Any = None
+    # The loop's compiled fast path serves stock async_chat channels without
+    # calling handle_read/handle_write; features hooked there set it True.
+    _af_generic_path = False
+    # write-buffer limits are set (WriteFlowControl, on the sending subclasses)
+    _af_limited = False
+    # idle/connect timeouts (set_idle_timeout, set_connect_timeout)
+    _af_idle_timeout: Optional[float] = None
+    _af_idle_timer: Optional[TimerHandle] = None
+    _af_last_activity = 0.0
+    _af_connect_timeout: Optional[float] = None
+    _af_connect_timer: Optional[TimerHandle] = None
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         if map is None:
@@ -300,6 +428,8 @@ class dispatcher:
         err = self.socket.connect_ex(address)
         if err in (EINPROGRESS, EALREADY, EWOULDBLOCK) or err == EINVAL and os.name == "nt":
             self.addr = address
+            if self._af_connect_timeout is not None:
+                self._af_arm_connect_timer()
             return
         if err in (0, EISCONN):
             self.addr = address
@@ -322,6 +452,8 @@ class dispatcher:
     def send(self, data: Any) -> int:
         try:
             sent: int = self.socket.send(data)
+            if sent and self._af_idle_timeout is not None:
+                self._af_last_activity = _monotonic()
             return sent
         except OSError as why:
             if why.errno == EWOULDBLOCK:
@@ -342,14 +474,22 @@ class dispatcher:
             raise
         if not data:
             # a readable socket that reads nothing: the peer closed
-            self.handle_close()
+            self._af_peer_eof()
             return b""
+        if self._af_idle_timeout is not None:
+            self._af_last_activity = _monotonic()
         return data
+
+    def _af_peer_eof(self) -> None:
+        # The peer shut down its sending side (async_chat may first flush).
+        self.handle_close()
 
     def close(self) -> None:
         self.connected = False
         self.accepting = False
         self.connecting = False
+        if self._af_idle_timer is not None or self._af_connect_timer is not None:
+            self._af_cancel_timers()
         self.del_channel()
         if self.socket is not None:
             try:
@@ -385,6 +525,11 @@ class dispatcher:
         self.handle_connect()
         self.connected = True
         self.connecting = False
+        if self._af_connect_timer is not None:
+            self._af_connect_timer.cancel()
+            self._af_connect_timer = None
+        if self._af_idle_timeout is not None:
+            self._af_last_activity = _monotonic()
         _touch(self)
 
     def handle_write_event(self) -> None:
@@ -442,6 +587,112 @@ class dispatcher:
         self.log_info("unhandled close event", "warning")
         self.close()
 
+    # -- timeouts (asynframe) ------------------------------------------------
+    def set_idle_timeout(self, seconds: Optional[float]) -> None:
+        """Call ``handle_idle_timeout()`` after *seconds* with no byte received or sent.
+
+        The clock starts now and restarts at every byte the channel receives
+        or sends (and when its connection is established); ``None`` turns it
+        off (the default).  One timer per channel on the loop of its map,
+        re-armed lazily from the last activity: no per-iteration cost.
+        """
+        seconds = _check_timeout(seconds, "idle timeout")
+        timer = self._af_idle_timer
+        if timer is not None:
+            timer.cancel()
+            self._af_idle_timer = None
+        self._af_idle_timeout = seconds
+        self._af_refresh_generic_path()
+        if seconds is not None:
+            self._af_last_activity = _monotonic()
+            self._af_idle_timer = call_later(seconds, self._af_idle_check, map=self._map)
+
+    def get_idle_timeout(self) -> Optional[float]:
+        """The idle timeout in seconds, or None."""
+        return self._af_idle_timeout
+
+    def set_connect_timeout(self, seconds: Optional[float]) -> None:
+        """Call ``handle_connect_timeout()`` if a ``connect()`` has not completed
+        within *seconds*; ``None`` turns it off (the default).
+
+        Applies to the connection attempt in progress, if any, counted from
+        now, and to every later ``connect()``.
+        """
+        seconds = _check_timeout(seconds, "connect timeout")
+        timer = self._af_connect_timer
+        if timer is not None:
+            timer.cancel()
+            self._af_connect_timer = None
+        self._af_connect_timeout = seconds
+        if seconds is not None and self.connecting and not self.connected:
+            self._af_arm_connect_timer()
+
+    def get_connect_timeout(self) -> Optional[float]:
+        """The connect timeout in seconds, or None."""
+        return self._af_connect_timeout
+
+    def handle_idle_timeout(self) -> None:
+        """Nothing was received or sent for the idle timeout.
+
+        The default logs it and closes this channel (``handle_close``).  An
+        override that keeps the channel open gets called again after one
+        more idle period.
+        """
+        self.log_info("closing %r: idle for %g s" % (self, self._af_idle_timeout or 0), "info")
+        self.handle_close()
+
+    def handle_connect_timeout(self) -> None:
+        """``connect()`` did not complete within the connect timeout.
+
+        The default logs it and closes this channel (``handle_close``).
+        """
+        self.log_info(
+            "closing %r: connect not completed in %g s" % (self, self._af_connect_timeout or 0),
+            "info",
+        )
+        self.handle_close()
+
+    def _af_refresh_generic_path(self) -> None:
+        self._af_generic_path = self._af_idle_timeout is not None or self._af_limited
+
+    def _af_arm_connect_timer(self) -> None:
+        timer = self._af_connect_timer
+        if timer is not None:
+            timer.cancel()
+        assert self._af_connect_timeout is not None
+        self._af_connect_timer = call_later(
+            self._af_connect_timeout, self._af_connect_check, map=self._map)
+
+    def _af_connect_check(self) -> None:
+        self._af_connect_timer = None
+        if self.connecting and not self.connected:
+            self.handle_connect_timeout()
+
+    def _af_idle_check(self) -> None:
+        self._af_idle_timer = None
+        timeout = self._af_idle_timeout
+        if timeout is None:
+            return
+        due = self._af_last_activity + timeout
+        now = _monotonic()
+        if due > now:
+            # activity since the timer was armed: sleep for what is left
+            self._af_idle_timer = call_later(due - now, self._af_idle_check, map=self._map)
+            return
+        self.handle_idle_timeout()
+        if (self._af_idle_timer is None and self._af_idle_timeout is not None
+                and self._fileno is not None and self._map.get(self._fileno) is self):
+            # kept open by an override: check again one period from now
+            self._af_idle_timer = call_later(
+                self._af_idle_timeout, self._af_idle_check, map=self._map)
+
+    def _af_cancel_timers(self) -> None:
+        for name in ("_af_idle_timer", "_af_connect_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
 
 class dispatcher_with_send(WriteFlowControl, dispatcher):
     """A dispatcher whose ``send`` buffers what the socket does not take yet.
@@ -476,12 +727,15 @@ class dispatcher_with_send(WriteFlowControl, dispatcher):
             # plain socket: everything queued in one scatter-gather send, with
             # dispatcher.send's error handling
             try:
-                queue.send(sock)
+                sent = queue.send(sock)
             except OSError as why:
                 if why.errno in _DISCONNECTED:
                     self.handle_close()
                 else:
                     raise
+                return
+            if sent and self._af_idle_timeout is not None:
+                self._af_last_activity = _monotonic()
             return
         chunk = queue.next_chunk(65536)
         if chunk is not None:
@@ -528,7 +782,8 @@ def compact_traceback() -> Tuple[Tuple[str, str, str], Any, Any, str]:
 
 
 def close_all(map: Optional[Dict[Any, Any]] = None, ignore_all: bool = False) -> None:
-    """Close every channel in *map* and empty it."""
+    """Close every channel in *map* and empty it; cancel the map's timers
+    and drop its cross-thread calls not yet run."""
     if map is None:
         map = socket_map
     for x in list(map.values()):
@@ -548,6 +803,8 @@ def close_all(map: Optional[Dict[Any, Any]] = None, ignore_all: bool = False) ->
     poller = _poller.poller_for(map, create=False)
     if poller is not None:
         poller.expected_len = -1
+        # the map is torn down: its timers and wakeup descriptor go too
+        poller.reset_timers()
     _poller.release(map, keep=socket_map)
 
 
