@@ -228,6 +228,13 @@ class async_chat(asyncore.dispatcher):
                 scanner.process(self)
             else:
                 scanner.feed(self, data)
+        except BaseException:
+            # replies to the frames before the failing one go out before
+            # handle_error closes the channel, as asynchat's immediate push did
+            self._af_dispatching = False
+            if self._af_queue and self.connected:
+                self.initiate_send()
+            raise
         finally:
             self._af_dispatching = False
         if self._af_queue:

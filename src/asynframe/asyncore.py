@@ -27,7 +27,7 @@ from errno import (
 )
 from typing import Any, Dict, Optional, Tuple
 
-from . import _poller
+from . import _poller, diagnostics as _diag
 from ._core import PushQueue
 from ._poller import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
 
@@ -170,6 +170,12 @@ class dispatcher:
     # the MapPoller this channel is registered with, if any
     _af_poller: Any = None
     _fileno: Any = None
+    # the compiled loop may skip handle_read/handle_write of stock channels;
+    # True (set by tracing) keeps every event on the overridable methods
+    _af_generic_path = False
+    #: True/False: this class logs through ``logging`` or not; None: follow
+    #: ``asynframe.use_logging()`` (see asynframe.diagnostics)
+    use_logging: Optional[bool] = None
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         if map is None:
@@ -261,6 +267,12 @@ class dispatcher:
         self.socket = sock
         self._fileno = sock.fileno()
         self.add_channel(map)
+        if _diag.state.trace:
+            _diag.trace_channel(self, True)
+
+    def set_trace(self, enabled: bool = True) -> None:
+        """Log this channel's frames and sends at DEBUG on ``asynframe.trace``."""
+        _diag.trace_channel(self, enabled)
 
     def set_reuse_addr(self) -> None:
         # a restarted server should get its port back at once
@@ -359,10 +371,16 @@ class dispatcher:
 
     # -- logging: override for something better ------------------------------
     def log(self, message: Any) -> None:
+        if _diag.wants_logging(self):
+            _diag.log(self, message)
+            return
         sys.stderr.write("log: %s\n" % str(message))
 
     def log_info(self, message: Any, type: str = "info") -> None:
         if type not in self.ignore_log_types:
+            if _diag.wants_logging(self):
+                _diag.log_info(self, message, type)
+                return
             print("%s: %s" % (type, message))
 
     # -- event plumbing ------------------------------------------------------
@@ -404,6 +422,10 @@ class dispatcher:
             self.handle_expt()
 
     def handle_error(self) -> None:
+        if _diag.wants_logging(self):
+            _diag.report_error(self)
+            self.handle_close()
+            return
         nil, t, v, tbinfo = compact_traceback()
         try:
             self_repr = repr(self)
