@@ -468,6 +468,27 @@ def test_nothing_formatted_when_off(smap, use_poll, handler, monkeypatch):
     assert calls == [] and handler_.records == []
 
 
+def test_global_switch_reaches_existing_channels(trace_log):
+    """asynframe.set_trace() also covers channels already in the default map."""
+    a, b = socket.socketpair()
+    try:
+        chat = Collected(a, None)  # the default socket_map
+        assert "push" not in chat.__dict__
+        asynframe.set_trace(True)
+        assert chat._af_generic_path is True
+        b.sendall(b"hi\n")
+        deadline = time.monotonic() + 10
+        while chat.frames != [b"hi"]:
+            assert time.monotonic() < deadline
+            asyncore.poll(0.01)
+        assert frame_lines(trace_log)[0].endswith("frame 2 bytes b'hi'")
+        asynframe.set_trace(False)
+        assert "push" not in chat.__dict__ and chat._af_generic_path is False
+    finally:
+        asyncore.close_all(ignore_all=True)
+        b.close()
+
+
 def test_trace_on_but_logger_quiet_formats_nothing(smap, monkeypatch):
     """Traced channel, DEBUG disabled on the logger: no dump is made."""
     calls = []

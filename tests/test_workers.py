@@ -138,6 +138,29 @@ def test_sigint_stops_everything():
             proc.wait(10)
 
 
+FAILING = r"""
+import sys
+from asynframe import workers
+
+def factory(sock):
+    raise RuntimeError("factory failed")
+
+try:
+    workers.serve(factory, ("127.0.0.1", 0), workers=2, reuse_port=False, grace=2)
+except RuntimeError as exc:
+    print("raised:", exc, flush=True)
+"""
+
+
+def test_worker_failing_at_start_up_stops_all():
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    proc = subprocess.run([sys.executable, "-c", FAILING], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert "raised: worker(s) exited during start-up" in proc.stdout, proc.stdout + proc.stderr
+    assert "factory failed" in proc.stderr  # the worker's traceback is shown
+    assert proc.returncode == 0
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         workers.serve(lambda s: None, ("127.0.0.1", 0), workers=0)

@@ -133,7 +133,8 @@ def serve(
     *on_ready(address, pids)* is called in the parent once every worker
     listens, with the bound address.  Returns ``{pid: exit status}`` once
     every worker has exited (after SIGTERM/SIGINT to the parent, or when
-    they all stop by themselves).
+    they all stop by themselves).  A worker that exits before it listens
+    (its factory raised, say) stops them all with ``RuntimeError``.
     """
     if not hasattr(os, "fork"):
         raise NotImplementedError("asynframe.workers.serve() needs fork(); "
@@ -185,8 +186,16 @@ def serve(
                 sock.close()
         os.close(ready_w)
         ready_w = -1
-        _wait_ready(ready_r, workers, pids, status, stopping)
-        if on_ready is not None and len(status) == 0 and not stopping:
+        ready = _wait_ready(ready_r, workers, pids, status, stopping)
+        if ready < workers and not stopping:
+            # a worker that dies before it listens (its factory raised, the
+            # address is taken) would fail the same way again: stop them all
+            _reap(pids, status, block_for=grace)
+            failed = dict(status)
+            _terminate(pids, status, grace)
+            raise RuntimeError("worker(s) exited during start-up (pid: exit status): %r"
+                               % (failed,))
+        if on_ready is not None and not stopping:
             on_ready(bound, list(pids))
         while len(status) < len(pids):
             if stopping:
@@ -204,7 +213,8 @@ def serve(
 
 
 def _wait_ready(fd: int, count: int, pids: List[int], status: Dict[int, int],
-                stopping: List[int]) -> None:
+                stopping: List[int]) -> int:
+    """How many workers said they listen (fewer when some died or a signal came)."""
     got = 0
     while got < count and not stopping and len(status) < len(pids):
         try:
@@ -214,9 +224,10 @@ def _wait_ready(fd: int, count: int, pids: List[int], status: Dict[int, int],
         if readable:
             data = os.read(fd, count)
             if not data:
-                return  # every worker closed its end: some failed early
+                return got  # every worker closed its end: some failed early
             got += len(data)
         _reap(pids, status, block_for=0)
+    return got
 
 
 def _reap(pids: List[int], status: Dict[int, int], block_for: float) -> None:
