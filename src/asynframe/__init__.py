@@ -13,13 +13,17 @@ from typing import Any, Dict
 
 from . import _core
 from ._version import __version__
+from .diagnostics import set_trace, use_logging
 
 #: "c" when the compiled core is active, "python" for the pure twin.
 CORE_IMPLEMENTATION: str = _core.IMPLEMENTATION
 #: True when the compiled core is active.
 USING_C_CORE: bool = CORE_IMPLEMENTATION == "c"
 
-__all__ = ["__version__", "CORE_IMPLEMENTATION", "USING_C_CORE", "install", "uninstall"]
+__all__ = [
+    "__version__", "CORE_IMPLEMENTATION", "USING_C_CORE", "install", "uninstall",
+    "set_trace", "use_logging",
+]
 
 _saved: Dict[str, Any] = {}
 

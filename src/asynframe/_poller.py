@@ -402,7 +402,8 @@ class MapPoller:
                 if socket_map.get(fd) is not obj:
                     continue
                 readwrite(obj, _to_poll_flags(flags))
-                dirty[fd] = obj
+                if socket_map.get(fd) is obj:
+                    dirty[fd] = obj
         else:
             # asyncore.poll(): all reads, then all writes, then exceptions
             for fd, obj, flags, registered in ready:
@@ -415,7 +416,10 @@ class MapPoller:
                 if flags & PRI and socket_map.get(fd) is obj:
                     _exception(obj)
             for fd, obj, flags, registered in ready:
-                dirty[fd] = obj
+                # a channel closed meanwhile must not hide a new one that
+                # got its descriptor number in this same iteration
+                if socket_map.get(fd) is obj:
+                    dirty[fd] = obj
         timers = self.timers
         if timers is not None:
             timers.run()

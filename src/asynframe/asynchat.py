@@ -189,11 +189,9 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         self._af_refresh_generic_path()
 
     def _af_refresh_generic_path(self) -> None:
-        # features whose per-event work lives in the Python handlers keep the
-        # channel off the compiled loop's shortcut for stock channels
-        self._af_generic_path = (
-            self._af_idle_timeout is not None or self._af_drain_on_eof or self._af_limited
-        )
+        asyncore.dispatcher._af_refresh_generic_path(self)
+        if self._af_drain_on_eof:
+            self._af_generic_path = True
 
     def _af_peer_eof(self) -> None:
         if self._af_drain_on_eof and self._af_queue and self.connected:
@@ -289,6 +287,13 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
                 scanner.process(self)
             else:
                 scanner.feed(self, data)
+        except BaseException:
+            # replies to the frames before the failing one go out before
+            # handle_error closes the channel, as asynchat's immediate push did
+            self._af_dispatching = False
+            if self._af_queue and self.connected:
+                self.initiate_send()
+            raise
         finally:
             self._af_dispatching = False
         if self._af_queue:

@@ -33,7 +33,7 @@ from errno import (
 )
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from . import _poller, _timers
+from . import _poller, _timers, diagnostics as _diag
 from ._core import PushQueue
 from ._flow import WriteFlowControl
 from ._poller import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
@@ -289,7 +289,8 @@ class dispatcher:
     _af_poller: Any = None
     _fileno: Any = None
     # The loop's compiled fast path serves stock async_chat channels without
-    # calling handle_read/handle_write; features hooked there set it True.
+    # calling handle_read/handle_write; features hooked there (timeouts,
+    # write-buffer limits, tracing, TLS) set it True on the instance.
     _af_generic_path = False
     # write-buffer limits are set (WriteFlowControl, on the sending subclasses)
     _af_limited = False
@@ -299,6 +300,9 @@ class dispatcher:
     _af_last_activity = 0.0
     _af_connect_timeout: Optional[float] = None
     _af_connect_timer: Optional[TimerHandle] = None
+    #: True/False: this class logs through ``logging`` or not; None: follow
+    #: ``asynframe.use_logging()`` (see asynframe.diagnostics)
+    use_logging: Optional[bool] = None
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         if map is None:
@@ -390,6 +394,12 @@ class dispatcher:
         self.socket = sock
         self._fileno = sock.fileno()
         self.add_channel(map)
+        if _diag.state.trace:
+            _diag.trace_channel(self, True)
+
+    def set_trace(self, enabled: bool = True) -> None:
+        """Log this channel's frames and sends at DEBUG on ``asynframe.trace``."""
+        _diag.trace_channel(self, enabled)
 
     def set_reuse_addr(self) -> None:
         # a restarted server should get its port back at once
@@ -500,10 +510,16 @@ class dispatcher:
 
     # -- logging: override for something better ------------------------------
     def log(self, message: Any) -> None:
+        if _diag.wants_logging(self):
+            _diag.log(self, message)
+            return
         sys.stderr.write("log: %s\n" % str(message))
 
     def log_info(self, message: Any, type: str = "info") -> None:
         if type not in self.ignore_log_types:
+            if _diag.wants_logging(self):
+                _diag.log_info(self, message, type)
+                return
             print("%s: %s" % (type, message))
 
     # -- event plumbing ------------------------------------------------------
@@ -550,6 +566,10 @@ class dispatcher:
             self.handle_expt()
 
     def handle_error(self) -> None:
+        if _diag.wants_logging(self):
+            _diag.report_error(self)
+            self.handle_close()
+            return
         nil, t, v, tbinfo = compact_traceback()
         try:
             self_repr = repr(self)
@@ -653,7 +673,13 @@ class dispatcher:
         self.handle_close()
 
     def _af_refresh_generic_path(self) -> None:
-        self._af_generic_path = self._af_idle_timeout is not None or self._af_limited
+        # features whose per-event work lives in the Python handlers keep the
+        # channel off the compiled loop's shortcut for stock channels
+        self._af_generic_path = bool(
+            self._af_idle_timeout is not None
+            or self._af_limited
+            or "_af_trace_wrappers" in self.__dict__
+        )
 
     def _af_arm_connect_timer(self) -> None:
         timer = self._af_connect_timer
