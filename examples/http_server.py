@@ -1,14 +1,19 @@
-"""A minimal HTTP/1.1 server on asynchat: keep-alive, pipelining, producers.
+"""A minimal HTTP/1.1 server on asynchat: keep-alive, pipelining, producers, three loops.
 
 What it shows
+    * a protocol written once (``HTTPSession``) against asynchat's interface,
+      run by asynframe's own loop (mixed into ``asynchat.async_chat``) or by
+      asyncio or uvloop (mixed into ``asynframe.aio.ChatProtocol``);
     * switching terminators per message: the request head is read with the
       bytes terminator ``b"\\r\\n\\r\\n"``, then, if the request has a
-      ``Content-Length``, the body with an *int* terminator (asynchat counts
+      ``Content-Length``, the body with an *int* terminator (the core counts
       the bytes down and calls ``found_terminator`` when they are all in);
+    * ``max_frame`` switched with them: a head may not grow past
+      ``MAX_HEAD`` (431 when it does), a body is bounded by its length;
     * the fast stock input path: ``collect_incoming_data =
-      async_chat._collect_incoming_data`` and ``self._get_data()`` in
-      ``found_terminator`` (the chunks are collected without a Python call
-      each);
+      async_chat._collect_incoming_data`` (``ChatProtocol._collect_incoming_data``
+      on asyncio) and ``self._get_data()`` in ``found_terminator`` (the chunks
+      are collected without a Python call each);
     * keep-alive and pipelining come for free: requests are answered in the
       order their terminators are found, and ``push`` queues the responses
       in that order;
@@ -27,31 +32,36 @@ A malformed request gets 400 and the connection is closed.  Chunked request
 bodies are not supported (501).  Every response carries Content-Length.
 
 Run it
-    python examples/http_server.py --port 8080     # --port 0: any free port
+    python examples/http_server.py --port 8080                   # asynframe's loop
+    python examples/http_server.py --port 8080 --loop asyncio    # or --loop uvloop
     curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/bytes/100000 -o /dev/null
     curl --data hello http://127.0.0.1:8080/echo
     python examples/http_client.py http://127.0.0.1:8080/ http://127.0.0.1:8080/bytes/10
 
-It prints ``listening on 127.0.0.1:PORT`` once it accepts connections.
-Only ``asynframe`` is imported, never the stdlib ``asyncore``/``asynchat``.
-In-process use::
+It prints ``listening on 127.0.0.1:PORT`` once it accepts connections
+(``--port 0``: any free port).  Only ``asynframe`` is imported, never the
+stdlib ``asyncore``/``asynchat``.  In-process use::
 
-    server = make_server(port=0, map=my_map)
+    server = make_server(port=0, map=my_map)          # asynframe's loop
     asyncore.loop(timeout=0.01, map=my_map, count=100)
+
+    service = HTTPService()                           # in a coroutine on asyncio/uvloop
+    server = await start_server(service, port=0)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email.utils
 import re
 import signal
 import socket
 import sys
 from http import HTTPStatus
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from asynframe import asynchat, asyncore
+from asynframe import aio, asynchat, asyncore
 
 SERVER_NAME = "asynframe-example-http"
 MAX_HEAD = 64 * 1024          # request line + headers
@@ -59,6 +69,8 @@ MAX_BODY = 16 * 1024 * 1024   # request body
 MAX_BYTES = 1 << 30           # largest /bytes/N
 INLINE_LIMIT = 64 * 1024      # /bytes/N bodies up to this size are pushed whole
 CHUNK = 64 * 1024             # producer chunk size
+
+LOOPS = ("asynframe", "asyncio", "uvloop")
 
 PERIOD = 251  # a prime, so a lost or repeated chunk changes the content
 _PATTERN = bytes(range(PERIOD)) * (CHUNK // PERIOD + 2)
@@ -111,29 +123,59 @@ class BadRequest(Exception):
         self.status = status
 
 
-class HTTPChannel(asynchat.async_chat):
-    """One client connection: a sequence of requests, answered in order."""
+class HTTPService:
+    """What every connection shares, on any loop: counters and the open connections."""
 
-    # The stock collector: asynframe gathers the pieces of a frame in C, and
-    # found_terminator() takes them with self._get_data().
-    collect_incoming_data = asynchat.async_chat._collect_incoming_data
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.connections: Set["HTTPSession"] = set()
 
-    def __init__(self, server: "HTTPServer", sock: socket.socket, map: Optional[Dict[Any, Any]] = None) -> None:
-        super().__init__(sock, map)
-        self.server = server
+    def close_all(self) -> None:
+        """Close every connection (at shutdown)."""
+        for session in list(self.connections):
+            session.close()
+
+
+class HTTPSession:
+    """One client connection: a sequence of requests, answered in order.
+
+    It uses only what ``asynchat.async_chat`` and ``aio.ChatProtocol`` both
+    offer; the class it is mixed into sets ``collect_incoming_data`` to its
+    stock collector, calls ``start_session`` once the connection is up and
+    ``session_closed`` once it is gone.
+    """
+
+    service: Optional[HTTPService] = None
+
+    def start_session(self, service: HTTPService) -> None:
+        self.service = service
+        service.accepted += 1
+        service.connections.add(self)
         self.request: Optional[Request] = None  # set while its body is being read
         self.finishing = False                  # closing: input is ignored from now on
-        self.set_terminator(b"\r\n\r\n")
+        self.read_head()
+
+    def session_closed(self) -> None:
+        if self.service is not None:
+            self.service.connections.discard(self)
 
     # -- input -------------------------------------------------------------------
-    def handle_read(self) -> None:
-        super().handle_read()
-        if self.finishing:
-            # we have answered for the last time: drop whatever else comes in
-            del self.incoming[:]
-        elif self.request is None and sum(map(len, self.incoming)) > MAX_HEAD:
-            # a head this long without its terminator: refuse before it grows further
-            del self.incoming[:]
+    def read_head(self) -> None:
+        # A head this long without its terminator is refused before it grows
+        # further (frame_too_large); limit and terminator apply to the very
+        # next byte, also when set from found_terminator().
+        self.max_frame = MAX_HEAD
+        self.set_terminator(b"\r\n\r\n")
+
+    def read_body(self, length: int) -> None:
+        # Read exactly *length* more bytes as the body: an int terminator.
+        # The length was checked against MAX_BODY: no other limit needed.
+        self.max_frame = 0
+        self.set_terminator(length)
+
+    def frame_too_large(self, size: int) -> None:
+        # The core has dropped the oversized head (and the rest of that read).
+        if not self.finishing:
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large")
 
     def found_terminator(self) -> None:
@@ -146,7 +188,7 @@ class HTTPChannel(asynchat.async_chat):
         else:
             # the body of *request* is complete: back to reading heads
             self.request = None
-            self.set_terminator(b"\r\n\r\n")
+            self.read_head()
             self.handle_request(request, data)
 
     def head_received(self, head: bytes) -> None:
@@ -160,11 +202,10 @@ class HTTPChannel(asynchat.async_chat):
             self.send_error(exc.status, str(exc))
             return
         if length:
-            # Read exactly *length* more bytes as the body: an int terminator.
             if request.version != "HTTP/1.0" and request.headers.get("expect", "").lower() == "100-continue":
                 self.push(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.request = request
-            self.set_terminator(length)
+            self.read_body(length)
         else:
             self.handle_request(request, b"")
 
@@ -236,6 +277,8 @@ class HTTPChannel(asynchat.async_chat):
         """Close once the queued responses are sent; ignore input until then."""
         self.finishing = True
         self.request = None
+        # whatever else comes in is collected up to MAX_HEAD, then dropped
+        self.max_frame = MAX_HEAD
         self.set_terminator(None)
         self.close_when_done()
 
@@ -288,16 +331,34 @@ def parse_head(head: bytes) -> Tuple[Request, int]:
     return Request(method, target, version, headers, keep_alive), length
 
 
-class HTTPServer(asyncore.dispatcher):
-    """The listening socket; counts the connections it accepted."""
+# -- asynframe's own loop ------------------------------------------------------------
 
-    channel_class = HTTPChannel
+
+class HTTPChannel(HTTPSession, asynchat.async_chat):
+    """A session on asynframe's loop: an async_chat over the accepted socket."""
+
+    # The stock collector: asynframe gathers the pieces of a frame in C, and
+    # found_terminator() takes them with self._get_data().
+    collect_incoming_data = asynchat.async_chat._collect_incoming_data
+
+    def __init__(self, service: HTTPService, sock: socket.socket, map: Optional[Dict[Any, Any]] = None) -> None:
+        asynchat.async_chat.__init__(self, sock, map)
+        self.start_session(service)
+
+    def close(self) -> None:
+        # every way out ends here: close_when_done, peer gone, errors, close_all
+        super().close()
+        self.session_closed()
+
+
+class HTTPServer(asyncore.dispatcher):
+    """The listening socket on asynframe's loop; ``service`` counts the connections."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, map: Optional[Dict[Any, Any]] = None,
-                 backlog: int = 128) -> None:
+                 backlog: int = 128, service: Optional[HTTPService] = None) -> None:
         super().__init__(map=map)
         self.channel_map = map
-        self.accepted = 0
+        self.service = HTTPService() if service is None else service
         self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
         self.set_reuse_addr()
         self.bind((host, port))
@@ -309,8 +370,7 @@ class HTTPServer(asyncore.dispatcher):
         return self.socket.getsockname()[:2]
 
     def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        self.accepted += 1
-        self.channel_class(self, sock, self.channel_map)
+        HTTPChannel(self.service, sock, self.channel_map)
 
     def handle_close(self) -> None:
         self.close()
@@ -321,13 +381,49 @@ def make_server(port: int = 0, host: str = "127.0.0.1", map: Optional[Dict[Any, 
     return HTTPServer(host, port, map)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Minimal HTTP/1.1 server (asynframe asynchat example).")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any free port (default: %(default)s)")
-    args = parser.parse_args(argv)
+# -- asyncio and uvloop ------------------------------------------------------------------
 
-    server = make_server(args.port, args.host)
+
+class AioHTTPSession(HTTPSession, aio.ChatProtocol):
+    """A session on asyncio or uvloop: a ChatProtocol made per connection."""
+
+    collect_incoming_data = aio.ChatProtocol._collect_incoming_data
+
+    def __init__(self, service: HTTPService) -> None:
+        super().__init__()
+        self.service = service
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.start_session(self.service)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.session_closed()
+
+
+async def start_server(service: HTTPService, host: str = "127.0.0.1", port: int = 0,
+                       backlog: int = 128) -> asyncio.AbstractServer:
+    """Serve HTTP for *service* on the running loop (asyncio's or uvloop's)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: AioHTTPSession(service), host, port, backlog=backlog)
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new asyncio or uvloop event loop."""
+    if kind == "uvloop":
+        import uvloop  # optional: only needed for --loop uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_asynframe(host: str, port: int) -> None:
+    server = make_server(port, host)
+    # SIGTERM leaves the loop like Ctrl-C does, so the sockets get closed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     print("listening on %s:%d" % server.address, flush=True)
     try:
@@ -336,6 +432,53 @@ def main(argv: Optional[List[str]] = None) -> int:
         pass
     finally:
         asyncore.close_all()
+
+
+async def serve_until_stopped(host: str, port: int) -> None:
+    """asyncio/uvloop: serve until SIGTERM or SIGINT, then close every connection."""
+    service = HTTPService()
+    server = await start_server(service, host, port)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stopped.set)
+        except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            pass
+    print("listening on %s:%d" % server.sockets[0].getsockname()[:2], flush=True)
+    try:
+        await stopped.wait()
+    finally:
+        server.close()
+        service.close_all()
+        try:
+            # since 3.12 this also waits for the connections to finish closing
+            await asyncio.wait_for(server.wait_closed(), 5.0)
+        except asyncio.TimeoutError:
+            pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Minimal HTTP/1.1 server (asynframe asynchat example).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any free port (default: %(default)s)")
+    parser.add_argument("--loop", choices=LOOPS, default="asynframe",
+                        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    if args.loop == "asynframe":
+        run_asynframe(args.host, args.port)
+        return 0
+    try:
+        loop = new_event_loop(args.loop)
+    except ImportError as exc:
+        parser.error("--loop %s: %s" % (args.loop, exc))
+    try:
+        loop.run_until_complete(serve_until_stopped(args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.close()
     return 0
 
 
