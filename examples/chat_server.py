@@ -99,10 +99,6 @@ class ChatRoom:
             if session is not exclude:
                 session.push(data)
 
-    def close_all(self) -> None:
-        """Close every connection (at shutdown)."""
-        for session in list(self.connections):
-            session.close()
 
 
 class ChatSession:
@@ -316,12 +312,11 @@ async def serve_until_stopped(host: str, port: int) -> None:
         await stopped.wait()
     finally:
         server.close()
-        room.close_all()
-        try:
-            # since 3.12 this also waits for the connections to finish closing
-            await asyncio.wait_for(server.wait_closed(), 5.0)
-        except asyncio.TimeoutError:
-            pass
+        for session in list(room.connections):
+            # as asyncore.close_all() does: close now, drop what is not sent yet
+            session.transport.abort()
+        # (since 3.12 this waits for the connections too)
+        await server.wait_closed()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -130,10 +130,6 @@ class HTTPService:
         self.accepted = 0
         self.connections: Set["HTTPSession"] = set()
 
-    def close_all(self) -> None:
-        """Close every connection (at shutdown)."""
-        for session in list(self.connections):
-            session.close()
 
 
 class HTTPSession:
@@ -450,12 +446,11 @@ async def serve_until_stopped(host: str, port: int) -> None:
         await stopped.wait()
     finally:
         server.close()
-        service.close_all()
-        try:
-            # since 3.12 this also waits for the connections to finish closing
-            await asyncio.wait_for(server.wait_closed(), 5.0)
-        except asyncio.TimeoutError:
-            pass
+        for session in list(service.connections):
+            # as asyncore.close_all() does: close now, drop what is not sent yet
+            session.transport.abort()
+        # (since 3.12 this waits for the connections too)
+        await server.wait_closed()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
