@@ -50,7 +50,7 @@ import asyncio
 import signal
 import socket
 import sys
-from typing import Any, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from asynframe import aio, asynchat, asyncore
 
@@ -100,7 +100,6 @@ class ChatRoom:
                 session.push(data)
 
 
-
 class ChatSession:
     """One connected client: the chat protocol, for any loop.
 
@@ -110,10 +109,17 @@ class ChatSession:
     connection is up and ``session_closed`` once it is gone.
     """
 
-    # not in a room until start_session()
-    room: Optional[ChatRoom] = None
-    nick = ""
-    _leaving = True
+    if TYPE_CHECKING:
+        # what it uses of the framing class it is mixed into
+        max_frame: int
+
+        def set_terminator(self, term: Any) -> None: ...
+        def push(self, data: Any) -> None: ...
+        def close_when_done(self) -> None: ...
+        def close(self) -> None: ...
+
+    room: ChatRoom
+    nick: str
 
     def start_session(self, room: ChatRoom) -> None:
         self.room = room
@@ -192,8 +198,7 @@ class ChatSession:
 
     def session_closed(self) -> None:
         """The connection is gone: the client went away, or close_when_done finished."""
-        if self.room is not None:
-            self.room.connections.discard(self)
+        self.room.connections.discard(self)
         if not self._leaving:
             self._leaving = True
             self.room.part(self, "connection closed")
@@ -229,9 +234,10 @@ class ChatServer(asyncore.dispatcher):
         self.listen(backlog)
 
     @property
-    def address(self):
+    def address(self) -> Tuple[str, int]:
         """(host, port) actually bound: the port is chosen by the kernel for port 0."""
-        return self.socket.getsockname()[:2]
+        host, port = self.socket.getsockname()[:2]
+        return str(host), int(port)
 
     def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
         ChatChannel(self.room, sock, self.channel_map)
@@ -263,9 +269,14 @@ class AioChatSession(ChatSession, aio.ChatProtocol):
         super().connection_lost(exc)
         self.session_closed()
 
+    def abort(self) -> None:
+        """Close now, dropping what is not sent yet (as asyncore's close() does)."""
+        if self.transport is not None:
+            self.transport.abort()
+
 
 async def start_server(room: ChatRoom, host: str = "127.0.0.1", port: int = 0,
-                       backlog: int = 128) -> asyncio.AbstractServer:
+                       backlog: int = 128) -> asyncio.Server:
     """Serve *room* on the running loop (asyncio's or uvloop's)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: AioChatSession(room), host, port, backlog=backlog)
@@ -313,8 +324,8 @@ async def serve_until_stopped(host: str, port: int) -> None:
     finally:
         server.close()
         for session in list(room.connections):
-            # as asyncore.close_all() does: close now, drop what is not sent yet
-            session.transport.abort()
+            if isinstance(session, AioChatSession):  # all are, on this server
+                session.abort()
         # (since 3.12 this waits for the connections too)
         await server.wait_closed()
 

@@ -45,7 +45,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from asynframe import aio, asynchat, asyncore
@@ -85,6 +85,14 @@ class HTTPClientSession:
     """
 
     finished = False
+
+    if TYPE_CHECKING:
+        # what it uses of the framing class it is mixed into
+        max_frame: int
+
+        def set_terminator(self, term: Any) -> None: ...
+        def push(self, data: Any) -> None: ...
+        def close(self) -> None: ...
 
     def start_client(self, host: str, port: int, requests: Sequence[Request], pipeline: bool = False) -> None:
         self.host_header = host if port == 80 else "%s:%d" % (host, port)

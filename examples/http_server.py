@@ -59,7 +59,7 @@ import signal
 import socket
 import sys
 from http import HTTPStatus
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from asynframe import aio, asynchat, asyncore
 
@@ -131,7 +131,6 @@ class HTTPService:
         self.connections: Set["HTTPSession"] = set()
 
 
-
 class HTTPSession:
     """One client connection: a sequence of requests, answered in order.
 
@@ -141,7 +140,18 @@ class HTTPSession:
     ``session_closed`` once it is gone.
     """
 
-    service: Optional[HTTPService] = None
+    service: HTTPService
+
+    if TYPE_CHECKING:
+        # what it uses of the framing class it is mixed into
+        max_frame: int
+
+        def set_terminator(self, term: Any) -> None: ...
+        def push(self, data: Any) -> None: ...
+        def push_with_producer(self, producer: Any) -> None: ...
+        def close_when_done(self) -> None: ...
+        def close(self) -> None: ...
+        def _get_data(self) -> bytes: ...
 
     def start_session(self, service: HTTPService) -> None:
         self.service = service
@@ -152,8 +162,7 @@ class HTTPSession:
         self.read_head()
 
     def session_closed(self) -> None:
-        if self.service is not None:
-            self.service.connections.discard(self)
+        self.service.connections.discard(self)
 
     # -- input -------------------------------------------------------------------
     def read_head(self) -> None:
@@ -361,9 +370,10 @@ class HTTPServer(asyncore.dispatcher):
         self.listen(backlog)
 
     @property
-    def address(self):
+    def address(self) -> Tuple[str, int]:
         """(host, port) actually bound: the port is chosen by the kernel for port 0."""
-        return self.socket.getsockname()[:2]
+        host, port = self.socket.getsockname()[:2]
+        return str(host), int(port)
 
     def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
         HTTPChannel(self.service, sock, self.channel_map)
@@ -397,9 +407,14 @@ class AioHTTPSession(HTTPSession, aio.ChatProtocol):
         super().connection_lost(exc)
         self.session_closed()
 
+    def abort(self) -> None:
+        """Close now, dropping what is not sent yet (as asyncore's close() does)."""
+        if self.transport is not None:
+            self.transport.abort()
+
 
 async def start_server(service: HTTPService, host: str = "127.0.0.1", port: int = 0,
-                       backlog: int = 128) -> asyncio.AbstractServer:
+                       backlog: int = 128) -> asyncio.Server:
     """Serve HTTP for *service* on the running loop (asyncio's or uvloop's)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: AioHTTPSession(service), host, port, backlog=backlog)
@@ -447,8 +462,8 @@ async def serve_until_stopped(host: str, port: int) -> None:
     finally:
         server.close()
         for session in list(service.connections):
-            # as asyncore.close_all() does: close now, drop what is not sent yet
-            session.transport.abort()
+            if isinstance(session, AioHTTPSession):  # all are, on this server
+                session.abort()
         # (since 3.12 this waits for the connections too)
         await server.wait_closed()
 

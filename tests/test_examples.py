@@ -185,7 +185,7 @@ class AioDriver(Driver):
         try:
             for state in self.states:
                 for session in list(state.connections):
-                    session.transport.abort()
+                    session.abort()
             for server in self.servers:
                 server.close()
             for server in self.servers:
