@@ -7,9 +7,11 @@ What it shows
       or uvloop (mixed into ``asynframe.aio.ChatProtocol``:
       ``loop.create_connection``); on both the first requests are pushed
       before the connection is even up, and wait in the output queue;
-    * framing a response with two terminators in turn: ``b"\\r\\n\\r\\n"`` for
-      the status line and headers (at most ``MAX_HEAD`` bytes: ``max_frame``),
-      then the ``Content-Length`` as an *int* terminator for the body;
+    * framing a response with terminators switched per state: ``b"\\r\\n\\r\\n"``
+      for the status line and headers (at most ``MAX_HEAD`` bytes:
+      ``max_frame``), then the ``Content-Length`` as an *int* terminator for
+      the body; a chunked body alternates ``b"\\r\\n"`` for each size line
+      with an int terminator for each chunk;
     * asynframe's ``frame_received(frame)`` hook: instead of
       ``collect_incoming_data``/``found_terminator`` the session gets each
       whole frame (the head, then the body) in a single call;
@@ -26,8 +28,9 @@ Run it (against ``examples/http_server.py``, or any HTTP/1.1 server)
 It prints one line per URL: status, reason, body length and URL.
 
 All URLs must name the same host and port (they share one connection).
-Responses framed by ``Transfer-Encoding: chunked`` are not supported.  Only
-``asynframe`` is imported, never the stdlib ``asyncore``/``asynchat``.
+Bodies may be framed by ``Content-Length``, by ``Transfer-Encoding: chunked``
+or by the end of the connection.  Only ``asynframe`` is imported, never the
+stdlib ``asyncore``/``asynchat``.
 As a library::
 
     for response in fetch(["http://127.0.0.1:8080/", "http://127.0.0.1:8080/bytes/10"]):
@@ -53,6 +56,7 @@ from asynframe import aio, asynchat, asyncore
 LOOPS = ("asynframe", "asyncio", "uvloop")
 USER_AGENT = "asynframe-example-client"
 MAX_HEAD = 64 * 1024
+MAX_CHUNK_LINE = 1024  # a chunk size line, extensions included
 
 
 @dataclass
@@ -85,6 +89,7 @@ class HTTPClientSession:
     """
 
     finished = False
+    reading = "head"
 
     if TYPE_CHECKING:
         # what it uses of the framing class it is mixed into
@@ -102,7 +107,7 @@ class HTTPClientSession:
         self.responses: List[Response] = []
         self.error: Optional[BaseException] = None
         self.response: Optional[Response] = None  # head received, body being read
-        self.to_eof = False                       # body delimited by the connection close
+        self.parts: List[bytes] = []              # the body so far, if it comes in pieces
         self.read_head()
         self.send_requests()
 
@@ -131,28 +136,43 @@ class HTTPClientSession:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
     # -- input -----------------------------------------------------------------------
+    # What the next frame is: "head", "body" (Content-Length), "to-eof" (the
+    # body ends with the connection), or, for a chunked body, "chunk-size"
+    # (a size line), "chunk-data" (the chunk and its CRLF) or "trailer".
+    # Each state sets its terminator and its max_frame, which apply to the
+    # very next byte, also when set from frame_received().
+
+    def read(self, what: str, terminator: Any, max_frame: int) -> None:
+        self.reading = what
+        self.max_frame = max_frame
+        self.set_terminator(terminator)
+
     def read_head(self) -> None:
-        # limit and terminator apply to the very next byte, also when set
-        # from frame_received(): a head may not grow without bound
-        self.max_frame = MAX_HEAD
-        self.set_terminator(b"\r\n\r\n")
+        self.read("head", b"\r\n\r\n", MAX_HEAD)
 
     def frame_received(self, frame: bytes) -> None:
         if self.finished:
             return
+        response = self.response
+        reading = self.reading
         try:
-            if self.to_eof:
-                self.response.body += frame  # type: ignore[union-attr]
-            elif self.response is None:
+            if reading == "head":
                 self.head_received(frame)
-            else:
-                self.response.body = frame
+            elif response is None:
+                raise AssertionError("a body without a response head")
+            elif reading == "body":
+                response.body = frame
                 self.response_complete()
+            elif reading == "to-eof":
+                self.parts.append(frame)
+            else:
+                self.chunked_frame_received(reading, response, frame)
         except ValueError as exc:  # a malformed response
             self.fail(exc)
 
     def frame_too_large(self, size: int) -> None:
-        self.fail(ValueError("response head larger than %d bytes" % MAX_HEAD))
+        what = "response head" if self.reading == "head" else "line of the chunked body"
+        self.fail(ValueError("%s larger than %d bytes" % (what, self.max_frame)))
 
     def head_received(self, head: bytes) -> None:
         lines = head.decode("latin-1").split("\r\n")
@@ -179,19 +199,41 @@ class HTTPClientSession:
         if request.method == "HEAD" or status in (204, 304):
             self.response_complete()  # these never have a body
         elif "transfer-encoding" in headers:
-            raise ValueError("Transfer-Encoding %r is not supported" % headers["transfer-encoding"])
+            if headers["transfer-encoding"].lower() != "chunked":
+                raise ValueError("Transfer-Encoding %r is not supported" % headers["transfer-encoding"])
+            self.read("chunk-size", b"\r\n", MAX_CHUNK_LINE)
         elif "content-length" in headers:
             length = int(headers["content-length"])
             if length:
-                self.max_frame = 0  # the body is as long as the server says
-                self.set_terminator(length)  # the next frame is the whole body
+                # the next frame is the whole body, as long as the server said
+                self.read("body", length, 0)
             else:
                 self.response_complete()
         else:
             # no length: the body is everything up to the close
-            self.to_eof = True
-            self.max_frame = 0
-            self.set_terminator(None)
+            self.read("to-eof", None, 0)
+
+    def chunked_frame_received(self, reading: str, response: Response, frame: bytes) -> None:
+        # A chunked body: a hex size line, that many bytes and CRLF, again,
+        # until size 0; then trailer fields (ignored here) and an empty line.
+        if reading == "chunk-size":
+            digits = frame.partition(b";")[0].strip()  # chunk extensions are ignored
+            if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                raise ValueError("malformed chunk size line %r" % frame[:40])
+            size = int(digits, 16)
+            if size:
+                # the data and its CRLF, as one frame: an int terminator
+                self.read("chunk-data", size + 2, 0)
+            else:
+                self.read("trailer", b"\r\n", MAX_HEAD)
+        elif reading == "chunk-data":
+            if not frame.endswith(b"\r\n"):
+                raise ValueError("chunk data not followed by CRLF")
+            self.parts.append(frame[:-2])
+            self.read("chunk-size", b"\r\n", MAX_CHUNK_LINE)
+        elif not frame:  # the empty line after the trailer fields
+            response.body = b"".join(self.parts)
+            self.response_complete()
 
     def response_complete(self) -> None:
         response = self.response
@@ -199,6 +241,7 @@ class HTTPClientSession:
         self.responses.append(response)
         self.in_flight.popleft()
         self.response = None
+        self.parts = []
         self.read_head()
         if not self.pending and not self.in_flight:
             self.done()
@@ -211,8 +254,8 @@ class HTTPClientSession:
     # -- the end -----------------------------------------------------------------------
     def connection_closed(self, exc: Optional[BaseException] = None) -> None:
         """The connection is gone (*exc*: why, if it broke)."""
-        if self.to_eof and not self.finished:
-            self.to_eof = False
+        if self.reading == "to-eof" and self.response is not None and not self.finished:
+            self.response.body = b"".join(self.parts)
             self.response_complete()
         if not self.finished:
             self.fail(exc or ConnectionError("connection closed with %d responses missing"

@@ -24,12 +24,14 @@ What it shows
 Routes
     ``GET /``          a small HTML page
     ``GET /bytes/N``   N bytes (byte i is ``i % 251``), streamed by a producer
+    ``GET /chunked/N`` the same bytes, sent with ``Transfer-Encoding: chunked``
     ``POST /echo``     the request body, echoed back
     ``HEAD``           accepted wherever ``GET`` is
     anything else      404 (unknown path) or 405 (known path, wrong method)
 
 A malformed request gets 400 and the connection is closed.  Chunked request
-bodies are not supported (501).  Every response carries Content-Length.
+bodies are not supported (501).  Every response but ``/chunked/N`` (to
+HTTP/1.1 clients) carries Content-Length.
 
 Run it
     python examples/http_server.py --port 8080                   # asynframe's loop
@@ -69,6 +71,7 @@ MAX_BODY = 16 * 1024 * 1024   # request body
 MAX_BYTES = 1 << 30           # largest /bytes/N
 INLINE_LIMIT = 64 * 1024      # /bytes/N bodies up to this size are pushed whole
 CHUNK = 64 * 1024             # producer chunk size
+CHUNKED_PIECE = 3000          # data per chunk of a chunked response
 
 LOOPS = ("asynframe", "asyncio", "uvloop")
 
@@ -102,6 +105,23 @@ class PatternProducer:
         self.offset += size
         self.remaining -= size
         return _PATTERN[start:start + size]
+
+
+class ChunkedProducer:
+    """What *producer* makes, framed as HTTP/1.1 chunks, then the last chunk."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.done = False
+
+    def more(self) -> bytes:
+        if self.done:
+            return b""
+        data = self.producer.more()
+        if data:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        self.done = True
+        return b"0\r\n\r\n"  # the last chunk, and no trailer fields
 
 
 def pattern_bytes(n: int) -> bytes:
@@ -223,16 +243,20 @@ class HTTPSession:
                 self.respond(request, 200, INDEX_PAGE, "text/html; charset=utf-8")
             else:
                 self.method_not_allowed(request, "GET, HEAD")
-        elif path.startswith("/bytes/"):
+        elif path.startswith(("/bytes/", "/chunked/")):
             if method not in ("GET", "HEAD"):
                 self.method_not_allowed(request, "GET, HEAD")
                 return
-            count = path[len("/bytes/"):]
+            kind, _, count = path[1:].partition("/")
             if not (count.isascii() and count.isdigit()) or int(count) > MAX_BYTES:
                 self.respond(request, 400, b"N must be an integer from 0 to %d\n" % MAX_BYTES)
                 return
             n = int(count)
-            if n <= INLINE_LIMIT:
+            if kind == "chunked" and request.version != "HTTP/1.0":
+                producer = ChunkedProducer(PatternProducer(n, CHUNKED_PIECE))
+                self.respond(request, 200, producer=producer, chunked=True,
+                             content_type="application/octet-stream")
+            elif n <= INLINE_LIMIT:
                 self.respond(request, 200, pattern_bytes(n), "application/octet-stream")
             else:
                 self.respond(request, 200, producer=PatternProducer(n), length=n,
@@ -251,8 +275,13 @@ class HTTPSession:
     # -- output ----------------------------------------------------------------------
     def respond(self, request: Optional[Request], status: int, body: bytes = b"",
                 content_type: str = "text/plain; charset=utf-8", *, producer: Any = None,
-                length: Optional[int] = None, headers: Sequence[Tuple[str, str]] = ()) -> None:
-        """Queue one complete response; close afterwards unless keep-alive applies."""
+                length: Optional[int] = None, chunked: bool = False,
+                headers: Sequence[Tuple[str, str]] = ()) -> None:
+        """Queue one complete response; close afterwards unless keep-alive applies.
+
+        The body is *body*, or what *producer* makes: *length* bytes, or
+        any number if it makes chunks (*chunked*).
+        """
         keep_alive = request is not None and request.keep_alive
         if length is None:
             length = len(body)
@@ -261,7 +290,7 @@ class HTTPSession:
             "Server: " + SERVER_NAME,
             "Date: " + email.utils.formatdate(usegmt=True),
             "Content-Type: " + content_type,
-            "Content-Length: %d" % length,
+            "Transfer-Encoding: chunked" if chunked else "Content-Length: %d" % length,
             "Connection: " + ("keep-alive" if keep_alive else "close"),
         ]
         lines.extend("%s: %s" % header for header in headers)

@@ -528,6 +528,41 @@ def test_http_bytes_body_intact(web, n):
     assert conn.response()[2] == expected_bytes(7)
 
 
+def read_chunked(conn):
+    """A chunked body from the raw peer, decoded here, independently of the example."""
+    buf = conn.peer.buf
+    body, sizes = b"", []
+    while True:
+        conn.peer.received(lambda: b"\r\n" in buf, "a chunk size line")
+        line, _, rest = bytes(buf).partition(b"\r\n")
+        size = int(line, 16)
+        sizes.append(size)
+        conn.peer.received(lambda: len(buf) >= len(line) + 2 + size + 2, "a chunk of %d bytes" % size)
+        assert bytes(buf[len(line) + 2 + size:len(line) + 4 + size]) == b"\r\n"
+        body += rest[:size]
+        del buf[:len(line) + 4 + size]
+        if not size:  # no trailer fields: the empty line came right after the 0
+            return body, sizes
+
+
+@pytest.mark.parametrize("n", [0, 2999, 3000, 100_000])
+def test_http_chunked_response(web, n):
+    conn = web.connect_peer()
+    conn.send(b"GET /chunked/%d HTTP/1.1\r\nHost: example\r\n\r\n" % n)
+    status, headers, _ = conn.response(head_only=True)
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in headers
+    body, sizes = read_chunked(conn)
+    assert body == expected_bytes(n)
+    assert sizes[-1] == 0 and all(0 < size <= http_server.CHUNKED_PIECE for size in sizes[:-1])
+    # HEAD: the same head, no body; HTTP/1.0: no chunks, a Content-Length
+    conn.send(b"HEAD /chunked/%d HTTP/1.1\r\n\r\nGET /chunked/%d HTTP/1.0\r\n\r\n" % (n, n))
+    status, headers, _ = conn.response(head_only=True)
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
+    status, headers, body = conn.response()
+    assert (status, body) == (200, expected_bytes(n)) and "transfer-encoding" not in headers
+
+
 def test_http_post_echo_in_pieces(web, driver):
     body = random.Random(1).randbytes(300_000)
     head = b"POST /echo HTTP/1.1\r\nHost: example\r\nContent-Length: %d\r\n\r\n" % len(body)
@@ -678,19 +713,24 @@ def test_http_connection_close_honoured(web, head, keep_alive):
 @pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
 def test_http_client_keep_alive(web, driver, pipeline):
     urls = [web.url + "/", web.url + "/bytes/1000", web.url + "/nope", web.url + "/bytes/1000000",
-            web.url + "/bytes/0", web.url + "/?q=1"]
+            web.url + "/bytes/0", web.url + "/chunked/0", web.url + "/chunked/3001",
+            web.url + "/chunked/1000000", web.url + "/?q=1"]
     responses = driver.fetch(urls, pipeline=pipeline)
-    assert [r.status for r in responses] == [200, 200, 404, 200, 200, 200]
+    assert [r.status for r in responses] == [200, 200, 404, 200, 200, 200, 200, 200, 200]
     assert [r.url for r in responses] == urls
-    assert responses[0].body == responses[5].body == http_server.INDEX_PAGE
+    assert responses[0].body == responses[8].body == http_server.INDEX_PAGE
     assert responses[1].body == expected_bytes(1000)
     assert hashlib.sha256(responses[3].body).digest() == hashlib.sha256(expected_bytes(1_000_000)).digest()
-    assert responses[4].body == b""
-    for r in responses:
+    assert responses[4].body == responses[5].body == b""
+    assert responses[6].body == expected_bytes(3001)
+    assert hashlib.sha256(responses[7].body).digest() == hashlib.sha256(expected_bytes(1_000_000)).digest()
+    for r in responses[:5] + responses[8:]:
         assert int(r.headers["content-length"]) == len(r.body)
+    for r in responses[5:8]:
+        assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers
     # one connection for all; the client asked to close it with the last request
     assert web.accepted == 1
-    assert [r.headers["connection"] for r in responses] == ["keep-alive"] * 5 + ["close"]
+    assert [r.headers["connection"] for r in responses] == ["keep-alive"] * 8 + ["close"]
     web.wait_connections(0)
 
 
@@ -763,6 +803,20 @@ def test_http_client_body_until_close(driver):
     assert response.body == b"z" * 100_000
 
 
+def test_http_client_chunked_with_extensions_and_trailers(driver):
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"5;name=value\r\nhello\r\n"
+              b"1\r\n \r\n"
+              b"0000A\r\n0123456789\r\n"
+              b"0\r\nX-Trailer: one\r\nX-Other: two\r\n\r\n"
+              # and the next response starts right after the trailer's end
+              b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nend")
+    with scripted_server(answer) as url:
+        first, second = driver.fetch([url, url + "2"], pipeline=True)
+    assert (first.status, first.body) == (200, b"hello 0123456789")
+    assert (second.status, second.body) == (200, b"end")
+
+
 @pytest.mark.parametrize(
     "answer, error, message",
     [
@@ -770,11 +824,20 @@ def test_http_client_body_until_close(driver):
         (b"HTTP/1.1 200 OK\r\n" + b"X-Big: yyyyyyyy" * 5000, ValueError, "response head larger"),
         (b"SPDY/3 200 OK\r\n\r\n", ValueError, "malformed status line"),
         (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", ValueError, "malformed header line"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", ValueError, "not supported"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ValueError, "not supported"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n", ValueError,
+         "malformed chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!!0\r\n\r\n", ValueError,
+         "not followed by CRLF"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"x" * 2000, ValueError,
+         "line of the chunked body larger than"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", ConnectionError,
+         "responses missing"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", ConnectionError, "responses missing"),
         (b"", ConnectionError, "responses missing"),
     ],
-    ids=["big-head", "big-head-no-end", "status", "header", "chunked", "short-body", "nothing"],
+    ids=["big-head", "big-head-no-end", "status", "header", "gzip", "chunk-size", "chunk-crlf",
+         "chunk-line", "chunked-cut", "short-body", "nothing"],
 )
 def test_http_client_bad_responses(driver, answer, error, message):
     with scripted_server(answer) as url:
@@ -886,12 +949,13 @@ def test_http_server_and_client_scripts(loop):
     try:
         base = "http://127.0.0.1:%d" % port
         result = subprocess.run(
-            client + [base + "/", base + "/bytes/1000000", base + "/missing"],
+            client + [base + "/", base + "/bytes/1000000", base + "/chunked/100000", base + "/missing"],
             cwd=str(ROOT), capture_output=True, timeout=30)
         assert result.returncode == 0, result.stderr
         assert result.stdout.decode().splitlines() == [
             "200 OK %d bytes %s/" % (len(http_server.INDEX_PAGE), base),
             "200 OK 1000000 bytes %s/bytes/1000000" % base,
+            "200 OK 100000 bytes %s/chunked/100000" % base,
             "404 Not Found %d bytes %s/missing" % (len(b"no such path: /missing\n"), base),
         ]
         result = subprocess.run(
