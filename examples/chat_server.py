@@ -1,12 +1,17 @@
-"""A line-based chat server: the classic asynchat teaching example.
+"""A line-based chat server: the classic asynchat teaching example, on three loops.
 
 What it shows
-    * an ``asyncore.dispatcher`` that listens and hands each accepted socket
-      to an ``asynchat.async_chat`` channel (``handle_accepted``);
-    * input framing with ``set_terminator(b"\\r\\n")``: the channel collects
+    * a protocol written once (``ChatSession``) against asynchat's interface,
+      and run by asynframe's own loop (mixed into ``asynchat.async_chat``,
+      accepted by an ``asyncore.dispatcher``) or by asyncio or uvloop (mixed
+      into ``asynframe.aio.ChatProtocol``, served by ``loop.create_server``):
+      the two small adapter classes only say when a connection starts and ends;
+    * input framing with ``set_terminator(b"\\r\\n")``: the session collects
       the pieces of a line in ``collect_incoming_data`` and acts on the whole
       line in ``found_terminator``, however the bytes were split on the wire;
-    * output with ``push`` (one channel pushing to all the others is how a
+    * ``max_frame``: a line longer than ``MAX_LINE`` is never buffered whole;
+      the framing core drops it and calls ``frame_too_large``;
+    * output with ``push`` (one session pushing to all the others is how a
       broadcast is done) and ``close_when_done`` (say goodbye, then close once
       the goodbye has really been sent).
 
@@ -19,68 +24,126 @@ The protocol (one command or message per "\\r\\n"-terminated UTF-8 line)
 Lines from the server that are not chat messages start with ``* ``.
 
 Run it
-    python examples/chat_server.py --port 8023      # --port 0: any free port
+    python examples/chat_server.py --port 8023                   # asynframe's loop
+    python examples/chat_server.py --port 8023 --loop asyncio
+    python examples/chat_server.py --port 8023 --loop uvloop     # needs uvloop
 then, in two or more other terminals, ``telnet 127.0.0.1 8023`` (or
 ``nc -C 127.0.0.1 8023``) and start typing.  The server prints
-``listening on 127.0.0.1:PORT`` once it accepts connections.
+``listening on 127.0.0.1:PORT`` once it accepts connections (``--port 0``:
+any free port).
 
 Only ``asynframe`` is imported, never the stdlib ``asyncore``/``asynchat``
 (gone since Python 3.12): with asynframe installed this runs on any Python 3.
 In-process use (tests, embedding)::
 
-    server = make_server(port=0, map=my_map)
-    host, port = server.address
+    server = make_server(port=0, map=my_map)          # asynframe's loop
     asyncore.loop(timeout=0.01, map=my_map, count=100)
+
+    room = ChatRoom()                                 # in a coroutine on asyncio/uvloop
+    server = await start_server(room, port=0)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import socket
 import sys
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from asynframe import asynchat, asyncore
+from asynframe import aio, asynchat, asyncore
 
 #: Longest line accepted (bytes, terminator excluded); longer lines end the session.
 MAX_LINE = 4096
 MAX_NICK = 32
 ENCODING = "utf-8"
+LOOPS = ("asynframe", "asyncio", "uvloop")
 
 
-class ChatChannel(asynchat.async_chat):
-    """One connected client."""
+class ChatRoom:
+    """Who is connected, and broadcasts: shared by every session, on any loop."""
 
-    def __init__(self, server: "ChatServer", sock: socket.socket, map: Optional[Dict[Any, Any]] = None) -> None:
-        super().__init__(sock, map)
-        self.server = server
+    def __init__(self) -> None:
+        self.members: List["ChatSession"] = []      # joined, in order, not yet left
+        self.connections: Set["ChatSession"] = set()  # open, whether joined or leaving
+        self._guests = 0
+
+    def new_guest_nick(self) -> str:
+        while True:
+            self._guests += 1
+            nick = "guest%d" % self._guests
+            if self.find(nick) is None:
+                return nick
+
+    def find(self, nick: str) -> Optional["ChatSession"]:
+        nick = nick.lower()
+        for session in self.members:
+            if session.nick.lower() == nick:
+                return session
+        return None
+
+    def join(self, session: "ChatSession") -> None:
+        self.members.append(session)
+        session.send_line("* welcome %s; commands: /nick NAME, /who, /quit" % session.nick)
+        self.broadcast("* %s has joined" % session.nick, exclude=session)
+
+    def part(self, session: "ChatSession", message: str = "") -> None:
+        if session in self.members:
+            self.members.remove(session)
+            self.broadcast("* %s has left%s" % (session.nick, " (%s)" % message if message else ""))
+
+    def broadcast(self, text: str, exclude: Optional["ChatSession"] = None) -> None:
+        data = text.encode(ENCODING) + b"\r\n"
+        for session in list(self.members):
+            if session is not exclude:
+                session.push(data)
+
+
+class ChatSession:
+    """One connected client: the chat protocol, for any loop.
+
+    It uses only what ``asynchat.async_chat`` and ``aio.ChatProtocol`` both
+    offer (``set_terminator``, ``max_frame``, ``push``, ``close_when_done``,
+    ``close``); the class it is mixed into calls ``start_session`` once the
+    connection is up and ``session_closed`` once it is gone.
+    """
+
+    if TYPE_CHECKING:
+        # what it uses of the framing class it is mixed into
+        max_frame: int
+
+        def set_terminator(self, term: Any) -> None: ...
+        def push(self, data: Any) -> None: ...
+        def close_when_done(self) -> None: ...
+        def close(self) -> None: ...
+
+    room: ChatRoom
+    nick: str
+
+    def start_session(self, room: ChatRoom) -> None:
+        self.room = room
+        # set here, not as class attributes: on a mixin those would hide the
+        # framing base class' properties of the same names
         self.set_terminator(b"\r\n")
+        self.max_frame = MAX_LINE
         self._pieces: List[bytes] = []  # the line being received
-        self._size = 0
         self._leaving = False  # /quit seen (or line too long): ignore further input
-        self.nick = server.new_guest_nick()
-        server.join(self)
+        self.nick = room.new_guest_nick()
+        room.connections.add(self)
+        room.join(self)
 
-    # -- input: asynchat calls these two ----------------------------------------
+    # -- input: the framing core calls these ------------------------------------
     def collect_incoming_data(self, data: bytes) -> None:
         # Called with whatever part of the current line has arrived; it may be
         # called several times per line.  Keep the pieces, join them later.
-        if self._leaving:
-            return
-        self._size += len(data)
-        if self._size > MAX_LINE:
-            self._pieces = []
-            self.send_line("* error: line longer than %d bytes, bye" % MAX_LINE)
-            self.leave()
-            return
-        self._pieces.append(data)
+        if not self._leaving:
+            self._pieces.append(data)
 
     def found_terminator(self) -> None:
         # A whole line (terminator stripped) has arrived.
         data = b"".join(self._pieces)
         self._pieces = []
-        self._size = 0
         if self._leaving:
             return
         line = data.decode(ENCODING, "replace")
@@ -94,21 +157,29 @@ class ChatChannel(asynchat.async_chat):
             else:
                 handler(argument.strip())
         else:
-            self.server.broadcast("%s: %s" % (self.nick, line), exclude=self)
+            self.room.broadcast("%s: %s" % (self.nick, line), exclude=self)
+
+    def frame_too_large(self, size: int) -> None:
+        # More than max_frame bytes without "\r\n": the core has dropped them
+        # (and the rest of that read) instead of buffering a line without end.
+        self._pieces = []
+        if not self._leaving:
+            self.send_line("* error: line longer than %d bytes, bye" % MAX_LINE)
+            self.leave()
 
     # -- commands ------------------------------------------------------------------
     def cmd_nick(self, name: str) -> None:
         if not name or len(name) > MAX_NICK or any(c.isspace() or c in ":*/" for c in name):
             self.send_line("* error: a nick is 1 to %d characters, no spaces or ':*/'" % MAX_NICK)
-        elif self.server.find(name) not in (None, self):
+        elif self.room.find(name) not in (None, self):
             self.send_line("* error: the nick %s is taken" % name)
         else:
             old, self.nick = self.nick, name
             self.send_line("* you are now known as %s" % name)
-            self.server.broadcast("* %s is now known as %s" % (old, name), exclude=self)
+            self.room.broadcast("* %s is now known as %s" % (old, name), exclude=self)
 
     def cmd_who(self, argument: str) -> None:
-        self.send_line("* online: " + " ".join(channel.nick for channel in self.server.channels))
+        self.send_line("* online: " + " ".join(session.nick for session in self.room.members))
 
     def cmd_quit(self, message: str) -> None:
         self.send_line("* goodbye %s" % self.nick)
@@ -122,70 +193,54 @@ class ChatChannel(asynchat.async_chat):
         """Leave the chat; close once everything pushed so far has been sent."""
         if not self._leaving:
             self._leaving = True
-            self.server.part(self, message)
+            self.room.part(self, message)
             self.close_when_done()
 
-    def handle_close(self) -> None:
-        # the client went away (or close_when_done finished)
+    def session_closed(self) -> None:
+        """The connection is gone: the client went away, or close_when_done finished."""
+        self.room.connections.discard(self)
         if not self._leaving:
             self._leaving = True
-            self.server.part(self, "connection closed")
-        self.close()
+            self.room.part(self, "connection closed")
+
+
+# -- asynframe's own loop ------------------------------------------------------------
+
+
+class ChatChannel(ChatSession, asynchat.async_chat):
+    """A session on asynframe's loop: an async_chat over the accepted socket."""
+
+    def __init__(self, room: ChatRoom, sock: socket.socket, map: Optional[Dict[Any, Any]] = None) -> None:
+        asynchat.async_chat.__init__(self, sock, map)
+        self.start_session(room)
+
+    def close(self) -> None:
+        # every way out ends here: peer gone, close_when_done, errors, close_all
+        super().close()
+        self.session_closed()
 
 
 class ChatServer(asyncore.dispatcher):
-    """The listening socket, and the room: who is connected, broadcasts."""
-
-    channel_class = ChatChannel
+    """The listening socket on asynframe's loop; ``room`` holds the sessions."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, map: Optional[Dict[Any, Any]] = None,
-                 backlog: int = 128) -> None:
+                 backlog: int = 128, room: Optional[ChatRoom] = None) -> None:
         super().__init__(map=map)
         self.channel_map = map
-        self.channels: List[ChatChannel] = []
-        self._guests = 0
+        self.room = ChatRoom() if room is None else room
         self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
         self.set_reuse_addr()
         self.bind((host, port))
         self.listen(backlog)
 
     @property
-    def address(self):
+    def address(self) -> Tuple[str, int]:
         """(host, port) actually bound: the port is chosen by the kernel for port 0."""
-        return self.socket.getsockname()[:2]
+        host, port = self.socket.getsockname()[:2]
+        return str(host), int(port)
 
     def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        self.channel_class(self, sock, self.channel_map)
-
-    def new_guest_nick(self) -> str:
-        while True:
-            self._guests += 1
-            nick = "guest%d" % self._guests
-            if self.find(nick) is None:
-                return nick
-
-    def find(self, nick: str) -> Optional[ChatChannel]:
-        nick = nick.lower()
-        for channel in self.channels:
-            if channel.nick.lower() == nick:
-                return channel
-        return None
-
-    def join(self, channel: ChatChannel) -> None:
-        self.channels.append(channel)
-        channel.send_line("* welcome %s; commands: /nick NAME, /who, /quit" % channel.nick)
-        self.broadcast("* %s has joined" % channel.nick, exclude=channel)
-
-    def part(self, channel: ChatChannel, message: str = "") -> None:
-        if channel in self.channels:
-            self.channels.remove(channel)
-            self.broadcast("* %s has left%s" % (channel.nick, " (%s)" % message if message else ""))
-
-    def broadcast(self, text: str, exclude: Optional[ChatChannel] = None) -> None:
-        data = text.encode(ENCODING) + b"\r\n"
-        for channel in list(self.channels):
-            if channel is not exclude:
-                channel.push(data)
+        ChatChannel(self.room, sock, self.channel_map)
 
     def handle_close(self) -> None:
         self.close()
@@ -196,13 +251,51 @@ def make_server(port: int = 0, host: str = "127.0.0.1", map: Optional[Dict[Any, 
     return ChatServer(host, port, map)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Line-based chat server (asynframe asynchat example).")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8023, help="port to bind, 0 for any free port (default: %(default)s)")
-    args = parser.parse_args(argv)
+# -- asyncio and uvloop ------------------------------------------------------------------
 
-    server = make_server(args.port, args.host)
+
+class AioChatSession(ChatSession, aio.ChatProtocol):
+    """A session on asyncio or uvloop: a ChatProtocol made per connection."""
+
+    def __init__(self, room: ChatRoom) -> None:
+        super().__init__()
+        self.room = room
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.start_session(self.room)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.session_closed()
+
+    def abort(self) -> None:
+        """Close now, dropping what is not sent yet (as asyncore's close() does)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def start_server(room: ChatRoom, host: str = "127.0.0.1", port: int = 0,
+                       backlog: int = 128) -> asyncio.Server:
+    """Serve *room* on the running loop (asyncio's or uvloop's)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: AioChatSession(room), host, port, backlog=backlog)
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new asyncio or uvloop event loop."""
+    if kind == "uvloop":
+        import uvloop  # optional: only needed for --loop uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_asynframe(host: str, port: int) -> None:
+    server = make_server(port, host)
     # SIGTERM leaves the loop like Ctrl-C does, so the sockets get closed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     print("listening on %s:%d" % server.address, flush=True)
@@ -212,6 +305,52 @@ def main(argv: Optional[List[str]] = None) -> int:
         pass
     finally:
         asyncore.close_all()
+
+
+async def serve_until_stopped(host: str, port: int) -> None:
+    """asyncio/uvloop: serve until SIGTERM or SIGINT, then close every connection."""
+    room = ChatRoom()
+    server = await start_server(room, host, port)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stopped.set)
+        except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            pass
+    print("listening on %s:%d" % server.sockets[0].getsockname()[:2], flush=True)
+    try:
+        await stopped.wait()
+    finally:
+        server.close()
+        for session in list(room.connections):
+            if isinstance(session, AioChatSession):  # all are, on this server
+                session.abort()
+        # (since 3.12 this waits for the connections too)
+        await server.wait_closed()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Line-based chat server (asynframe asynchat example).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8023, help="port to bind, 0 for any free port (default: %(default)s)")
+    parser.add_argument("--loop", choices=LOOPS, default="asynframe",
+                        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    if args.loop == "asynframe":
+        run_asynframe(args.host, args.port)
+        return 0
+    try:
+        loop = new_event_loop(args.loop)
+    except ImportError as exc:
+        parser.error("--loop %s: %s" % (args.loop, exc))
+    try:
+        loop.run_until_complete(serve_until_stopped(args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.close()
     return 0
 
 

@@ -1,49 +1,62 @@
-"""An HTTP/1.1 client on asynchat: several requests over one keep-alive connection.
+"""An HTTP/1.1 client on asynchat: several requests over one keep-alive connection, three loops.
 
 What it shows
-    * a client-side ``async_chat``: ``create_socket`` + ``connect``, with the
-      first requests pushed before the connection is even up (they wait in
-      the output queue until the socket becomes writable);
-    * framing a response with two terminators in turn: ``b"\\r\\n\\r\\n"`` for
-      the status line and headers, then the ``Content-Length`` as an *int*
-      terminator for the body;
+    * a protocol written once (``HTTPClientSession``) against asynchat's
+      interface, run by asynframe's own loop (mixed into
+      ``asynchat.async_chat``: ``create_socket`` + ``connect``) or by asyncio
+      or uvloop (mixed into ``asynframe.aio.ChatProtocol``:
+      ``loop.create_connection``); on both the first requests are pushed
+      before the connection is even up, and wait in the output queue;
+    * framing a response with terminators switched per state: ``b"\\r\\n\\r\\n"``
+      for the status line and headers (at most ``MAX_HEAD`` bytes:
+      ``max_frame``), then the ``Content-Length`` as an *int* terminator for
+      the body; a chunked body alternates ``b"\\r\\n"`` for each size line
+      with an int terminator for each chunk;
     * asynframe's ``frame_received(frame)`` hook: instead of
-      ``collect_incoming_data``/``found_terminator`` the channel gets each
+      ``collect_incoming_data``/``found_terminator`` the session gets each
       whole frame (the head, then the body) in a single call;
     * keep-alive (one connection for every URL) and, with ``--pipeline``,
       pipelining (all requests sent at once, responses matched in order);
-    * driving ``asyncore.loop`` from a blocking function (``fetch``) with a
-      private socket map and a deadline.
+    * driving a loop from a blocking function (``fetch``): asynframe's
+      ``asyncore.loop`` with a private socket map and a deadline, or a new
+      asyncio/uvloop event loop running ``fetch_async``.
 
 Run it (against ``examples/http_server.py``, or any HTTP/1.1 server)
     python examples/http_client.py http://127.0.0.1:8080/ http://127.0.0.1:8080/bytes/100000
     python examples/http_client.py --data hello http://127.0.0.1:8080/echo
+    python examples/http_client.py --loop uvloop http://127.0.0.1:8080/   # or --loop asyncio
 It prints one line per URL: status, reason, body length and URL.
 
 All URLs must name the same host and port (they share one connection).
-Responses framed by ``Transfer-Encoding: chunked`` are not supported.  Only
-``asynframe`` is imported, never the stdlib ``asyncore``/``asynchat``.
+Bodies may be framed by ``Content-Length``, by ``Transfer-Encoding: chunked``
+or by the end of the connection.  Only ``asynframe`` is imported, never the
+stdlib ``asyncore``/``asynchat``.
 As a library::
 
     for response in fetch(["http://127.0.0.1:8080/", "http://127.0.0.1:8080/bytes/10"]):
         print(response.status, len(response.body))
+
+    responses = await fetch_async(urls)     # in a coroutine on asyncio/uvloop
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from asynframe import asynchat, asyncore
+from asynframe import aio, asynchat, asyncore
 
+LOOPS = ("asynframe", "asyncio", "uvloop")
 USER_AGENT = "asynframe-example-client"
 MAX_HEAD = 64 * 1024
+MAX_CHUNK_LINE = 1024  # a chunk size line, extensions included
 
 
 @dataclass
@@ -64,32 +77,38 @@ class Response:
     body: bytes = b""
 
 
-class HTTPClient(asynchat.async_chat):
-    """Send *requests* over one connection to (host, port); collect ``responses``.
+class HTTPClientSession:
+    """Send requests over one connection; collect ``responses``: for any loop.
 
     ``finished`` becomes true when every response has arrived or on error
     (``error`` is then the exception); the connection is closed either way.
+    It uses only what ``asynchat.async_chat`` and ``aio.ChatProtocol`` both
+    offer; the class it is mixed into calls ``start_client`` (before the
+    connection is up: the requests wait in the output queue) and
+    ``connection_closed`` once the connection is gone.
     """
 
-    def __init__(self, host: str, port: int, requests: Sequence[Request], map: Optional[Dict[Any, Any]] = None,
-                 pipeline: bool = False) -> None:
-        super().__init__(map=map)
+    finished = False
+    reading = "head"
+
+    if TYPE_CHECKING:
+        # what it uses of the framing class it is mixed into
+        max_frame: int
+
+        def set_terminator(self, term: Any) -> None: ...
+        def push(self, data: Any) -> None: ...
+        def close(self) -> None: ...
+
+    def start_client(self, host: str, port: int, requests: Sequence[Request], pipeline: bool = False) -> None:
         self.host_header = host if port == 80 else "%s:%d" % (host, port)
         self.pending: Deque[Request] = deque(requests)  # not sent yet
         self.in_flight: Deque[Request] = deque()        # sent, response not complete
         self.pipeline = pipeline
         self.responses: List[Response] = []
         self.error: Optional[BaseException] = None
-        self.finished = False
         self.response: Optional[Response] = None  # head received, body being read
-        self.to_eof = False                       # body delimited by the connection close
-        self.set_terminator(b"\r\n\r\n")
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            self.connect((host, port))
-        except OSError:
-            self.close()
-            raise
+        self.parts: List[bytes] = []              # the body so far, if it comes in pieces
+        self.read_head()
         self.send_requests()
 
     # -- output ----------------------------------------------------------------
@@ -117,16 +136,43 @@ class HTTPClient(asynchat.async_chat):
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
     # -- input -----------------------------------------------------------------------
+    # What the next frame is: "head", "body" (Content-Length), "to-eof" (the
+    # body ends with the connection), or, for a chunked body, "chunk-size"
+    # (a size line), "chunk-data" (the chunk and its CRLF) or "trailer".
+    # Each state sets its terminator and its max_frame, which apply to the
+    # very next byte, also when set from frame_received().
+
+    def read(self, what: str, terminator: Any, max_frame: int) -> None:
+        self.reading = what
+        self.max_frame = max_frame
+        self.set_terminator(terminator)
+
+    def read_head(self) -> None:
+        self.read("head", b"\r\n\r\n", MAX_HEAD)
+
     def frame_received(self, frame: bytes) -> None:
         if self.finished:
             return
-        if self.to_eof:
-            self.response.body += frame  # type: ignore[union-attr]
-        elif self.response is None:
-            self.head_received(frame)
-        else:
-            self.response.body = frame
-            self.response_complete()
+        response = self.response
+        reading = self.reading
+        try:
+            if reading == "head":
+                self.head_received(frame)
+            elif response is None:
+                raise AssertionError("a body without a response head")
+            elif reading == "body":
+                response.body = frame
+                self.response_complete()
+            elif reading == "to-eof":
+                self.parts.append(frame)
+            else:
+                self.chunked_frame_received(reading, response, frame)
+        except ValueError as exc:  # a malformed response
+            self.fail(exc)
+
+    def frame_too_large(self, size: int) -> None:
+        what = "response head" if self.reading == "head" else "line of the chunked body"
+        self.fail(ValueError("%s larger than %d bytes" % (what, self.max_frame)))
 
     def head_received(self, head: bytes) -> None:
         lines = head.decode("latin-1").split("\r\n")
@@ -145,23 +191,49 @@ class HTTPClient(asynchat.async_chat):
             name = name.strip().lower()
             value = value.strip()
             headers[name] = headers[name] + ", " + value if name in headers else value
+        if not self.in_flight:
+            raise ValueError("a response to no request: %r" % lines[0])
         request = self.in_flight[0]
         self.response = Response(request.url, status, reason, version, headers)
 
         if request.method == "HEAD" or status in (204, 304):
             self.response_complete()  # these never have a body
         elif "transfer-encoding" in headers:
-            raise ValueError("Transfer-Encoding %r is not supported" % headers["transfer-encoding"])
+            if headers["transfer-encoding"].lower() != "chunked":
+                raise ValueError("Transfer-Encoding %r is not supported" % headers["transfer-encoding"])
+            self.read("chunk-size", b"\r\n", MAX_CHUNK_LINE)
         elif "content-length" in headers:
             length = int(headers["content-length"])
             if length:
-                self.set_terminator(length)  # the next frame is the whole body
+                # the next frame is the whole body, as long as the server said
+                self.read("body", length, 0)
             else:
                 self.response_complete()
         else:
             # no length: the body is everything up to the close
-            self.to_eof = True
-            self.set_terminator(None)
+            self.read("to-eof", None, 0)
+
+    def chunked_frame_received(self, reading: str, response: Response, frame: bytes) -> None:
+        # A chunked body: a hex size line, that many bytes and CRLF, again,
+        # until size 0; then trailer fields (ignored here) and an empty line.
+        if reading == "chunk-size":
+            digits = frame.partition(b";")[0].strip()  # chunk extensions are ignored
+            if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                raise ValueError("malformed chunk size line %r" % frame[:40])
+            size = int(digits, 16)
+            if size:
+                # the data and its CRLF, as one frame: an int terminator
+                self.read("chunk-data", size + 2, 0)
+            else:
+                self.read("trailer", b"\r\n", MAX_HEAD)
+        elif reading == "chunk-data":
+            if not frame.endswith(b"\r\n"):
+                raise ValueError("chunk data not followed by CRLF")
+            self.parts.append(frame[:-2])
+            self.read("chunk-size", b"\r\n", MAX_CHUNK_LINE)
+        elif not frame:  # the empty line after the trailer fields
+            response.body = b"".join(self.parts)
+            self.response_complete()
 
     def response_complete(self) -> None:
         response = self.response
@@ -169,7 +241,8 @@ class HTTPClient(asynchat.async_chat):
         self.responses.append(response)
         self.in_flight.popleft()
         self.response = None
-        self.set_terminator(b"\r\n\r\n")
+        self.parts = []
+        self.read_head()
         if not self.pending and not self.in_flight:
             self.done()
         elif "close" in response.headers.get("connection", "").lower():
@@ -178,26 +251,15 @@ class HTTPClient(asynchat.async_chat):
         else:
             self.send_requests()
 
-    def handle_read(self) -> None:
-        super().handle_read()
-        if not self.finished and self.response is None and sum(map(len, self.incoming)) > MAX_HEAD:
-            self.fail(ValueError("response head larger than %d bytes" % MAX_HEAD))
-
-    # -- connection events -----------------------------------------------------------
-    def handle_connect(self) -> None:
-        pass  # the requests are already queued; they go out as the socket allows
-
-    def handle_close(self) -> None:
-        if self.to_eof and not self.finished:
-            self.to_eof = False
+    # -- the end -----------------------------------------------------------------------
+    def connection_closed(self, exc: Optional[BaseException] = None) -> None:
+        """The connection is gone (*exc*: why, if it broke)."""
+        if self.reading == "to-eof" and self.response is not None and not self.finished:
+            self.response.body = b"".join(self.parts)
             self.response_complete()
         if not self.finished:
-            self.fail(ConnectionError("connection closed with %d responses missing"
-                                      % (len(self.pending) + len(self.in_flight))))
-
-    def handle_error(self) -> None:
-        # connection refused, a malformed response, ...: keep it for the caller
-        self.fail(sys.exc_info()[1] or RuntimeError("unknown error"))
+            self.fail(exc or ConnectionError("connection closed with %d responses missing"
+                                             % (len(self.pending) + len(self.in_flight))))
 
     def fail(self, error: BaseException) -> None:
         if not self.finished:
@@ -207,6 +269,59 @@ class HTTPClient(asynchat.async_chat):
     def done(self) -> None:
         self.finished = True
         self.close()
+
+
+# -- asynframe's own loop ------------------------------------------------------------
+
+
+class HTTPClient(HTTPClientSession, asynchat.async_chat):
+    """A client on asynframe's loop: connects to (host, port) on *map*."""
+
+    def __init__(self, host: str, port: int, requests: Sequence[Request], map: Optional[Dict[Any, Any]] = None,
+                 pipeline: bool = False) -> None:
+        asynchat.async_chat.__init__(self, map=map)
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.connect((host, port))
+        except OSError:
+            self.close()
+            raise
+        self.start_client(host, port, requests, pipeline)
+
+    def handle_connect(self) -> None:
+        pass  # the requests are already queued; they go out as the socket allows
+
+    def handle_close(self) -> None:
+        self.connection_closed()
+        self.close()
+
+    def handle_error(self) -> None:
+        # connection refused, ...: keep it for the caller
+        self.fail(sys.exc_info()[1] or RuntimeError("unknown error"))
+
+
+# -- asyncio and uvloop ------------------------------------------------------------------
+
+
+class AioHTTPClient(HTTPClientSession, aio.ChatProtocol):
+    """A client on asyncio or uvloop: the protocol for ``loop.create_connection``.
+
+    ``completed`` is a future of the running loop, done when ``finished``.
+    """
+
+    def __init__(self, host: str, port: int, requests: Sequence[Request], pipeline: bool = False) -> None:
+        super().__init__()
+        self.completed: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+        self.start_client(host, port, requests, pipeline)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self.connection_closed(exc)
+
+    def done(self) -> None:
+        super().done()
+        if not self.completed.done():
+            self.completed.set_result(None)
 
 
 def split_urls(urls: Sequence[str]) -> Tuple[str, int, List[Tuple[str, str]]]:
@@ -232,13 +347,27 @@ def split_urls(urls: Sequence[str]) -> Tuple[str, int, List[Tuple[str, str]]]:
 
 
 def fetch(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = None,
-          map: Optional[Dict[Any, Any]] = None, pipeline: bool = False, timeout: float = 30.0) -> List[Response]:
+          map: Optional[Dict[Any, Any]] = None, pipeline: bool = False, timeout: float = 30.0,
+          loop: str = "asynframe") -> List[Response]:
     """Fetch *urls* over one keep-alive connection; the responses, in order.
 
-    With *map* None the client runs on a private socket map; pass the map a
-    server lives on to run both in one thread (as the tests do).  Raises the
-    client's error (``OSError``, ``ValueError``) or ``TimeoutError``.
+    *loop* is ``"asynframe"`` (asynframe's ``asyncore.loop``), ``"asyncio"``
+    or ``"uvloop"`` (a new event loop running ``fetch_async``).  On
+    asynframe's loop with *map* None the client runs on a private socket
+    map; pass the map a server lives on to run both in one thread (as the
+    tests do).  Raises the client's error (``OSError``, ``ValueError``) or
+    ``TimeoutError``.
     """
+    if loop != "asynframe":
+        if map is not None:
+            raise ValueError("map is for asynframe's loop only")
+        event_loop = new_event_loop(loop)
+        try:
+            return event_loop.run_until_complete(
+                fetch_async(urls, method=method, body=body, pipeline=pipeline, timeout=timeout))
+        finally:
+            event_loop.close()
+
     host, port, targets = split_urls(urls)
     requests = [Request(method, target, url, body) for url, target in targets]
     own_map = map is None
@@ -262,6 +391,40 @@ def fetch(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = N
     return client.responses
 
 
+async def fetch_async(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = None,
+                      pipeline: bool = False, timeout: float = 30.0) -> List[Response]:
+    """``fetch`` on the running asyncio or uvloop event loop."""
+    host, port, targets = split_urls(urls)
+    requests = [Request(method, target, url, body) for url, target in targets]
+    loop = asyncio.get_running_loop()
+    client = AioHTTPClient(host, port, requests, pipeline=pipeline)
+
+    async def exchange() -> None:
+        await loop.create_connection(lambda: client, host, port)
+        await client.completed
+
+    try:
+        await asyncio.wait_for(exchange(), timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError("no complete answer from %s:%d within %gs" % (host, port, timeout)) from None
+    finally:
+        client.close()
+    if client.error is not None:
+        raise client.error
+    return client.responses
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new asyncio or uvloop event loop."""
+    if kind == "uvloop":
+        import uvloop  # optional: only needed for --loop uvloop
+
+        return uvloop.new_event_loop()
+    if kind != "asyncio":
+        raise ValueError("unknown loop %r (one of %s)" % (kind, ", ".join(LOOPS)))
+    return asyncio.new_event_loop()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="HTTP/1.1 keep-alive client (asynframe asynchat example).")
     parser.add_argument("urls", nargs="+", metavar="URL", help="http://HOST:PORT/PATH, all on one host:port")
@@ -269,12 +432,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pipeline", action="store_true", help="send all requests at once")
     parser.add_argument("--body", action="store_true", help="write the response bodies to stdout too")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default: %(default)s)")
+    parser.add_argument("--loop", choices=LOOPS, default="asynframe",
+                        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
     args = parser.parse_args(argv)
 
     body = None if args.data is None else args.data.encode("utf-8")
     try:
         responses = fetch(args.urls, method="GET" if body is None else "POST", body=body,
-                          pipeline=args.pipeline, timeout=args.timeout)
+                          pipeline=args.pipeline, timeout=args.timeout, loop=args.loop)
+    except ImportError as exc:
+        parser.error("--loop %s: %s" % (args.loop, exc))
     except (OSError, ValueError) as exc:
         print("error: %s" % (exc,), file=sys.stderr)
         return 1

@@ -13,8 +13,11 @@ server's transport writes are counted: at most one per read batch), a
 length-prefixed protocol switching between int and bytes terminators in its
 callbacks, a None terminator, ``max_frame``, a large producer with
 ``close_when_done``, flow control against a client that does not read, TLS,
-and a differential check: random streams and chunkings through a real
-transport give the frames the scanner gives when fed directly.
+and two differential checks on the strategies of ``test_differential.py``
+(random streams, chunkings, terminator changes from the callbacks): through
+a real transport the frames are those the scanner gives when fed directly,
+and the callbacks are exactly the reference asynchat's for the same reads
+(the frames too, in the collect and frames styles).
 
 framed_reader cases use ``asyncio.start_server``/``asyncio.open_connection``.
 
@@ -50,8 +53,9 @@ import asynframe
 from asynframe import aio
 from asynframe.aio import ChatProtocol, FrameTooLarge, framed_reader
 
-# the strategies of the core's differential tests: same streams, same cuts
-from test_differential import KEEP, chunkings, streams, terminators
+# the strategies of the core's differential tests: same streams, same cuts,
+# and the same reference: the real asynchat fed without a socket
+from test_differential import KEEP, chunkings, reference_frames, run_reference, streams, terminators
 
 try:
     import uvloop
@@ -1064,6 +1068,121 @@ def test_transport_frames_match_direct_scanner(loop_factory, sc):
             if sc["stream"]:
                 direct._scanner.feed(direct, sc["stream"])
             assert await through_transport(cls, sc) == direct.outcome(), style
+
+    run(loop_factory, main())
+
+
+# -- differential: the real transport against the reference asynchat ----------------------------
+
+
+class Mirror(ChatProtocol):
+    """Records what test_differential records of asynchat, and each read as it came.
+
+    The reference is then fed exactly the reads this connection had, so the
+    comparison holds whatever the transport made of the client's writes.
+    """
+
+    def __init__(self, term, script):
+        super().__init__()
+        self.set_terminator(term)
+        self.script = list(script)
+        self.events = []
+        self.reads = []
+        self.received = 0
+        self._area = None
+        self.framed = bool(self.get_terminator())
+
+    def get_buffer(self, sizehint):
+        self._area = super().get_buffer(sizehint)
+        return self._area
+
+    def buffer_updated(self, nbytes):
+        area, self._area = self._area, None
+        with memoryview(area) as view:
+            self.reads.append(bytes(view[:nbytes]))
+        del area
+        self.received += nbytes
+        super().buffer_updated(nbytes)
+
+    def act(self):
+        if self.script:
+            term = self.script.pop(0)
+            if term is not KEEP:
+                self.set_terminator(term)
+
+
+class MirrorCallbacks(Mirror):
+    def collect_incoming_data(self, data):
+        self.events.append(("data", data, self.get_terminator()))
+
+    def found_terminator(self):
+        self.events.append(("found", self.get_terminator()))
+        self.act()
+
+
+class MirrorCollect(Mirror):
+    collect_incoming_data = ChatProtocol._collect_incoming_data
+
+    def found_terminator(self):
+        self.events.append(("frame", self._get_data()))
+        self.act()
+
+
+class MirrorFrames(Mirror):
+    def frame_received(self, frame):
+        if self.framed:
+            self.events.append(("frame", frame))
+            self.act()
+            self.framed = bool(self.get_terminator())
+        else:
+            self.events.append(("chunk", frame))
+
+
+async def mirrored(cls, sc):
+    """The protocol *cls* after the scenario's chunks went through a real connection."""
+    loop = asyncio.get_running_loop()
+    async with serving(lambda: cls(sc["term"], sc["script"])) as (port, protocols):
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        try:
+            await until(lambda: protocols)
+            sent = 0
+            for chunk in sc["chunks"]:
+                transport.write(chunk)
+                sent += len(chunk)
+                await until(lambda: protocols[0].received >= sent)
+            return protocols[0]
+        finally:
+            transport.abort()
+
+
+@DIFF_SETTINGS
+@given(sc=transport_scenarios())
+def test_transport_matches_reference_asynchat(loop_factory, ref_asynchat, sc):
+    def reference(reads):
+        return run_reference(ref_asynchat, {
+            "term": sc["term"], "chunks": reads, "external": [KEEP] * len(reads),
+            "script": [(term, None) for term in sc["script"]], "collect_raises": set(),
+        })
+
+    async def main():
+        # asynchat's two callbacks: the very same calls, with the same data
+        proto = await mirrored(MirrorCallbacks, sc)
+        ref_events, ref_buffer, ref_term = reference(proto.reads)
+        assert b"".join(proto.reads) == sc["stream"]
+        assert proto.events == ref_events
+        assert proto.ac_in_buffer == ref_buffer
+        assert proto.get_terminator() == ref_term
+        assert type(proto.get_terminator()) is type(ref_term)
+
+        # the stock collector and frame_received: the same frames
+        for cls, frames_mode in ((MirrorCollect, False), (MirrorFrames, True)):
+            proto = await mirrored(cls, sc)
+            ref_events, ref_buffer, ref_term = reference(proto.reads)
+            expected, rest = reference_frames(ref_events, frames_mode)
+            assert proto.events == expected, cls.__name__
+            assert b"".join(proto.incoming) == rest, cls.__name__
+            assert proto.ac_in_buffer == ref_buffer, cls.__name__
+            assert proto.get_terminator() == ref_term, cls.__name__
 
     run(loop_factory, main())
 

@@ -360,6 +360,8 @@ class TwinTarget:
             self.log.append(("got", scanner.get_data()))
         elif what == "stop":
             scanner.stop()
+        elif what == "max_frame":
+            scanner.max_frame = arg
         elif what == "reenter":
             try:
                 scanner.feed(self, b"x")
@@ -392,6 +394,7 @@ twin_actions = st.one_of(
     st.tuples(st.just("mode"), st.sampled_from([0, 1, 2])),
     st.tuples(st.sampled_from(["clear", "raise", "get_data", "reenter", "stop", "none", "none"]),
               st.none()),
+    st.tuples(st.just("max_frame"), st.sampled_from([0, 1, 3, 10, 50])),
 )
 
 twin_ops = st.one_of(

@@ -683,6 +683,50 @@ def test_max_frame(core):
     assert rec.events[-1] == ("found", b"\n")
 
 
+@pytest.mark.parametrize("mode", ["MODE_CALLBACKS", "MODE_COLLECT", "MODE_FRAMES"])
+def test_max_frame_change_in_callback_applies_to_the_next_byte(core, mode):
+    # An HTTP-like exchange in one read: a head bounded by a small limit, then
+    # a body longer than that limit, read with an int terminator after the
+    # callback lifted the limit; then heads again, under the small limit.
+    body = b"b" * 50
+
+    def switch(scanner, frame):
+        if frame.startswith(b"H"):
+            scanner.max_frame = 0
+            scanner.set_terminator(len(body))
+        else:
+            scanner.max_frame = 8
+            scanner.set_terminator(b";")
+
+    scanner = core.FrameScanner(getattr(core, mode))
+    scanner.set_terminator(b";")
+    scanner.max_frame = 8
+    frames = []
+
+    class Target(BigTarget):
+        def collect_incoming_data(self, data):
+            self.parts.append(data)
+
+        def found_terminator(self):
+            frame = scanner.get_data() if mode == "MODE_COLLECT" else b"".join(self.parts)
+            self.parts = []
+            frames.append(frame)
+            switch(scanner, frame)
+
+        def frame_received(self, frame):
+            frames.append(frame)
+            switch(scanner, frame)
+
+    rec = Target(scanner)
+    rec.parts = []
+    if mode == "MODE_COLLECT":
+        rec.collect_incoming_data = None  # the scanner collects, never calls it
+    scanner.feed(rec, b"H1;" + body + b"H2;" + body + b"toolongahead;")
+    assert frames == [b"H1", body, b"H2", body]
+    assert [e[0] for e in rec.events] == ["too_large"]
+    assert rec.events[0][1] > 8
+
+
 # -- re-entrancy -------------------------------------------------------------------
 
 

@@ -276,7 +276,8 @@ cdef class FrameScanner:
         """Most bytes a frame may gather before its terminator; 0 means no limit.
 
         Past it the frame and the rest of the read are dropped and
-        ``target.frame_too_large(size)`` is called.
+        ``target.frame_too_large(size)`` is called.  A change made inside a
+        callback applies to the very next byte.
         """
         return self._max_frame
 
@@ -526,15 +527,16 @@ cdef class FrameScanner:
         cdef const char *tptr
         cdef unsigned long clears = self._clears
         cdef unsigned long stops = self._stops
-        cdef Py_ssize_t limit = self._max_frame
         cdef int mode
         cdef object term
         cdef object chunk
+        # max_frame is read where it is checked, not once per scan: a change
+        # made in a callback applies to the very next byte, as a terminator's does
         try:
             while pos < end:
                 mode = self._mode
                 if self._kind == TERM_NONE:
-                    if mode != C_MODE_FRAMES and limit and self._partial + end - pos > limit:
+                    if mode != C_MODE_FRAMES and self._max_frame and self._partial + end - pos > self._max_frame:
                         return self._overflow(target, self._partial + end - pos)
                     if pos == 0 and whole is not None:
                         chunk = whole
@@ -552,7 +554,7 @@ cdef class FrameScanner:
                     avail = end - pos
                     need = self._remaining
                     if avail < need:
-                        if limit and self._partial + avail > limit:
+                        if self._max_frame and self._partial + avail > self._max_frame:
                             return self._overflow(target, self._partial + avail)
                         if pos == 0 and whole is not None:
                             chunk = whole
@@ -566,7 +568,7 @@ cdef class FrameScanner:
                         self._remaining = need - avail
                         self._term = None
                     else:
-                        if limit and self._partial + need > limit:
+                        if self._max_frame and self._partial + need > self._max_frame:
                             return self._overflow(target, self._partial + need)
                         if pos == 0 and need == end and whole is not None:
                             chunk = whole
@@ -591,7 +593,7 @@ cdef class FrameScanner:
                     index = _find(data + pos, end - pos, tptr, tlen)
                     if index < 0:
                         keep = _prefix_at_end(data + pos, end - pos, tptr, tlen)
-                        if limit and self._partial + end - pos > limit:
+                        if self._max_frame and self._partial + end - pos > self._max_frame:
                             return self._overflow(target, self._partial + end - pos)
                         if keep == end - pos:
                             self._hold(data + pos, keep)
@@ -609,7 +611,7 @@ cdef class FrameScanner:
                     # Several frames per read is the common case: stay in this
                     # loop while the callbacks leave terminator and mode alone.
                     while True:
-                        if limit and self._partial + index > limit:
+                        if self._max_frame and self._partial + index > self._max_frame:
                             return self._overflow(target, self._partial + index)
                         self._partial = 0
                         index += pos

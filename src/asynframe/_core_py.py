@@ -208,7 +208,8 @@ class FrameScanner:
         """Most bytes a frame may gather before its terminator; 0 means no limit.
 
         Past it the frame and the rest of the read are dropped and
-        ``target.frame_too_large(size)`` is called.
+        ``target.frame_too_large(size)`` is called.  A change made inside a
+        callback applies to the very next byte.
         """
         return self._max_frame
 
@@ -322,11 +323,13 @@ class FrameScanner:
         end = len(data)
         clears = self._clears
         stops = self._stops
-        limit = self._max_frame
         try:
             while pos < end:
                 mode = self._mode
                 term = self._term
+                # re-read after every callback: a max_frame change made in one
+                # applies to the very next byte, as a terminator change does
+                limit = self._max_frame
                 if not term:
                     if mode != MODE_FRAMES and limit and self._partial + end - pos > limit:
                         return self._overflow(target, self._partial + end - pos)
@@ -406,6 +409,7 @@ class FrameScanner:
                     # Several frames per read is the common case: stay in this
                     # loop while the callbacks leave terminator and mode alone.
                     while True:
+                        limit = self._max_frame
                         if limit and self._partial + index - pos > limit:
                             return self._overflow(target, self._partial + index - pos)
                         self._partial = 0
