@@ -170,6 +170,11 @@ class dispatcher:
     # the MapPoller this channel is registered with, if any
     _af_poller: Any = None
     _fileno: Any = None
+    # the TLS layer (asynframe._tls.TLSSocket) once start_tls() was called
+    _af_tls: Any = None
+    # True sends this channel through handle_*_event even where the loop has
+    # a compiled fast path for stock channels (which would bypass TLS)
+    _af_generic_path = False
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         if map is None:
@@ -319,6 +324,8 @@ class dispatcher:
         return conn, addr
 
     def send(self, data: Any) -> int:
+        if self._af_tls is not None:
+            return self._af_tls.channel_send(self, data)  # type: ignore[no-any-return]
         try:
             sent: int = self.socket.send(data)
             return sent
@@ -331,6 +338,8 @@ class dispatcher:
             raise
 
     def recv(self, buffer_size: int) -> bytes:
+        if self._af_tls is not None:
+            return self._af_tls.channel_recv(self, buffer_size)  # type: ignore[no-any-return]
         try:
             data: bytes = self.socket.recv(buffer_size)
         except OSError as why:
@@ -344,6 +353,38 @@ class dispatcher:
             self.handle_close()
             return b""
         return data
+
+    # -- TLS (asynframe._tls; docs/hardening.md) ------------------------------
+    def start_tls(
+        self,
+        context: Any,
+        *,
+        server_side: bool,
+        server_hostname: Optional[str] = None,
+    ) -> None:
+        """Run TLS with *context* (an ``ssl.SSLContext``) on this channel.
+
+        Callable on a connected channel (right after accept, or later for a
+        STARTTLS upgrade) or on a client between ``connect()`` and the
+        connection being made; the handshake runs inside the loop, and
+        ``handle_tls_established()`` is called once it succeeded.  A failed
+        handshake raises in the loop, so ``handle_error()`` reports it and
+        closes this channel; a peer that disconnects mid-handshake gets
+        ``handle_close()``.
+
+        The cut is exact in both directions: output queued before the call
+        (``push``, ``dispatcher_with_send.send``) is sent in plaintext ahead
+        of the first TLS byte; input received but not yet delivered (an
+        async_chat's ``ac_in_buffer``, also the bytes after the frame whose
+        callback makes this call) is the start of the TLS stream.  Afterwards
+        ``self.socket`` is an ``asynframe._tls.TLSSocket`` (``getpeercert()``,
+        ``cipher()``, ``version()``, ``ssl_object``).
+        """
+        from . import _tls
+        _tls.start_tls(self, context, server_side, server_hostname)
+
+    def handle_tls_established(self) -> None:
+        """The TLS handshake completed; output pushed meanwhile goes out now."""
 
     def close(self) -> None:
         self.connected = False
@@ -367,6 +408,9 @@ class dispatcher:
 
     # -- event plumbing ------------------------------------------------------
     def handle_read_event(self) -> None:
+        if self._af_tls is not None:
+            self._af_tls.read_event(self)
+            return
         if self.accepting:
             # a listening socket is readable when a connection waits
             self.handle_accept()
@@ -387,6 +431,9 @@ class dispatcher:
         _touch(self)
 
     def handle_write_event(self) -> None:
+        if self._af_tls is not None:
+            self._af_tls.write_event(self)
+            return
         if self.accepting:
             # listeners get no write events; pretend it did not happen
             return
