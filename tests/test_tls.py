@@ -638,6 +638,10 @@ def test_server_vanishes_mid_handshake(certs, smap):
 
         run_until(hello_arrived, smap)
         assert got[0][:1] == b"\x16"  # a TLS handshake record
+        asyncore.loop(0.05, map=smap, count=3)
+        # waiting for the server: data is queued, but the handshake wants input only
+        entry = _poller.poller_for(smap).known[client._fileno]
+        assert client.writable() and entry[1] & _poller.IN and not entry[1] & _poller.OUT
         conn.close()
         run_until(lambda: "close" in client.events, smap)
         assert client.events == ["connect", "close"] and not client.errors
@@ -837,22 +841,50 @@ def test_close_when_done_delivers_everything(certs, smap):
     assert listener.handlers[0].events == ["established", "close"]
 
 
-def test_close_when_done_to_blocking_client_sends_close_notify(certs, smap):
-    size = 3 << 20
-    listener = Listener(smap, lambda s, m: Download(s, m, certs["server"], size))
+def test_close_when_done_waits_for_the_ciphertext_backlog(certs, smap):
+    """The close sentinel is reached while ciphertext still waits for the
+    kernel (tiny socket buffers, a peer that does not read yet): the channel
+    must flush it and close_notify before closing, not drop them."""
+    go = threading.Event()
+    block = random.Random(5).randbytes(60000)
+
+    class LastWords(Chat):
+        def __init__(self, sock, m):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            Chat.__init__(self, sock, m)
+            self.start_tls(certs["server"], server_side=True)
+
+        def line_received(self, line):
+            # one send takes the block; the kernel only a part of its ciphertext
+            self.push(block)
+            self.close_when_done()
+
+    listener = Listener(smap, LastWords)
 
     def client():
-        with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as raw:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", listener.port))
+        with raw:
             # suppress_ragged_eofs=False: a close without close_notify raises
             tls = certs["client"].wrap_socket(raw, server_hostname="localhost",
                                               suppress_ragged_eofs=False)
             tls.sendall(b"GET\n")
-            time.sleep(0.2)  # let the server's backlog build up
+            assert go.wait(10)
             data = recv_all(tls)
             tls.close()
             return data
 
-    assert finish(*in_thread(client), smap) == random.Random(3).randbytes(size)
+    thread, result = in_thread(client)
+    run_until(lambda: listener.handlers and listener.handlers[0]._af_queue.close_pending, smap)
+    server = listener.handlers[0]
+    for _ in range(5):
+        asyncore.loop(0.02, map=smap, count=1)
+    assert server.connected and server.socket._backlog  # still flushing, not closed
+    go.set()
+    assert finish(thread, result, smap) == block
+    assert server.events == ["established", "close"]
 
 
 def test_plain_close_sends_close_notify(certs, smap):
