@@ -595,6 +595,32 @@ def test_start_tls_arguments(certs, smap):
         udp.start_tls(certs["server"], server_side=True)
 
 
+def test_start_tls_from_handle_connect(certs, smap):
+    listener = Listener(smap, lambda s, m: EchoServer(s, m, certs["server"]))
+
+    class LateClient(Chat):
+        def handle_connect(self):
+            self.events.append("connect")
+            self.start_tls(certs["client"], server_side=False, server_hostname="localhost")
+            self.push(b"late\n")
+
+    client = LateClient(None, smap)
+    client.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.connect(("127.0.0.1", listener.port))
+    run_until(lambda: client.lines, smap)
+    assert client.lines == [b"LATE"] and client.events == ["connect", "established"]
+
+
+def test_connection_refused_under_tls(certs, smap):
+    spare = socket.create_server(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()
+    client = EchoClient(smap, port, certs["client"], lines=[b"nobody"])
+    run_until(lambda: client.events, smap)
+    assert client.events == ["error"] and isinstance(client.errors[0], ConnectionRefusedError)
+    assert not smap
+
+
 # -- peers that vanish mid-handshake -----------------------------------------------------------
 @pytest.mark.parametrize("how", ["fin", "rst"])
 def test_client_vanishes_mid_handshake(certs, smap, how):

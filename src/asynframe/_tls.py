@@ -34,7 +34,7 @@ from __future__ import annotations
 import socket
 import ssl
 import weakref
-from errno import EBADF, ENOTCONN, EPIPE
+from errno import EBADF, EPIPE
 from typing import Any, Optional
 
 from . import _poller
@@ -259,9 +259,11 @@ class TLSSocket:
         if phase != _OPEN:
             if phase == _CLOSED:
                 raise OSError(EBADF, "TLS socket is closed")
-            if phase == _WAIT_CONNECT:
-                raise OSError(ENOTCONN, "TLS socket is not connected")
+            # (not connected yet counts as handshaking: start_tls() called
+            # from handle_connect() sees the stock handlers read and write)
             raise BlockingIOError("TLS handshake in progress")
+        if not buffersize:
+            return b""
         if self._eof_next:
             self._buffered = False
             return b""
@@ -331,8 +333,6 @@ class TLSSocket:
         if phase != _OPEN:
             if phase == _CLOSED:
                 raise OSError(EBADF, "TLS socket is closed")
-            if phase == _WAIT_CONNECT:
-                raise OSError(ENOTCONN, "TLS socket is not connected")
             raise BlockingIOError("TLS handshake in progress")
         if self._close_notify_sent:
             raise BrokenPipeError(EPIPE, "TLS close_notify already sent")
@@ -480,6 +480,10 @@ class TLSSocket:
                 mask |= _BUFFERED
             return mask
         if phase == _WAIT_CONNECT:
+            if channel.connected:
+                # connected after start_tls() (called from handle_connect):
+                # the next write event starts the handshake
+                return _IN | _OUT
             return app_mask
         return 0
 
