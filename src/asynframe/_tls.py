@@ -231,8 +231,11 @@ class TLSSocket:
         channel.handle_tls_established()
 
     def _retry_write(self) -> None:
+        retry = self._retry
+        if retry is None:
+            return
         try:
-            self.ssl_object.write(self._retry)  # type: ignore[arg-type]
+            self.ssl_object.write(retry)
         except ssl.SSLWantReadError:
             return
         self._retry = None
