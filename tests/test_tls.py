@@ -243,6 +243,24 @@ def test_echo_asynframe_both_ends(certs, smap, style, use_poll):
     assert client._af_generic_path and not asynchat.async_chat._af_generic_path
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_many_connections_then_no_descriptor_left(certs, smap):
+    before = len(os.listdir("/proc/self/fd"))
+    listener = Listener(smap, lambda s, m: EchoServer(s, m, certs["server"]))
+    clients = [
+        EchoClient(smap, listener.port, certs["client"],
+                   lines=[b"c%d-%d" % (i, j) for j in range(5)] + [b"QUIT"])
+        for i in range(40)
+    ]
+    run_until(lambda: all("close" in c.events for c in clients), smap, timeout=30)
+    for i, client in enumerate(clients):
+        assert client.lines == [b"C%d-%d" % (i, j) for j in range(5)] + [b"BYE"]
+        assert not client.errors
+    assert not any(h.errors for h in listener.handlers)
+    asyncore.close_all(smap)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_dispatcher_with_send_echo(certs, smap):
     class Raw(asyncore.dispatcher_with_send):
         def __init__(self, sock, m):

@@ -11,8 +11,10 @@ the BIOs and the socket.  Memory BIOs rather than ``ssl.SSLSocket`` because:
   by putting it in the same ciphertext backlog;
 * a write never meets ``SSL_ERROR_WANT_WRITE`` (the outgoing BIO grows), so
   OpenSSL's rule that a write must be retried with the same buffer only
-  matters for ``SSL_ERROR_WANT_READ`` during a renegotiation, and then the
-  exact bytes are kept here and retried (see ``TLSSocket._retry``).
+  matters for ``SSL_ERROR_WANT_READ`` during a renegotiation.  CPython sets
+  ``SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER`` (the buffer may move) but not
+  ``SSL_MODE_ENABLE_PARTIAL_WRITE``, so the retry must still carry the same
+  bytes: they are kept here and written again (``TLSSocket._retry``).
 
 ``self.socket`` of the channel becomes a ``TLSSocket``: its ``recv``/``send``
 speak plaintext, socket-style (``BlockingIOError`` when there is nothing to
