@@ -33,6 +33,10 @@ PRI = getattr(select, "EPOLLPRI", 2)
 OUT = getattr(select, "EPOLLOUT", 4)
 ERR = getattr(select, "EPOLLERR", 8)
 HUP = getattr(select, "EPOLLHUP", 16)
+# Not an epoll flag: in a TLS channel's interest (asynframe._tls) it means
+# "input is already buffered in user space", delivered as a read event
+# without waiting for the descriptor.
+BUFFERED = 1 << 40
 
 # The poll() flag values asyncore.readwrite() tests; on Linux they equal the
 # epoll ones, elsewhere they are translated.
@@ -169,6 +173,9 @@ class MapPoller:
         self.dirty: Dict[Any, Any] = {}
         # descriptors epoll refuses (regular files): always ready, as select says
         self.always_ready: Dict[Any, Any] = {}
+        # TLS channels with decrypted input the descriptor will not announce
+        # again: read at the next iteration (refilled as interest is evaluated)
+        self.buffered: Dict[Any, Any] = {}
         self.expected_len = -1
         # entries with a non-zero mask in the backend
         self.registered = 0
@@ -294,6 +301,13 @@ class MapPoller:
 
     # -- interest --------------------------------------------------------------
     def _update(self, fd: Any, obj: Any, mask: int) -> None:
+        tls = getattr(obj, "_af_tls", None)
+        if tls is not None:
+            # the handshake, the ciphertext backlog and buffered input decide too
+            mask = tls.interest(obj, mask)
+            if mask & BUFFERED:
+                mask &= ~BUFFERED
+                self.buffered[fd] = obj
         if mask and self.backend.supports_pri:
             mask |= PRI
         entry = self.known.get(fd)
@@ -371,7 +385,8 @@ class MapPoller:
         timers = self.timers
         if timers is not None:
             timeout = timers.clamp(timeout)
-        if not self.registered and not self.always_ready and self.wakeup_fd < 0:
+        buffered = self.buffered
+        if not self.registered and not self.always_ready and self.wakeup_fd < 0 and not buffered:
             # asyncore sleeps when nothing is waited on, rather than spinning
             if timers is not None:
                 if timeout:
@@ -380,10 +395,18 @@ class MapPoller:
             elif timeout:
                 time.sleep(timeout)
             return
-        if self.always_ready:
+        if self.always_ready or buffered:
             timeout = 0
         events = self.backend.poll(timeout)
         known = self.known
+        if buffered:
+            self.buffered = {}
+            merged = dict(events)
+            for fd, obj in buffered.items():
+                entry = known.get(fd)
+                if entry is not None and entry[0] is obj and entry[1] & IN:
+                    merged[fd] = merged.get(fd, 0) | IN
+            events = list(merged.items())
         ready = []
         for fd, flags in events:
             entry = known.get(fd)
@@ -433,6 +456,7 @@ class MapPoller:
         self.known.clear()
         self.polled.clear()
         self.dirty.clear()
+        self.buffered.clear()
         self.backend.close()
 
 

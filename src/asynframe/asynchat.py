@@ -386,6 +386,8 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         queue = self._af_queue
         while queue and self.connected:
             if queue.close_pending:
+                if self._af_tls is not None and not self._af_tls.ready_to_close(self):
+                    break  # ciphertext or close_notify still waits for the kernel
                 queue.pop_close()
                 self.handle_close()
                 return

@@ -292,6 +292,8 @@ class dispatcher:
     # calling handle_read/handle_write; features hooked there (timeouts,
     # write-buffer limits, tracing, TLS) set it True on the instance.
     _af_generic_path = False
+    # the TLS layer (asynframe._tls.TLSSocket) once start_tls() was called
+    _af_tls: Any = None
     # write-buffer limits are set (WriteFlowControl, on the sending subclasses)
     _af_limited = False
     # idle/connect timeouts (set_idle_timeout, set_connect_timeout)
@@ -460,6 +462,11 @@ class dispatcher:
         return conn, addr
 
     def send(self, data: Any) -> int:
+        if self._af_tls is not None:
+            sent_tls: int = self._af_tls.channel_send(self, data)
+            if sent_tls and self._af_idle_timeout is not None:
+                self._af_last_activity = _monotonic()
+            return sent_tls
         try:
             sent: int = self.socket.send(data)
             if sent and self._af_idle_timeout is not None:
@@ -474,6 +481,11 @@ class dispatcher:
             raise
 
     def recv(self, buffer_size: int) -> bytes:
+        if self._af_tls is not None:
+            got: bytes = self._af_tls.channel_recv(self, buffer_size)
+            if got and self._af_idle_timeout is not None:
+                self._af_last_activity = _monotonic()
+            return got
         try:
             data: bytes = self.socket.recv(buffer_size)
         except OSError as why:
@@ -493,6 +505,37 @@ class dispatcher:
     def _af_peer_eof(self) -> None:
         # The peer shut down its sending side (async_chat may first flush).
         self.handle_close()
+    # -- TLS (asynframe._tls; docs/hardening.md) ------------------------------
+    def start_tls(
+        self,
+        context: Any,
+        *,
+        server_side: bool,
+        server_hostname: Optional[str] = None,
+    ) -> None:
+        """Run TLS with *context* (an ``ssl.SSLContext``) on this channel.
+
+        Callable on a connected channel (right after accept, or later for a
+        STARTTLS upgrade) or on a client between ``connect()`` and the
+        connection being made; the handshake runs inside the loop, and
+        ``handle_tls_established()`` is called once it succeeded.  A failed
+        handshake raises in the loop, so ``handle_error()`` reports it and
+        closes this channel; a peer that disconnects mid-handshake gets
+        ``handle_close()``.
+
+        The cut is exact in both directions: output queued before the call
+        (``push``, ``dispatcher_with_send.send``) is sent in plaintext ahead
+        of the first TLS byte; input received but not yet delivered (an
+        async_chat's ``ac_in_buffer``, also the bytes after the frame whose
+        callback makes this call) is the start of the TLS stream.  Afterwards
+        ``self.socket`` is an ``asynframe._tls.TLSSocket`` (``getpeercert()``,
+        ``cipher()``, ``version()``, ``ssl_object``).
+        """
+        from . import _tls
+        _tls.start_tls(self, context, server_side, server_hostname)
+
+    def handle_tls_established(self) -> None:
+        """The TLS handshake completed; output pushed meanwhile goes out now."""
 
     def close(self) -> None:
         self.connected = False
@@ -524,6 +567,9 @@ class dispatcher:
 
     # -- event plumbing ------------------------------------------------------
     def handle_read_event(self) -> None:
+        if self._af_tls is not None:
+            self._af_tls.read_event(self)
+            return
         if self.accepting:
             # a listening socket is readable when a connection waits
             self.handle_accept()
@@ -549,6 +595,9 @@ class dispatcher:
         _touch(self)
 
     def handle_write_event(self) -> None:
+        if self._af_tls is not None:
+            self._af_tls.write_event(self)
+            return
         if self.accepting:
             # listeners get no write events; pretend it did not happen
             return
@@ -678,6 +727,7 @@ class dispatcher:
         self._af_generic_path = bool(
             self._af_idle_timeout is not None
             or self._af_limited
+            or self._af_tls is not None
             or "_af_trace_wrappers" in self.__dict__
         )
 
