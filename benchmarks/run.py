@@ -799,7 +799,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before each measurement wait up to S seconds while other processes "
-                         "use more than %d%% of a CPU (for shared machines)" % (NOISE * 100))
+                         "use more than %d%%%% of a CPU (for shared machines)" % (NOISE * 100))
     ap.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
     # hidden knobs for the test-suite
     ap.add_argument("--connections", type=int, help=argparse.SUPPRESS)

@@ -73,4 +73,5 @@ cdef class PushQueue:
     cdef int _pull(self, Py_ssize_t index) except -1
     cdef Py_ssize_t _ready(self, Py_ssize_t budget) except -1
     cdef int _consume(self, Py_ssize_t nbytes) except -1
+    cdef Py_ssize_t _send_fd(self, long long fd) except -1
     cdef object _encode(self, object text)

@@ -238,6 +238,10 @@ cdef class FrameScanner:
             raise TypeError("incoming must be a list, not %s" % type(value).__name__)
         self._incoming = value
 
+    def collect(self, data):
+        """Append *data* to ``incoming`` (asynchat's ``_collect_incoming_data``)."""
+        PyList_Append(self._incoming, data)
+
     def get_data(self):
         """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
         return self._join_incoming()
@@ -881,15 +885,19 @@ cdef class PushQueue:
         Returns the byte count the kernel took; 0 when it would block or
         nothing is ready.  Other socket errors propagate as ``OSError``.
         """
+        cdef long long fd
+        if self._pulling:
+            raise RuntimeError("PushQueue.send() called from a producer's more()")
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        return self._send_fd(fd)
+
+    cdef Py_ssize_t _send_fd(self, long long fd) except -1:
+        # send() without the argument checks, for the loop's C fast path
         cdef af_iovec iov[C_IOV_MAX]
         cdef Py_ssize_t count
         cdef Py_ssize_t i
         cdef af_ssize_t sent
-        cdef long long fd
         cdef object item
-        if self._pulling:
-            raise RuntimeError("PushQueue.send() called from a producer's more()")
-        fd = sock if isinstance(sock, int) else sock.fileno()
         count = self._ready(C_SEND_BUDGET)
         if not count:
             return 0

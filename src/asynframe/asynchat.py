@@ -67,6 +67,14 @@ class async_chat(asyncore.dispatcher):
     # True while the read handler runs: pushes then wait for one flush
     _af_dispatching = False
 
+    #: Set True on an instance (or a subclass) to keep its events off the
+    #: loop's compiled fast path: every event then goes through the Python
+    #: handle_*_event/handle_read/initiate_send methods, as in asyncore.
+    #: Features that wrap those steps (TLS, tracing, idle timeouts,
+    #: backpressure) set it; channels that override any of those methods
+    #: take the Python path anyway.  See docs/performance.md.
+    _af_generic_path = False
+
     # asynchat has no default terminator, and legacy subclasses give one as a
     # class attribute (``terminator = b"\r\n"``); left on the class it would
     # hide the property below, so it is moved here: every instance starts with it.
@@ -106,6 +114,9 @@ class async_chat(asyncore.dispatcher):
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
                 self._get_data = scanner.get_data  # type: ignore[method-assign]  # per-instance fast path
+            if cls._collect_incoming_data is async_chat._collect_incoming_data:
+                # the same for collect_incoming_data() calling this once per chunk
+                self._collect_incoming_data = scanner.collect  # type: ignore[method-assign]
         return scanner
 
     # -- asynchat's attributes, kept by the core -----------------------------
@@ -335,6 +346,7 @@ def _chat_interest(obj: Any) -> int:
 
 
 _poller.STOCK_INTEREST[(async_chat.readable, async_chat.writable)] = _chat_interest
+_poller.enable_fast_path(async_chat)
 
 
 class simple_producer:
