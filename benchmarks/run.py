@@ -416,13 +416,11 @@ class CellError(Exception):
 def _server_env(spec: Dict[str, Any]) -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    # let an uninstalled checkout find src/asynframe
+    # the servers run this checkout's src/asynframe, ahead of any installed
+    # copy (an editable install of another checkout would otherwise win)
     src = str(REPO / "src")
     if (REPO / "src" / "asynframe").is_dir():
-        try:
-            import asynframe  # noqa: F401
-        except ImportError:
-            env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
+        env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
     for key, value in spec.get("env", {}).items():
         if value is None:
             env.pop(key, None)
