@@ -373,6 +373,40 @@ def test_pure_core_has_no_fast_path():
         assert _poller._fast is None
 
 
+def test_collect_incoming_data_binding():
+    class Callbacks(asynchat.async_chat):
+        def collect_incoming_data(self, data):
+            self._collect_incoming_data(data)
+
+        def found_terminator(self):
+            pass
+
+    chan = Callbacks(map={})
+    chan._collect_incoming_data(b"x")
+    chan._collect_incoming_data(b"y")
+    assert chan.incoming == [b"x", b"y"] and chan._get_data() == b"xy"
+    chan.incoming = [b"a"]  # a replaced list is the one appended to
+    chan._collect_incoming_data(b"z")
+    assert chan.incoming == [b"a", b"z"]
+
+    class Collect(asynchat.async_chat):
+        collect_incoming_data = asynchat.async_chat._collect_incoming_data
+
+    # the core collects by itself: no per-connection bound method
+    assert "_collect_incoming_data" not in Collect(map={}).__dict__
+
+
+def test_push_checks_and_queues():
+    chan = asynchat.async_chat(map={})
+    with pytest.raises(TypeError, match="byte-ish"):
+        chan.push("text")
+    chan.push(b"ab")
+    chan.push(bytearray(b"cd"))
+    chan.push(memoryview(b"ef"))
+    chan.push(b"")
+    assert list(chan.producer_fifo) == [b"ab", b"cd", b"ef"]
+
+
 def test_generic_path_attribute_is_documented_default():
     assert asynchat.async_chat._af_generic_path is False
     assert asynchat.async_chat(map={})._af_generic_path is False

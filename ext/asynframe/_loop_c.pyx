@@ -22,7 +22,7 @@ from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc
@@ -144,25 +144,47 @@ cdef int _flags_of(type cls) except -1:
 
 
 cdef extern from "Python.h":
-    object PyObject_GenericGetAttr(object obj, object name)
-    object PyObject_GenericGetDict(object obj, void *context)
+    # the raw forms: NULL with the error set, no Cython try block needed
+    PyObject *_generic_getattr "PyObject_GenericGetAttr"(PyObject *obj, PyObject *name)
+    PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
+    int PyErr_ExceptionMatches(PyObject *exc)
+    void PyErr_Clear()
+
+
+cdef int _propagate() except -1:
+    # returns the error already set (Cython sees -1 and unwinds)
+    return -1
+
+
+cdef inline object _owned(PyObject *ref):
+    # a new reference from the C API, as an object (no extra reference)
+    cdef object value = <object>ref
+    Py_DECREF(value)
+    return value
 
 
 cdef inline object _instance_dict(object obj):
-    try:
-        return PyObject_GenericGetDict(obj, NULL)
-    except AttributeError:
-        return None
+    cdef PyObject *attrs = _generic_getdict(<PyObject *>obj, NULL)
+    if attrs == NULL:
+        if PyErr_ExceptionMatches(<PyObject *>AttributeError):
+            PyErr_Clear()
+            return None
+        _propagate()
+    return _owned(attrs)
 
 
 cdef inline object _get(object obj, str name):
     # dispatcher defines __getattr__ (asyncore's delegation to the socket),
     # so a plain obj.name goes through slot_tp_getattr_hook and two extra
-    # type lookups; the generic lookup is what that hook tries first.
-    try:
-        return PyObject_GenericGetAttr(obj, name)
-    except AttributeError:
-        return getattr(obj, name)
+    # type lookups; the generic lookup is what that hook tries first, and
+    # __getattr__ is still asked when it fails.
+    cdef PyObject *value = _generic_getattr(<PyObject *>obj, <PyObject *>name)
+    if value == NULL:
+        if PyErr_ExceptionMatches(<PyObject *>AttributeError):
+            PyErr_Clear()
+            return getattr(obj, name)
+        _propagate()
+    return _owned(value)
 
 
 cdef object _fast_socket(object obj):
@@ -277,7 +299,11 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
         obj._af_dispatching = False
     queue = _get(obj, "_af_queue")
     if queue:
-        _initiate_send(obj, queue)
+        attrs = _instance_dict(obj)
+        if attrs is not None and PyDict_GetItem(attrs, "initiate_send") != NULL:
+            obj.initiate_send()  # set on the instance by a callback just now
+        else:
+            _initiate_send(obj, queue)
     return 0
 
 
@@ -355,6 +381,7 @@ cdef int _after(object poller, dict socket_map, dict known, dict dirty, object f
 @cython.wraparound(False)
 def dispatch(poller, list events, bint poll_semantics):
     """Deliver *events* (epoll's ``[(fd, flags)]``) as ``MapPoller._dispatch_generic`` does."""
+    global _last_scanner, _last_queue
     cdef dict known = poller.known
     cdef dict socket_map = poller.map
     cdef dict dirty = poller.dirty
@@ -445,6 +472,8 @@ def dispatch(poller, list events, bint poll_semantics):
                                   <object>PyList_GET_ITEM(objs, i), pri)
     finally:
         free(flags_of)
+        _last_scanner = None
+        _last_queue = None
         poller.fast_dispatches += fast
         poller.generic_dispatches += generic
         # a channel settled here had its interest evaluated, as _refresh would

@@ -32,7 +32,7 @@ from typing import Any, Deque, Dict, List, Optional
 
 from . import _poller, asyncore
 from ._chat_common import delivery_mode, take_class_default
-from ._core import FrameScanner, PushQueue
+from ._core import MODE_CALLBACKS, FrameScanner, PushQueue
 from ._core import find_prefix_at_end as find_prefix_at_end
 
 __asynframe__ = True
@@ -114,8 +114,10 @@ class async_chat(asyncore.dispatcher):
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
                 self._get_data = scanner.get_data  # type: ignore[method-assign]  # per-instance fast path
-            if cls._collect_incoming_data is async_chat._collect_incoming_data:
-                # the same for collect_incoming_data() calling this once per chunk
+            if (scanner.mode == MODE_CALLBACKS
+                    and cls._collect_incoming_data is async_chat._collect_incoming_data):
+                # the same for a collect_incoming_data() that calls this once
+                # per chunk (in the other modes the core collects by itself)
                 self._collect_incoming_data = scanner.collect  # type: ignore[method-assign]
         return scanner
 
