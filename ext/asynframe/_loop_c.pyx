@@ -53,6 +53,8 @@ cdef enum:
 cdef bint _configured = False
 cdef tuple _stock = ()          # the functions named by _STOCK_NAMES, in order
 cdef dict _class_flags = {}     # type -> CLASS_* bits
+cdef PyObject *_last_class = NULL   # the last class looked up there, and its bits
+cdef int _last_flags = 0
 cdef object _plain_socket = None
 cdef object _stock_initiate_send = None
 cdef object _read = None, _write = None, _expt = None, _readwrite = None
@@ -86,6 +88,8 @@ def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
     _disconnected = disconnected
     IN, OUT, PRI, ERR, HUP = in_, out, pri, err, hup
     _class_flags.clear()
+    global _last_class
+    _last_class = NULL
     _configured = True
     chat_push.__doc__ = chat_class.push.__doc__
     return {"push": chat_push}
@@ -123,10 +127,19 @@ def chat_push(self, data):
 
 
 cdef int _flags_of(type cls) except -1:
-    cdef PyObject *cached = PyDict_GetItem(_class_flags, cls)
+    global _last_class, _last_flags
+    cdef PyObject *cached
     cdef int flags
+    # one server usually serves one channel class: skip the dict then
+    if <PyObject *>cls == _last_class:
+        return _last_flags
+    cached = PyDict_GetItem(_class_flags, cls)
     if cached != NULL:
-        return <int><object>cached
+        flags = <object>cached
+        # a borrowed pointer: _class_flags keeps the class alive
+        _last_class = <PyObject *>cls
+        _last_flags = flags
+        return flags
     flags = CLASS_FAST | CLASS_PLAIN_GETATTR
     if cls.__getattribute__ is not object.__getattribute__:
         # _get() would bypass it
