@@ -36,6 +36,16 @@ extensions = [
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
     ),
+    # the loop's dispatch of stock async_chat channels (asynframe._poller)
+    Extension(
+        "asynframe._loop_c",
+        ["ext/asynframe/_loop_c.pyx"],
+        include_dirs=["ext/asynframe"],
+        depends=["ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd"],
+        libraries=["ws2_32"] if sys.platform == "win32" else [],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+    ),
 ]
 
 if os.environ.get("ASYNFRAME_PURE_WHEEL") == "1":

@@ -416,13 +416,11 @@ class CellError(Exception):
 def _server_env(spec: Dict[str, Any]) -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    # let an uninstalled checkout find src/asynframe
+    # the servers run this checkout's src/asynframe, ahead of any installed
+    # copy (an editable install of another checkout would otherwise win)
     src = str(REPO / "src")
     if (REPO / "src" / "asynframe").is_dir():
-        try:
-            import asynframe  # noqa: F401
-        except ImportError:
-            env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
+        env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
     for key, value in spec.get("env", {}).items():
         if value is None:
             env.pop(key, None)
@@ -799,7 +797,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before each measurement wait up to S seconds while other processes "
-                         "use more than %d%% of a CPU (for shared machines)" % (NOISE * 100))
+                         "use more than %d%%%% of a CPU (for shared machines)" % (NOISE * 100))
     ap.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
     # hidden knobs for the test-suite
     ap.add_argument("--connections", type=int, help=argparse.SUPPRESS)

@@ -141,6 +141,8 @@ def test_every_installed_server_was_measured(tiny_run):
     if have["asynframe-c"]:
         assert doc["reference"] == "asynframe-c"
         assert doc["servers"]["asynframe-c"]["info"]["core"] == "c"
+        # this checkout's code, not some other installed copy
+        assert doc["servers"]["asynframe-c"]["info"]["asynchat"].startswith(str(REPO / "src"))
     if have["asynframe-py"]:
         assert doc["servers"]["asynframe-py"]["info"]["core"] == "python"
 

@@ -96,6 +96,7 @@ cdef class PushQueue:
     cdef Py_ssize_t _ready(self, Py_ssize_t budget, int files) except -1
     cdef int _pull_file(self, Py_ssize_t index, Py_ssize_t size) except -1
     cdef int _push_file(self, FileProducer entry) except -1
-    cdef object _send_file(self, object sock, long long fd, FileProducer entry)
+    cdef Py_ssize_t _send_file(self, long long fd, FileProducer entry) except -1
     cdef int _consume(self, Py_ssize_t nbytes) except -1
+    cdef Py_ssize_t _send_fd(self, long long fd) except -1
     cdef object _encode(self, object text)

@@ -253,6 +253,10 @@ cdef class FrameScanner:
             raise TypeError("incoming must be a list, not %s" % type(value).__name__)
         self._incoming = value
 
+    def collect(self, data):
+        """Append *data* to ``incoming`` (asynchat's ``_collect_incoming_data``)."""
+        PyList_Append(self._incoming, data)
+
     def get_data(self):
         """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
         return self._join_incoming()
@@ -966,9 +970,9 @@ cdef class PushQueue:
             entry._finish()
         return 0
 
-    cdef object _send_file(self, object sock, long long fd, FileProducer entry):
+    cdef Py_ssize_t _send_file(self, long long fd, FileProducer entry) except -1:
         """One sendfile() of the file range at the head."""
-        cdef long long sent
+        cdef Py_ssize_t sent
         self._sendfiles += 1
         try:
             sent = _os.sendfile(fd, entry._fd, entry.offset, min(entry.remaining, SENDFILE_MAX))
@@ -979,7 +983,7 @@ cdef class PushQueue:
                 raise
             # this pair of descriptors cannot: read the file instead
             entry._sendfile = False
-            return self.send(sock)
+            return self._send_fd(fd)
         if sent:
             entry.offset += sent
             entry.remaining -= sent
@@ -1124,21 +1128,25 @@ cdef class PushQueue:
         Returns the byte count the kernel took; 0 when it would block or
         nothing is ready.  Other socket errors propagate as ``OSError``.
         """
+        cdef long long fd
+        if self._pulling:
+            raise RuntimeError("PushQueue.send() called from a producer's more()")
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        return self._send_fd(fd)
+
+    cdef Py_ssize_t _send_fd(self, long long fd) except -1:
+        # send() without the argument checks, for the loop's C fast path
         cdef af_iovec iov[C_IOV_MAX]
         cdef Py_ssize_t count
         cdef Py_ssize_t i
         cdef af_ssize_t sent
-        cdef long long fd
         cdef object item
-        if self._pulling:
-            raise RuntimeError("PushQueue.send() called from a producer's more()")
-        fd = sock if isinstance(sock, int) else sock.fileno()
         count = self._ready(C_SEND_BUDGET, FILES_STOP_SENDFILE)
         if not count:
             if PyList_GET_SIZE(self._items) > self._head:
                 item = <object>PyList_GET_ITEM(self._items, self._head)
                 if type(item) is FileProducer:
-                    return self._send_file(sock, fd, <FileProducer>item)
+                    return self._send_file(fd, <FileProducer>item)
             return 0
         for i in range(count):
             item = <object>PyList_GET_ITEM(self._items, self._head + i)

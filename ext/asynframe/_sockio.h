@@ -8,12 +8,19 @@
 #include <errno.h>
 #include <stddef.h>
 
+/* each extension that includes this uses only some of the shims */
+#if defined(__GNUC__) || defined(__clang__)
+#define AF_MAYBE_UNUSED __attribute__((unused))
+#else
+#define AF_MAYBE_UNUSED
+#endif
+
 #ifdef _WIN32
 #include <winsock2.h>
 typedef struct { void *iov_base; size_t iov_len; } af_iovec;
 typedef long long af_ssize_t;
 
-static af_ssize_t af_sendv(long long fd, af_iovec *iov, int count) {
+static AF_MAYBE_UNUSED af_ssize_t af_sendv(long long fd, af_iovec *iov, int count) {
     WSABUF bufs[64];
     DWORD sent = 0;
     int i;
@@ -30,7 +37,7 @@ static af_ssize_t af_sendv(long long fd, af_iovec *iov, int count) {
     return (af_ssize_t)sent;
 }
 
-static af_ssize_t af_recv(long long fd, char *buf, size_t n) {
+static AF_MAYBE_UNUSED af_ssize_t af_recv(long long fd, char *buf, size_t n) {
     int got = recv((SOCKET)fd, buf, (int)n, 0);
     if (got == SOCKET_ERROR) {
         int err = WSAGetLastError();
@@ -51,7 +58,7 @@ static af_ssize_t af_recv(long long fd, char *buf, size_t n) {
 typedef struct iovec af_iovec;
 typedef ssize_t af_ssize_t;
 
-static af_ssize_t af_sendv(long long fd, af_iovec *iov, int count) {
+static AF_MAYBE_UNUSED af_ssize_t af_sendv(long long fd, af_iovec *iov, int count) {
     struct msghdr msg;
     af_ssize_t sent;
     memset(&msg, 0, sizeof(msg));
@@ -65,7 +72,7 @@ static af_ssize_t af_sendv(long long fd, af_iovec *iov, int count) {
     return sent;
 }
 
-static af_ssize_t af_recv(long long fd, char *buf, size_t n) {
+static AF_MAYBE_UNUSED af_ssize_t af_recv(long long fd, char *buf, size_t n) {
     af_ssize_t got;
     do {
         got = recv((int)fd, buf, n, 0);

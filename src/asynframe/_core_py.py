@@ -189,6 +189,10 @@ class FrameScanner:
             raise TypeError("incoming must be a list, not %s" % type(value).__name__)
         self._incoming = value
 
+    def collect(self, data: bytes) -> None:
+        """Append *data* to ``incoming`` (asynchat's ``_collect_incoming_data``)."""
+        self._incoming.append(data)
+
     def get_data(self) -> bytes:
         """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
         incoming = self._incoming

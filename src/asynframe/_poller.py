@@ -16,12 +16,19 @@ Events are dispatched to the object that was registered when the wait
 returned, and only if the map still holds that very object at that
 descriptor: a descriptor closed and reused within one iteration never
 reaches the wrong channel.
+
+The ready list is delivered by ``MapPoller._dispatch_generic`` (asyncore's
+read/write/_exception/readwrite per event) or, with the compiled core on
+epoll, by ``asynframe._loop_c.dispatch``: the same deliveries, but stock
+``async_chat`` channels are read, scanned and flushed in C (see
+docs/performance.md).  ``LOOP_IMPLEMENTATION`` says which is active.
 """
 
 from __future__ import annotations
 
 import select
 import selectors
+import socket
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -187,6 +194,11 @@ class MapPoller:
         # (tests assert the latter grows with activity, not with map size)
         self.iterations = 0
         self.interest_checks = 0
+        # handler invocations (a read, write, urgent or poll-style readwrite
+        # event delivered to one channel): by the compiled fast path, and by
+        # asyncore's read/write/_exception/readwrite
+        self.fast_dispatches = 0
+        self.generic_dispatches = 0
         # call_later/call_soon_threadsafe state, created on first use
         # (asynframe._timers); the wakeup descriptor is registered with the
         # backend only, never put in the map nor counted in ``registered``
@@ -380,7 +392,6 @@ class MapPoller:
         error conditions call handle_close) over asyncore.poll's (they show
         up as readable/writable, as select() reports them).
         """
-        read, write, _exception, readwrite = _DISPATCH
         self._refresh()
         timers = self.timers
         if timers is not None:
@@ -398,22 +409,38 @@ class MapPoller:
         if self.always_ready or buffered:
             timeout = 0
         events = self.backend.poll(timeout)
-        known = self.known
         if buffered:
+            # input decrypted and held inside a TLS layer: a read event of its own
             self.buffered = {}
+            known = self.known
             merged = dict(events)
             for fd, obj in buffered.items():
                 entry = known.get(fd)
                 if entry is not None and entry[0] is obj and entry[1] & IN:
                     merged[fd] = merged.get(fd, 0) | IN
             events = list(merged.items())
+        if self.wakeup_fd >= 0 and timers is not None:
+            wakeup_fd = self.wakeup_fd
+            for fd, flags in events:
+                if fd == wakeup_fd:
+                    timers.drain()
+                    break
+        if _fast is not None and not self.always_ready:
+            _fast.dispatch(self, events, poll_semantics)
+        else:
+            self._dispatch_generic(events, poll_semantics)
+        if timers is not None:
+            timers.run()
+
+    def _dispatch_generic(self, events: List[Tuple[int, int]], poll_semantics: bool) -> None:
+        """Deliver the events of one wait (the pure twin of ``_loop_c.dispatch``)."""
+        read, write, _exception, readwrite = _DISPATCH
+        known = self.known
         ready = []
         for fd, flags in events:
             entry = known.get(fd)
             if entry is not None:
                 ready.append((fd, entry[0], flags, entry[1]))
-            elif fd == self.wakeup_fd:
-                self.timers.drain()  # type: ignore[union-attr]  # set with wakeup_fd
         for fd, obj in self.always_ready.items():
             entry = known.get(fd)
             if entry is not None:
@@ -424,6 +451,7 @@ class MapPoller:
             for fd, obj, flags, registered in ready:
                 if socket_map.get(fd) is not obj:
                     continue
+                self.generic_dispatches += 1
                 readwrite(obj, _to_poll_flags(flags))
                 if socket_map.get(fd) is obj:
                     dirty[fd] = obj
@@ -431,21 +459,21 @@ class MapPoller:
             # asyncore.poll(): all reads, then all writes, then exceptions
             for fd, obj, flags, registered in ready:
                 if flags & (IN | ERR | HUP) and registered & IN and socket_map.get(fd) is obj:
+                    self.generic_dispatches += 1
                     read(obj)
             for fd, obj, flags, registered in ready:
                 if flags & (OUT | ERR | HUP) and registered & OUT and socket_map.get(fd) is obj:
+                    self.generic_dispatches += 1
                     write(obj)
             for fd, obj, flags, registered in ready:
                 if flags & PRI and socket_map.get(fd) is obj:
+                    self.generic_dispatches += 1
                     _exception(obj)
             for fd, obj, flags, registered in ready:
                 # a channel closed meanwhile must not hide a new one that
                 # got its descriptor number in this same iteration
                 if socket_map.get(fd) is obj:
                     dirty[fd] = obj
-        timers = self.timers
-        if timers is not None:
-            timers.run()
 
     def close(self) -> None:
         self.reset_timers()
@@ -477,6 +505,39 @@ def _to_poll_flags(flags: int) -> int:
 
 # asyncore's read, write, _exception and readwrite, bound by asyncore at import
 _DISPATCH: Tuple[Any, ...] = ()
+
+# The compiled dispatch (asynframe._loop_c) once enable_fast_path() bound it;
+# None: MapPoller._dispatch_generic delivers every event.
+_fast: Any = None
+#: "c" when ready lists are dispatched by the compiled loop, else "python".
+LOOP_IMPLEMENTATION = "python"
+
+
+def enable_fast_path(chat_class: type) -> None:
+    """Let stock *chat_class* channels skip Python event dispatch (asynchat calls this).
+
+    Only with the compiled core (the loop's C code reaches into its objects;
+    ``ASYNFRAME_NO_EXTENSIONS=1`` therefore turns both off) and on epoll.
+    *chat_class* also gets the compiled twins of the methods called once per
+    message (``push``).
+    """
+    global _fast, LOOP_IMPLEMENTATION
+    from . import _core, asyncore
+
+    if _core.IMPLEMENTATION != "c" or Backend is not _EpollBackend:
+        return
+    try:
+        from . import _loop_c
+    except ImportError:  # an install built before the loop had its extension
+        return
+    twins = _loop_c.configure(
+        chat_class, socket.socket, _DISPATCH, _to_poll_flags, asyncore._reraised_exceptions,
+        asyncore._DISCONNECTED, asyncore._touch, IN, OUT, PRI, ERR, HUP,
+    )
+    for name, function in twins.items():
+        setattr(chat_class, name, function)
+    _fast = _loop_c
+    LOOP_IMPLEMENTATION = "c"
 
 
 def bind_dispatch(*functions: Any) -> None:
@@ -533,4 +594,7 @@ def release(socket_map: Dict[Any, Any], keep: Optional[Dict[Any, Any]] = None) -
             _drop(id(socket_map))
 
 
-__all__ = ["MapPoller", "poller_for", "release", "STOCK_INTEREST", "IN", "OUT", "PRI"]
+__all__ = [
+    "MapPoller", "poller_for", "release", "enable_fast_path", "LOOP_IMPLEMENTATION",
+    "STOCK_INTEREST", "IN", "OUT", "PRI",
+]

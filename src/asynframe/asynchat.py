@@ -39,8 +39,8 @@ from typing import Any, Deque, Dict, List, Optional
 
 from . import _poller, asyncore
 from ._chat_common import delivery_mode, take_class_default
+from ._core import MODE_CALLBACKS, FrameScanner, PushQueue
 from ._flow import WriteFlowControl
-from ._core import FrameScanner, PushQueue
 from ._core import find_prefix_at_end as find_prefix_at_end
 
 __asynframe__ = True
@@ -74,11 +74,16 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
     _af_queue: Any = None
     # True while the read handler runs: pushes then wait for one flush
     _af_dispatching = False
-    # True (per instance) when the compiled loop's shortcut, which skips
-    # handle_read/handle_write, must not be taken: write-buffer limits need them
-    _af_generic_path = False
     # set by push_file(close=True): close() must close the queued files
     _af_owns_files = False
+
+    #: Set True on an instance (or a subclass) to keep its events off the
+    #: loop's compiled fast path: every event then goes through the Python
+    #: handle_*_event/handle_read/initiate_send methods, as in asyncore.
+    #: Features that wrap those steps (TLS, tracing, idle timeouts,
+    #: backpressure) set it; channels that override any of those methods
+    #: take the Python path anyway.  See docs/performance.md.
+    _af_generic_path = False
 
     # asynchat has no default terminator, and legacy subclasses give one as a
     # class attribute (``terminator = b"\r\n"``); left on the class it would
@@ -129,6 +134,11 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
                 self._get_data = scanner.get_data  # type: ignore[method-assign]  # per-instance fast path
+            if (scanner.mode == MODE_CALLBACKS
+                    and cls._collect_incoming_data is async_chat._collect_incoming_data):
+                # the same for a collect_incoming_data() that calls this once
+                # per chunk (in the other modes the core collects by itself)
+                self._collect_incoming_data = scanner.collect  # type: ignore[method-assign]
         return scanner
 
     # -- asynchat's attributes, kept by the core -----------------------------
@@ -456,6 +466,7 @@ def _chat_interest(obj: Any) -> int:
 
 
 _poller.STOCK_INTEREST[(async_chat.readable, async_chat.writable)] = _chat_interest
+_poller.enable_fast_path(async_chat)
 
 
 class simple_producer:

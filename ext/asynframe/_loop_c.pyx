@@ -1,0 +1,508 @@
+# The compiled dispatch of a MapPoller's ready list (asynframe._poller).
+#
+# Its pure twin is MapPoller._dispatch_generic in src/asynframe/_poller.py:
+# same events, same order, same handlers called, same exceptions routed to
+# the same handle_error/handle_close.  What this module adds is a shortcut
+# for "stock" async_chat channels: a channel whose class keeps async_chat's
+# own event plumbing (see _STOCK_NAMES), whose instance overrides none of it,
+# whose _af_generic_path is falsy and whose socket is a plain socket.socket.
+# For those, the chain
+#
+#   readwrite -> handle_read_event -> handle_read -> scanner.fill/process
+#             -> initiate_send -> queue.send -> _touch
+#
+# (six Python frames per event before the user's callbacks run) becomes C
+# calls into the core's FrameScanner/PushQueue; the user's callbacks
+# (found_terminator, frame_received, ...), handle_close and handle_error are
+# still looked up and called as Python methods, so overriding them works.
+# Everything else goes through asyncore's read/write/_exception/readwrite.
+
+cimport cython
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
+from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.errno cimport EAGAIN, errno
+from libc.stdlib cimport free, malloc
+
+from asynframe._core_c cimport FrameScanner, PushQueue
+
+import os as _os
+
+cdef extern from "_sockio.h":
+    ctypedef long long af_ssize_t
+    af_ssize_t af_recv(long long fd, char *buf, size_t n)
+    int EWOULDBLOCK
+
+IMPLEMENTATION = "c"
+
+# The methods a channel must not override (on its class or its instance) to
+# take the fast path: everything between the wakeup and the user's callbacks.
+_STOCK_NAMES = (
+    "handle_read_event", "handle_write_event", "handle_read", "handle_write",
+    "readable", "writable", "recv", "send", "initiate_send",
+)
+
+cdef enum:
+    CLASS_FAST = 1       # the class keeps all of _STOCK_NAMES
+    CLASS_CHAT_MASK = 2  # the class keeps async_chat's readable/writable
+    CLASS_PLAIN_GETATTR = 4  # no __getattribute__ of its own: _get() is exact
+
+cdef bint _configured = False
+cdef tuple _stock = ()          # the functions named by _STOCK_NAMES, in order
+cdef dict _class_flags = {}     # type -> CLASS_* bits
+cdef PyObject *_last_class = NULL   # the last class looked up there, and its bits
+cdef int _last_flags = 0
+cdef object _plain_socket = None
+cdef object _stock_initiate_send = None
+cdef object _read = None, _write = None, _expt = None, _readwrite = None
+cdef object _to_poll_flags = None
+cdef object _touch = None
+# what the last successful _fast_socket() found (see there)
+cdef FrameScanner _last_scanner = None
+cdef PushQueue _last_queue = None
+cdef object _reraised = ()
+cdef object _disconnected = frozenset()
+cdef int IN = 1, OUT = 4, PRI = 2, ERR = 8, HUP = 16
+
+
+def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
+              disconnected, touch, int in_, int out, int pri, int err, int hup):
+    """Bind the Python side: called once by ``_poller.enable_fast_path``.
+
+    Returns the compiled twins of *chat_class* methods, by name, for the
+    caller to install.
+    """
+    global _configured, _stock, _plain_socket, _stock_initiate_send, _touch
+    global _read, _write, _expt, _readwrite, _to_poll_flags, _reraised, _disconnected
+    global IN, OUT, PRI, ERR, HUP
+    _touch = touch
+    _stock = tuple([getattr(chat_class, name) for name in _STOCK_NAMES])
+    _stock_initiate_send = chat_class.initiate_send
+    _plain_socket = plain_socket
+    _read, _write, _expt, _readwrite = dispatch
+    _to_poll_flags = to_poll_flags
+    _reraised = reraised
+    _disconnected = disconnected
+    IN, OUT, PRI, ERR, HUP = in_, out, pri, err, hup
+    _class_flags.clear()
+    global _last_class
+    _last_class = NULL
+    _configured = True
+    chat_push.__doc__ = chat_class.push.__doc__
+    return {"push": chat_push}
+
+
+def chat_push(self, data):
+    # async_chat.push, without its Python frame: called once per reply.
+    cdef PushQueue q
+    cdef bint was_empty
+    cdef Py_ssize_t size
+    if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+    cdef bint plain = _flags_of(type(self)) & CLASS_PLAIN_GETATTR
+    queue = _get(self, "_af_queue") if plain else self._af_queue
+    if type(queue) is PushQueue:
+        q = <PushQueue>queue
+        was_empty = PyList_GET_SIZE(q._items) <= q._head
+        if PyBytes_CheckExact(data):
+            size = PyBytes_GET_SIZE(data)
+            if size:
+                q._items.append(data)
+                q._buffered += size
+                q._pushes += 1
+        else:
+            q.push(data)
+    else:
+        was_empty = not queue
+        queue.push(data)
+    if not (_get(self, "_af_dispatching") if plain else self._af_dispatching):
+        if was_empty:
+            self.initiate_send()
+        else:
+            # the socket took nothing at the last try: the write event flushes it
+            _touch(self)
+            if _get(self, "_af_limited") if plain else self._af_limited:
+                self._af_flow()
+
+
+cdef int _flags_of(type cls) except -1:
+    global _last_class, _last_flags
+    cdef PyObject *cached
+    cdef int flags
+    # one server usually serves one channel class: skip the dict then
+    if <PyObject *>cls == _last_class:
+        return _last_flags
+    cached = PyDict_GetItem(_class_flags, cls)
+    if cached != NULL:
+        flags = <object>cached
+        # a borrowed pointer: _class_flags keeps the class alive
+        _last_class = <PyObject *>cls
+        _last_flags = flags
+        return flags
+    flags = CLASS_FAST | CLASS_PLAIN_GETATTR
+    if cls.__getattribute__ is not object.__getattribute__:
+        # _get() would bypass it
+        _class_flags[cls] = 0
+        return 0
+    for i, name in enumerate(_STOCK_NAMES):
+        if getattr(cls, name, None) is not _stock[i]:
+            flags = CLASS_PLAIN_GETATTR
+            break
+    # readable and writable are _STOCK_NAMES[4:6]
+    if getattr(cls, "readable", None) is _stock[4] and getattr(cls, "writable", None) is _stock[5]:
+        flags |= CLASS_CHAT_MASK
+    _class_flags[cls] = flags
+    return flags
+
+
+cdef extern from "Python.h":
+    # the raw forms: NULL with the error set, no Cython try block needed
+    PyObject *_generic_getattr "PyObject_GenericGetAttr"(PyObject *obj, PyObject *name)
+    PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
+    int PyErr_ExceptionMatches(PyObject *exc)
+    void PyErr_Clear()
+
+
+cdef int _propagate() except -1:
+    # returns the error already set (Cython sees -1 and unwinds)
+    return -1
+
+
+cdef inline object _owned(PyObject *ref):
+    # a new reference from the C API, as an object (no extra reference)
+    cdef object value = <object>ref
+    Py_DECREF(value)
+    return value
+
+
+cdef inline object _instance_dict(object obj):
+    cdef PyObject *attrs = _generic_getdict(<PyObject *>obj, NULL)
+    if attrs == NULL:
+        if PyErr_ExceptionMatches(<PyObject *>AttributeError):
+            PyErr_Clear()
+            return None
+        _propagate()
+    return _owned(attrs)
+
+
+cdef inline object _get(object obj, str name):
+    # dispatcher defines __getattr__ (asyncore's delegation to the socket),
+    # so a plain obj.name goes through slot_tp_getattr_hook and two extra
+    # type lookups; the generic lookup is what that hook tries first, and
+    # __getattr__ is still asked when it fails.
+    cdef PyObject *value = _generic_getattr(<PyObject *>obj, <PyObject *>name)
+    if value == NULL:
+        if PyErr_ExceptionMatches(<PyObject *>AttributeError):
+            PyErr_Clear()
+            return getattr(obj, name)
+        _propagate()
+    return _owned(value)
+
+
+cdef object _fast_socket(object obj):
+    """The channel's plain socket if it may take the fast path, else None."""
+    cdef object attrs
+    if not (_flags_of(type(obj)) & CLASS_FAST):
+        return None
+    attrs = _instance_dict(obj)
+    if attrs is not None:
+        if type(attrs) is not dict:
+            return None
+        for name in _STOCK_NAMES:
+            if PyDict_GetItem(attrs, name) != NULL:
+                return None
+    if _get(obj, "_af_generic_path") or not _get(obj, "connected") or _get(obj, "accepting"):
+        return None
+    sock = _get(obj, "socket")
+    if type(sock) is not _plain_socket:
+        return None
+    scanner = _get(obj, "_af_scanner")
+    queue = _get(obj, "_af_queue")
+    if type(scanner) is not FrameScanner or type(queue) is not PushQueue:
+        return None
+    # for the caller, which uses them before any Python code runs
+    global _last_scanner, _last_queue
+    _last_scanner = scanner
+    _last_queue = queue
+    return sock
+
+
+cdef int _interest(object obj) except -2:
+    """async_chat's interest (asynchat._chat_interest) or -1 if it must be asked."""
+    cdef object attrs
+    if not (_flags_of(type(obj)) & CLASS_CHAT_MASK):
+        return -1
+    attrs = _instance_dict(obj)
+    if attrs is not None and (type(attrs) is not dict or PyDict_GetItem(attrs, "readable") != NULL
+                              or PyDict_GetItem(attrs, "writable") != NULL):
+        return -1
+    if _get(obj, "_af_generic_path"):
+        # TLS, limits, timeouts...: their interest rules live in Python
+        return -1
+    if _get(obj, "accepting"):
+        return IN
+    if _get(obj, "_af_queue") or not _get(obj, "connected"):
+        return IN | OUT
+    return IN
+
+
+cdef int _initiate_send(object obj, object queue=None) except -1:
+    # async_chat.initiate_send, for a channel whose send() is the stock one;
+    # *queue*: its _af_queue, if just read
+    cdef PushQueue q
+    if queue is None:
+        queue = _get(obj, "_af_queue")
+    if type(queue) is not PushQueue:
+        _stock_initiate_send(obj)
+        return 0
+    q = <PushQueue>queue
+    while PyList_GET_SIZE(q._items) > q._head and _get(obj, "connected"):
+        if <object>PyList_GET_ITEM(q._items, q._head) is None:
+            # the close sentinel (pop_close)
+            q._head += 1
+            q._compact()
+            obj.handle_close()
+            return 0
+        sock = _get(obj, "socket")
+        if type(sock) is not _plain_socket:
+            # a callback swapped the socket: the Python method from here on
+            _stock_initiate_send(obj)
+            return 0
+        if q._pulling:
+            raise RuntimeError("PushQueue.send() called from a producer's more()")
+        try:
+            q._send_fd(sock.fileno())
+        except OSError as why:
+            obj._af_socket_error(why)
+            return 0
+        if not (PyList_GET_SIZE(q._items) > q._head
+                and <object>PyList_GET_ITEM(q._items, q._head) is None):
+            break
+    return 0
+
+
+cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
+    # handle_read_event -> async_chat.handle_read of a connected channel
+    cdef Py_ssize_t size = _get(obj, "ac_in_buffer_size")
+    cdef af_ssize_t got
+    cdef int err
+    if scanner._busy:
+        raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
+    if size <= 0:
+        raise ValueError("size must be positive")
+    try:
+        fd = sock.fileno()
+        scanner._reserve(size)
+        got = af_recv(fd, scanner._buf + scanner._end, size)
+        if got < 0:
+            err = errno
+            if err == EAGAIN or err == EWOULDBLOCK:
+                return 0
+            raise OSError(err, _os.strerror(err))
+    except OSError as why:
+        obj._af_socket_error(why)
+        return 0
+    scanner._end += got
+    if got == 0:
+        obj._af_peer_eof()
+        return 0
+    obj._af_dispatching = True
+    try:
+        if scanner._end > scanner._start:
+            scanner._scan_buffer(obj)
+    except BaseException:
+        # as async_chat.handle_read: replies to the frames before the failing
+        # one go out before handle_error closes the channel
+        obj._af_dispatching = False
+        if _get(obj, "_af_queue") and _get(obj, "connected"):
+            obj.initiate_send()
+        raise
+    finally:
+        obj._af_dispatching = False
+    queue = _get(obj, "_af_queue")
+    if queue:
+        attrs = _instance_dict(obj)
+        if attrs is not None and PyDict_GetItem(attrs, "initiate_send") != NULL:
+            obj.initiate_send()  # set on the instance by a callback just now
+        else:
+            _initiate_send(obj, queue)
+    return 0
+
+
+cdef int _fast_readwrite(object obj, object sock, int flags) except -1:
+    # asyncore.readwrite without hang-up/error/urgent flags (those go generic)
+    cdef FrameScanner scanner = _last_scanner
+    cdef PushQueue queue = _last_queue
+    try:
+        if flags & IN:
+            _fast_read(obj, sock, scanner)
+            if flags & OUT and _fast_socket(obj) is not None:
+                queue = _last_queue
+            else:
+                queue = None
+        if flags & OUT:
+            if queue is not None:
+                _initiate_send(obj, queue)   # handle_write_event -> handle_write
+            else:
+                obj.handle_write_event()
+    except OSError as e:
+        if e.errno not in _disconnected:
+            obj.handle_error()
+        else:
+            obj.handle_close()
+    except _reraised:
+        raise
+    except BaseException:
+        obj.handle_error()
+    return 0
+
+
+cdef int _select_read(object obj, object sock) except -1:
+    # asyncore.read
+    try:
+        _fast_read(obj, sock, _last_scanner)
+    except _reraised:
+        raise
+    except BaseException:
+        obj.handle_error()
+    return 0
+
+
+cdef int _select_write(object obj) except -1:
+    # asyncore.write
+    try:
+        _initiate_send(obj, _last_queue)
+    except _reraised:
+        raise
+    except BaseException:
+        obj.handle_error()
+    return 0
+
+
+cdef int _after(object poller, dict socket_map, dict known, dict dirty, object fd,
+                object obj, bint pri) except -1:
+    # What _refresh would do for the channel, when it would do nothing: leave
+    # it out of ``dirty``.  Anything else (interest changed, channel gone or
+    # replaced, predicates to ask) is left to _refresh as in the pure twin.
+    cdef int mask
+    cdef PyObject *entry
+    if PyDict_GetItem(socket_map, fd) != <PyObject *>obj:
+        # closed meanwhile: a new channel on this descriptor is already dirty
+        return 0
+    mask = _interest(obj)
+    if mask >= 0:
+        if mask and pri:
+            mask |= PRI
+        entry = PyDict_GetItem(known, fd)
+        if (entry != NULL and PyDict_GetItem(socket_map, fd) == <PyObject *>obj
+                and type(<object>entry) is list and len(<list>entry) >= 2
+                and (<list>entry)[0] is obj and (<list>entry)[1] == mask):
+            return 1
+    PyDict_SetItem(dirty, fd, obj)
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def dispatch(poller, list events, bint poll_semantics):
+    """Deliver *events* (epoll's ``[(fd, flags)]``) as ``MapPoller._dispatch_generic`` does."""
+    global _last_scanner, _last_queue
+    cdef dict known = poller.known
+    cdef dict socket_map = poller.map
+    cdef dict dirty = poller.dirty
+    cdef bint pri = poller.backend.supports_pri
+    cdef Py_ssize_t n = PyList_GET_SIZE(events)
+    cdef Py_ssize_t i, count = 0
+    cdef Py_ssize_t fast = 0, generic = 0, settled = 0
+    cdef int *flags_of
+    cdef int *registered_of
+    cdef PyObject *entry
+    cdef list objs = []
+    cdef list fds = []
+    cdef list socks
+    cdef int flags, registered
+    if not _configured:
+        raise RuntimeError("asynframe._loop_c.configure() was not called")
+    if n == 0:
+        return
+    flags_of = <int *>malloc(n * sizeof(int) * 2)
+    if flags_of == NULL:
+        raise MemoryError()
+    registered_of = flags_of + n
+    try:
+        # the snapshot: each event goes to the object registered when the wait
+        # returned, whatever the handlers do to the map meanwhile
+        for i in range(n):
+            item = <object>PyList_GET_ITEM(events, i)
+            fd = <object>PyTuple_GET_ITEM(item, 0)
+            entry = PyDict_GetItem(known, fd)
+            if entry == NULL:
+                continue
+            objs.append((<list>entry)[0])
+            fds.append(fd)
+            flags_of[count] = <object>PyTuple_GET_ITEM(item, 1)
+            registered_of[count] = (<list>entry)[1]
+            count += 1
+        if poll_semantics:
+            for i in range(count):
+                obj = <object>PyList_GET_ITEM(objs, i)
+                fd = <object>PyList_GET_ITEM(fds, i)
+                if PyDict_GetItem(socket_map, fd) != <PyObject *>obj:
+                    continue
+                flags = flags_of[i]
+                sock = None
+                if not (flags & ~(IN | OUT)):
+                    sock = _fast_socket(obj)
+                if sock is not None:
+                    fast += 1
+                    _fast_readwrite(obj, sock, flags)
+                else:
+                    generic += 1
+                    _readwrite(obj, _to_poll_flags(flags))
+                settled += _after(poller, socket_map, known, dirty, fd, obj, pri)
+        else:
+            # asyncore.poll(): all reads, then all writes, then exceptions
+            for i in range(count):
+                obj = <object>PyList_GET_ITEM(objs, i)
+                fd = <object>PyList_GET_ITEM(fds, i)
+                if (flags_of[i] & (IN | ERR | HUP) and registered_of[i] & IN
+                        and PyDict_GetItem(socket_map, fd) == <PyObject *>obj):
+                    sock = _fast_socket(obj)
+                    if sock is not None:
+                        fast += 1
+                        _select_read(obj, sock)
+                    else:
+                        generic += 1
+                        _read(obj)
+            for i in range(count):
+                obj = <object>PyList_GET_ITEM(objs, i)
+                fd = <object>PyList_GET_ITEM(fds, i)
+                if (flags_of[i] & (OUT | ERR | HUP) and registered_of[i] & OUT
+                        and PyDict_GetItem(socket_map, fd) == <PyObject *>obj):
+                    if _fast_socket(obj) is not None:
+                        fast += 1
+                        _select_write(obj)
+                    else:
+                        generic += 1
+                        _write(obj)
+            for i in range(count):
+                obj = <object>PyList_GET_ITEM(objs, i)
+                fd = <object>PyList_GET_ITEM(fds, i)
+                if flags_of[i] & PRI and PyDict_GetItem(socket_map, fd) == <PyObject *>obj:
+                    generic += 1
+                    _expt(obj)
+            for i in range(count):
+                settled += _after(poller, socket_map, known, dirty,
+                                  <object>PyList_GET_ITEM(fds, i),
+                                  <object>PyList_GET_ITEM(objs, i), pri)
+    finally:
+        free(flags_of)
+        _last_scanner = None
+        _last_queue = None
+        poller.fast_dispatches += fast
+        poller.generic_dispatches += generic
+        # a channel settled here had its interest evaluated, as _refresh would
+        poller.interest_checks += settled
