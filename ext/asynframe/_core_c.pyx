@@ -35,8 +35,7 @@ MODE_COLLECT = 1
 MODE_FRAMES = 2
 
 # Upper bound on the buffers handed to one sendmsg(): IOV_MAX on Linux and the BSDs.
-DEF_IOV_MAX = 1024
-IOV_MAX = DEF_IOV_MAX
+IOV_MAX = C_IOV_MAX
 # One flush stops gathering once this many bytes are lined up (see _core_py).
 cdef Py_ssize_t C_SEND_BUDGET = 1 << 20
 SEND_BUDGET = C_SEND_BUDGET
@@ -181,9 +180,11 @@ cdef class FrameScanner:
         return self._mode
 
     @mode.setter
+    @cython.critical_section
     def mode(self, mode):
         self._mode = _check_mode(mode)
 
+    @cython.critical_section
     def set_terminator(self, term, encoding=None):
         """Set the terminator; *encoding* converts a str terminator to bytes."""
         self._set(_check_terminator(term, encoding))
@@ -201,6 +202,7 @@ cdef class FrameScanner:
             self._term = None
 
     @property
+    @cython.critical_section
     def terminator(self):
         """The current terminator; an int counts down as its bytes arrive."""
         if self._kind == TERM_INT:
@@ -208,16 +210,19 @@ cdef class FrameScanner:
         return self._term
 
     @terminator.setter
+    @cython.critical_section
     def terminator(self, term):
         self._set(_check_terminator(term, None))
 
     # -- state -------------------------------------------------------------
     @property
+    @cython.critical_section
     def pending(self):
         """Bytes received and not yet delivered (a possible terminator prefix)."""
         return PyBytes_FromStringAndSize(self._buf + self._start, self._end - self._start)
 
     @pending.setter
+    @cython.critical_section
     def pending(self, data):
         # asynchat code assigns ac_in_buffer directly (b"" to discard input)
         cdef const unsigned char[:] view = memoryview(data).cast("B") if data else b""
@@ -228,16 +233,19 @@ cdef class FrameScanner:
             self._hold(<const char *>&view[0], view.shape[0])
 
     @property
+    @cython.critical_section
     def incoming(self):
         """Chunks of the current frame collected by the core (MODE_COLLECT/FRAMES)."""
         return self._incoming
 
     @incoming.setter
+    @cython.critical_section
     def incoming(self, value):
         if not isinstance(value, list):
             raise TypeError("incoming must be a list, not %s" % type(value).__name__)
         self._incoming = value
 
+    @cython.critical_section
     def get_data(self):
         """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
         return self._join_incoming()
@@ -252,6 +260,7 @@ cdef class FrameScanner:
         PyList_SetSlice(incoming, 0, PyList_GET_SIZE(incoming), NULL)
         return data
 
+    @cython.critical_section
     def stop(self):
         """From inside a callback: end the scan after it; the rest stays in ``pending``."""
         self._stops += 1
@@ -266,11 +275,13 @@ cdef class FrameScanner:
         return self._max_frame
 
     @max_frame.setter
+    @cython.critical_section
     def max_frame(self, Py_ssize_t limit):
         if limit < 0:
             raise ValueError("max_frame must be >= 0, not %d" % limit)
         self._max_frame = limit
 
+    @cython.critical_section
     def clear(self):
         """Drop held-back bytes and collected chunks; scanning in progress stops."""
         self._partial = 0
@@ -324,11 +335,13 @@ cdef class FrameScanner:
         self._cap = cap
         return 0
 
+    @cython.critical_section
     def __getbuffer__(self, Py_buffer *view, int flags):
         PyBuffer_FillInfo(view, self, self._buf + self._end, self._cap - self._end, 0, flags)
         view.internal = <void *>self._buf  # which block the view points into
         self._exports += 1
 
+    @cython.critical_section
     def __releasebuffer__(self, Py_buffer *view):
         cdef _RetiredBlock **link
         cdef _RetiredBlock *node
@@ -347,6 +360,7 @@ cdef class FrameScanner:
                 return
             link = &node.next
 
+    @cython.critical_section
     def get_buffer(self, sizehint=-1):
         """A writable buffer to ``recv_into``; then report the count to ``buffer_updated``."""
         cdef Py_ssize_t size = DEFAULT_READ_SIZE if sizehint is None or sizehint <= 0 else sizehint
@@ -355,6 +369,7 @@ cdef class FrameScanner:
         self._reserve(size)
         return memoryview(self)
 
+    @cython.critical_section
     def buffer_updated(self, target, Py_ssize_t nbytes):
         """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
         if self._busy:
@@ -364,6 +379,7 @@ cdef class FrameScanner:
         self._end += nbytes
         self._scan_buffer(target)
 
+    @cython.critical_section
     def fill(self, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
         """``recv`` up to *size* bytes from *sock* (socket or fd) into the buffer.
 
@@ -387,6 +403,7 @@ cdef class FrameScanner:
         self._end += got
         return got
 
+    @cython.critical_section
     def process(self, target):
         """Scan the bytes in ``pending``, calling back *target*."""
         if self._busy:
@@ -394,6 +411,7 @@ cdef class FrameScanner:
         if self._end > self._start:
             self._scan_buffer(target)
 
+    @cython.critical_section
     def receive(self, target, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
         """``fill()`` then ``process()``: returns what ``fill()`` returned."""
         got = self.fill(sock, size)
@@ -422,6 +440,7 @@ cdef class FrameScanner:
         return 0
 
     # -- input ---------------------------------------------------------------
+    @cython.critical_section
     def feed(self, target, data):
         """Scan *data* (appended to anything held back), calling back *target*.
 
@@ -672,9 +691,11 @@ cdef class PushQueue:
         self._items = []
         self.encoding = encoding
 
+    @cython.critical_section
     def __len__(self):
         return PyList_GET_SIZE(self._items) - self._head
 
+    @cython.critical_section
     def __bool__(self):
         return PyList_GET_SIZE(self._items) > self._head
 
@@ -688,6 +709,7 @@ cdef class PushQueue:
         """(pushes, sendmsg calls) since creation: a debug counter for tests."""
         return (self._pushes, self._sends)
 
+    @cython.critical_section
     def push(self, data):
         """Queue bytes-like *data*; empty data is ignored."""
         cdef Py_ssize_t size
@@ -701,6 +723,7 @@ cdef class PushQueue:
             self._buffered += size
             self._pushes += 1
 
+    @cython.critical_section
     def push_producer(self, producer):
         """Queue a producer (anything with ``more()``) or bytes-like data."""
         if producer is None:
@@ -717,10 +740,12 @@ cdef class PushQueue:
             PyList_Append(self._items, producer)
             self._pushes += 1
 
+    @cython.critical_section
     def push_close(self):
         """Queue the close sentinel, reported once everything before it is sent."""
         PyList_Append(self._items, None)
 
+    @cython.critical_section
     def clear(self):
         """Drop everything queued."""
         self._items = []
@@ -729,11 +754,13 @@ cdef class PushQueue:
         self._buffered = 0
 
     @property
+    @cython.critical_section
     def close_pending(self):
         """True when the close sentinel is at the head of the queue."""
         return (PyList_GET_SIZE(self._items) > self._head
                 and <object>PyList_GET_ITEM(self._items, self._head) is None)
 
+    @cython.critical_section
     def pop_close(self):
         """Remove the close sentinel at the head; True if there was one."""
         if self.close_pending:
@@ -742,6 +769,7 @@ cdef class PushQueue:
             return True
         return False
 
+    @cython.critical_section
     def snapshot(self):
         """A copy of the queued items (the unsent part of the head included)."""
         items = self._items[self._head:]
@@ -841,6 +869,7 @@ cdef class PushQueue:
             i += 1
         return count
 
+    @cython.critical_section
     def next_chunk(self, Py_ssize_t size):
         """Up to *size* bytes from the head, for callers that send themselves.
 
@@ -854,6 +883,7 @@ cdef class PushQueue:
         head = <object>PyList_GET_ITEM(self._items, self._head)
         return memoryview(head)[self._offset:self._offset + size]
 
+    @cython.critical_section
     def consume(self, Py_ssize_t nbytes):
         """Account for *nbytes* sent by the caller from ``next_chunk()``."""
         cdef Py_ssize_t i = self._head
@@ -875,6 +905,7 @@ cdef class PushQueue:
             i += 1
         self._consume(nbytes)
 
+    @cython.critical_section
     def send(self, sock):
         """One scatter-gather send of the queued bytes to *sock* (socket or fd).
 
