@@ -28,7 +28,7 @@ SDIST_BUILD_FILES = [
 # Trees of the checkout that must be in the sdist file for file.
 SDIST_TREES = ["src/asynframe", "tests", "examples", "benchmarks", "docs"]
 # Never in a distribution: build output and caches.
-NEVER = ["*.pyc", "*/__pycache__/*", "*.so", "*.pyd", "*.o", "ext/*.c", "ext/*.html", "*.egg-info/*"]
+NEVER = ["*.pyc", "*/__pycache__/*", "*.so", "*.pyd", "*.o", "ext/*.c", "ext/*.html"]
 EXTENSION_SOURCES = ["*.pyx", "*.pxd", "*.c", "*.h", "*.cpp"]
 
 
