@@ -1,6 +1,12 @@
 # The compiled framing core.  Its pure-Python twin is
 # src/asynframe/_core_py.py: same names, same behaviour (tests/ runs every
 # behaviour test on both).  The data paths are described in _core_c.pxd.
+#
+# Free-threaded CPython: the methods that change a FrameScanner or PushQueue,
+# and the readers of its buffer or object fields, carry
+# @cython.critical_section, which locks the object for the call (and is
+# suspended while Python code it calls blocks; see docs/design.md).  With a
+# GIL the decorator compiles to nothing.
 
 cimport cython
 from cpython.buffer cimport (
