@@ -7,6 +7,7 @@ pure twin because the extension silently failed to build or import.
 from __future__ import annotations
 
 import importlib
+import os
 
 import pytest
 
@@ -49,3 +50,17 @@ def test_required_extension_is_active():
     except ImportError as exc:
         pytest.fail("ASYNFRAME_REQUIRE_EXTENSIONS=1 but asynframe._core_c cannot be imported: %s" % exc)
     assert asynframe.USING_C_CORE, "ASYNFRAME_REQUIRE_EXTENSIONS=1 but the pure core is active"
+
+
+@pytest.mark.skipif(not os.environ.get("ASYNFRAME_EXPECT_INSTALLED_IN"),
+                    reason="ASYNFRAME_EXPECT_INSTALLED_IN is not set")
+def test_imported_from_the_expected_install():
+    # .ci/run sets it to the wheel venv's site-packages: a run that silently
+    # picked up a source checkout instead would otherwise pass.
+    where = os.path.realpath(os.environ["ASYNFRAME_EXPECT_INSTALLED_IN"])
+    modules = [asynframe, _core] + ([importlib.import_module("asynframe._core_c")]
+                                    if asynframe.USING_C_CORE else [])
+    for module in modules:
+        path = os.path.realpath(module.__file__)
+        assert path.startswith(where + os.sep), "%s imported from %s, not from %s" % (
+            module.__name__, path, where)

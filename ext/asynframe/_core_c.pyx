@@ -1,6 +1,12 @@
 # The compiled framing core.  Its pure-Python twin is
 # src/asynframe/_core_py.py: same names, same behaviour (tests/ runs every
 # behaviour test on both).  The data paths are described in _core_c.pxd.
+#
+# Free-threaded CPython: the methods that change a FrameScanner or PushQueue,
+# and the readers of its buffer or object fields, carry
+# @cython.critical_section, which locks the object for the call (and is
+# suspended while Python code it calls blocks; see docs/design.md).  With a
+# GIL the decorator compiles to nothing.
 
 cimport cython
 from cpython.buffer cimport (
@@ -38,8 +44,7 @@ MODE_COLLECT = 1
 MODE_FRAMES = 2
 
 # Upper bound on the buffers handed to one sendmsg(): IOV_MAX on Linux and the BSDs.
-DEF_IOV_MAX = 1024
-IOV_MAX = DEF_IOV_MAX
+IOV_MAX = C_IOV_MAX
 # One flush stops gathering once this many bytes are lined up (see _core_py).
 cdef Py_ssize_t C_SEND_BUDGET = 1 << 20
 SEND_BUDGET = C_SEND_BUDGET
@@ -196,9 +201,11 @@ cdef class FrameScanner:
         return self._mode
 
     @mode.setter
+    @cython.critical_section
     def mode(self, mode):
         self._mode = _check_mode(mode)
 
+    @cython.critical_section
     def set_terminator(self, term, encoding=None):
         """Set the terminator; *encoding* converts a str terminator to bytes."""
         self._set(_check_terminator(term, encoding))
@@ -216,6 +223,7 @@ cdef class FrameScanner:
             self._term = None
 
     @property
+    @cython.critical_section
     def terminator(self):
         """The current terminator; an int counts down as its bytes arrive."""
         if self._kind == TERM_INT:
@@ -223,16 +231,19 @@ cdef class FrameScanner:
         return self._term
 
     @terminator.setter
+    @cython.critical_section
     def terminator(self, term):
         self._set(_check_terminator(term, None))
 
     # -- state -------------------------------------------------------------
     @property
+    @cython.critical_section
     def pending(self):
         """Bytes received and not yet delivered (a possible terminator prefix)."""
         return PyBytes_FromStringAndSize(self._buf + self._start, self._end - self._start)
 
     @pending.setter
+    @cython.critical_section
     def pending(self, data):
         # asynchat code assigns ac_in_buffer directly (b"" to discard input)
         cdef const unsigned char[:] view = memoryview(data).cast("B") if data else b""
@@ -243,20 +254,24 @@ cdef class FrameScanner:
             self._hold(<const char *>&view[0], view.shape[0])
 
     @property
+    @cython.critical_section
     def incoming(self):
         """Chunks of the current frame collected by the core (MODE_COLLECT/FRAMES)."""
         return self._incoming
 
     @incoming.setter
+    @cython.critical_section
     def incoming(self, value):
         if not isinstance(value, list):
             raise TypeError("incoming must be a list, not %s" % type(value).__name__)
         self._incoming = value
 
+    @cython.critical_section
     def collect(self, data):
         """Append *data* to ``incoming`` (asynchat's ``_collect_incoming_data``)."""
         PyList_Append(self._incoming, data)
 
+    @cython.critical_section
     def get_data(self):
         """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
         return self._join_incoming()
@@ -271,6 +286,7 @@ cdef class FrameScanner:
         PyList_SetSlice(incoming, 0, PyList_GET_SIZE(incoming), NULL)
         return data
 
+    @cython.critical_section
     def stop(self):
         """From inside a callback: end the scan after it; the rest stays in ``pending``."""
         self._stops += 1
@@ -286,11 +302,13 @@ cdef class FrameScanner:
         return self._max_frame
 
     @max_frame.setter
+    @cython.critical_section
     def max_frame(self, Py_ssize_t limit):
         if limit < 0:
             raise ValueError("max_frame must be >= 0, not %d" % limit)
         self._max_frame = limit
 
+    @cython.critical_section
     def clear(self):
         """Drop held-back bytes and collected chunks; scanning in progress stops."""
         self._partial = 0
@@ -344,11 +362,13 @@ cdef class FrameScanner:
         self._cap = cap
         return 0
 
+    @cython.critical_section
     def __getbuffer__(self, Py_buffer *view, int flags):
         PyBuffer_FillInfo(view, self, self._buf + self._end, self._cap - self._end, 0, flags)
         view.internal = <void *>self._buf  # which block the view points into
         self._exports += 1
 
+    @cython.critical_section
     def __releasebuffer__(self, Py_buffer *view):
         cdef _RetiredBlock **link
         cdef _RetiredBlock *node
@@ -367,6 +387,7 @@ cdef class FrameScanner:
                 return
             link = &node.next
 
+    @cython.critical_section
     def get_buffer(self, sizehint=-1):
         """A writable buffer to ``recv_into``; then report the count to ``buffer_updated``."""
         cdef Py_ssize_t size = DEFAULT_READ_SIZE if sizehint is None or sizehint <= 0 else sizehint
@@ -375,6 +396,7 @@ cdef class FrameScanner:
         self._reserve(size)
         return memoryview(self)
 
+    @cython.critical_section
     def buffer_updated(self, target, Py_ssize_t nbytes):
         """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
         if self._busy:
@@ -384,6 +406,7 @@ cdef class FrameScanner:
         self._end += nbytes
         self._scan_buffer(target)
 
+    @cython.critical_section
     def fill(self, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
         """``recv`` up to *size* bytes from *sock* (socket or fd) into the buffer.
 
@@ -407,6 +430,7 @@ cdef class FrameScanner:
         self._end += got
         return got
 
+    @cython.critical_section
     def process(self, target):
         """Scan the bytes in ``pending``, calling back *target*."""
         if self._busy:
@@ -414,6 +438,7 @@ cdef class FrameScanner:
         if self._end > self._start:
             self._scan_buffer(target)
 
+    @cython.critical_section
     def receive(self, target, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
         """``fill()`` then ``process()``: returns what ``fill()`` returned."""
         got = self.fill(sock, size)
@@ -442,6 +467,7 @@ cdef class FrameScanner:
         return 0
 
     # -- input ---------------------------------------------------------------
+    @cython.critical_section
     def feed(self, target, data):
         """Scan *data* (appended to anything held back), calling back *target*.
 
@@ -802,9 +828,11 @@ cdef class PushQueue:
         self._items = []
         self.encoding = encoding
 
+    @cython.critical_section
     def __len__(self):
         return PyList_GET_SIZE(self._items) - self._head
 
+    @cython.critical_section
     def __bool__(self):
         return PyList_GET_SIZE(self._items) > self._head
 
@@ -823,6 +851,7 @@ cdef class PushQueue:
         """``os.sendfile`` calls since creation: a debug counter for tests."""
         return self._sendfiles
 
+    @cython.critical_section
     def push(self, data):
         """Queue bytes-like *data*; empty data is ignored."""
         cdef Py_ssize_t size
@@ -836,6 +865,7 @@ cdef class PushQueue:
             self._buffered += size
             self._pushes += 1
 
+    @cython.critical_section
     def push_producer(self, producer):
         """Queue a producer (anything with ``more()``) or bytes-like data."""
         if producer is None:
@@ -855,6 +885,7 @@ cdef class PushQueue:
             PyList_Append(self._items, producer)
             self._pushes += 1
 
+    @cython.critical_section
     def push_file(self, file, offset=0, count=None, close=True):
         """Queue *count* bytes of binary *file* from *offset* (see ``FileProducer``).
 
@@ -871,10 +902,12 @@ cdef class PushQueue:
             entry._finish()
         return 0
 
+    @cython.critical_section
     def push_close(self):
         """Queue the close sentinel, reported once everything before it is sent."""
         PyList_Append(self._items, None)
 
+    @cython.critical_section
     def clear(self):
         """Drop everything queued (queued files owned by the queue are closed)."""
         cdef list dropped = self._items
@@ -887,6 +920,7 @@ cdef class PushQueue:
             if type(item) is FileProducer:
                 (<FileProducer>item)._finish()
 
+    @cython.critical_section
     def replace(self, items):
         """Queue *items* (data, producers, None for the close sentinel) instead
         of what is queued: ``clear()`` then the pushes, except that a file
@@ -911,11 +945,13 @@ cdef class PushQueue:
                     (<FileProducer>item)._finish()
 
     @property
+    @cython.critical_section
     def close_pending(self):
         """True when the close sentinel is at the head of the queue."""
         return (PyList_GET_SIZE(self._items) > self._head
                 and <object>PyList_GET_ITEM(self._items, self._head) is None)
 
+    @cython.critical_section
     def pop_close(self):
         """Remove the close sentinel at the head; True if there was one."""
         if self.close_pending:
@@ -924,6 +960,7 @@ cdef class PushQueue:
             return True
         return False
 
+    @cython.critical_section
     def snapshot(self):
         """A copy of the queued items (the unsent part of the head included)."""
         items = self._items[self._head:]
@@ -1084,6 +1121,7 @@ cdef class PushQueue:
             i += 1
         return count
 
+    @cython.critical_section
     def next_chunk(self, Py_ssize_t size):
         """Up to *size* bytes from the head, for callers that send themselves.
 
@@ -1101,6 +1139,7 @@ cdef class PushQueue:
         head = <object>PyList_GET_ITEM(self._items, self._head)
         return memoryview(head)[self._offset:self._offset + size]
 
+    @cython.critical_section
     def consume(self, Py_ssize_t nbytes):
         """Account for *nbytes* sent by the caller from ``next_chunk()``."""
         cdef Py_ssize_t i = self._head
@@ -1122,6 +1161,7 @@ cdef class PushQueue:
             i += 1
         self._consume(nbytes)
 
+    @cython.critical_section
     def send(self, sock):
         """One scatter-gather send of the queued bytes to *sock* (socket or fd).
 
