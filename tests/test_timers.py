@@ -444,7 +444,7 @@ class Counter(asyncore.dispatcher):
 @pytest.mark.parametrize("kind", [Echo, EchoOwnRecv, Counter], ids=["chat-core", "chat-recv", "dispatcher"])
 def test_chatty_peer_never_cut_then_idle_peer_is(smap, use_poll, kind, capsys):
     a, b = socket.socketpair()
-    timeout = 1.5
+    timeout = 0.8
     server = kind(a, smap, timeout)
     assert server._af_generic_path is True
     b.setblocking(False)
