@@ -17,6 +17,7 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -141,3 +142,30 @@ def rerun_file_with_pure_core(path: str, timeout: float) -> None:
     print(tail)
     assert proc.returncode == 0, "pure-core re-run failed:\n" + tail
     assert " passed" in tail and " failed" not in tail, tail
+
+
+# -- loop helpers shared by the layer tests --------------------------------------
+both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+
+
+@pytest.fixture
+def smap():
+    """A private socket map, torn down at the end (channels closed, timers cancelled)."""
+    from asynframe import asyncore
+
+    m: dict = {}
+    try:
+        yield m
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+
+
+def run_until(cond, m, timeout=20.0, use_poll=False, step=0.05):
+    """Iterate the loop on *m* until cond() holds; fail after *timeout* seconds."""
+    from asynframe import asyncore
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("loop condition not reached in %.1fs" % timeout)
+        asyncore.loop(step, use_poll, map=m, count=1)

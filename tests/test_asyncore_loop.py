@@ -33,7 +33,7 @@ import warnings
 
 import pytest
 
-from conftest import IN_PURE_RERUN, rerun_file_with_pure_core
+from conftest import IN_PURE_RERUN, both_poll_modes, rerun_file_with_pure_core, run_until
 
 import asynframe
 from asynframe import asynchat, asyncore
@@ -41,29 +41,8 @@ from asynframe import asynchat, asyncore
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
-
 
 # -- helpers -------------------------------------------------------------------
-@pytest.fixture
-def smap():
-    """A private socket map, emptied (every channel closed) at the end."""
-    m: dict = {}
-    try:
-        yield m
-    finally:
-        asyncore.close_all(m, ignore_all=True)
-
-
-def run_until(cond, m, timeout=10.0, use_poll=False, step=0.2):
-    """Iterate the loop on *m* until cond() holds; fail after *timeout* s."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("loop condition not reached in %.1fs" % timeout)
-        asyncore.loop(step, use_poll, map=m, count=1)
-
-
 def socket_at(fd):
     """One end of a fresh socketpair, moved to descriptor number *fd* (free)."""
     p, q = socket.socketpair()

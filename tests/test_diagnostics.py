@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import rerun_file_with_pure_core
+from conftest import both_poll_modes, rerun_file_with_pure_core, run_until
 
 import asynframe
 from asynframe import asynchat, asyncore, diagnostics
@@ -30,16 +30,6 @@ from asynframe import asynchat, asyncore, diagnostics
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 pytestmark = pytest.mark.timeout(60)
-both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
-
-
-@pytest.fixture
-def smap():
-    m: dict = {}
-    try:
-        yield m
-    finally:
-        asyncore.close_all(m, ignore_all=True)
 
 
 @pytest.fixture(autouse=True)
@@ -49,13 +39,6 @@ def switches_off():
     diagnostics.state.logging = diagnostics.state.trace = False
     yield
     diagnostics.state.logging, diagnostics.state.trace = saved
-
-
-def run_until(cond, m, use_poll=False, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        (asyncore.poll2 if use_poll else asyncore.poll)(0.01, m)
 
 
 class Listener(asyncore.dispatcher):
@@ -155,12 +138,12 @@ def test_callback_error_closes_only_that_channel(smap, use_poll, handler, capsys
     server = Listener(smap, handler)
     good, bad = client(server.port), client(server.port)
     try:
-        run_until(lambda: len(server.channels) == 2, smap, use_poll)
+        run_until(lambda: len(server.channels) == 2, smap, use_poll=use_poll)
         good.sendall(b"one\n")
         assert recv_exactly(good, 4, smap, use_poll) == b"one\n"
         bad.sendall(b"fine\nboom\nnever\n")
         assert recv_exactly(bad, 5, smap, use_poll) == b"fine\n"
-        run_until(lambda: any(c.closed for c in server.channels), smap, use_poll)
+        run_until(lambda: any(c.closed for c in server.channels), smap, use_poll=use_poll)
         bad_chan = [c for c in server.channels if c.closed]
         assert len(bad_chan) == 1 and bad_chan[0].errors == [Boom]
         assert bad_chan[0].closed == 1
@@ -253,7 +236,7 @@ def test_handle_error_logs_traceback_in_logging_mode(smap, use_poll, capsys, cap
     try:
         with caplog.at_level(logging.ERROR, logger="asynframe"):
             c.sendall(b"boom\n")
-            run_until(lambda: server.channels and server.channels[0].closed, smap, use_poll)
+            run_until(lambda: server.channels and server.channels[0].closed, smap, use_poll=use_poll)
         (record,) = caplog.records
         assert record.name == "asynframe.asyncore" and record.levelno == logging.ERROR
         assert "uncaptured python exception, closing channel" in record.getMessage()
@@ -367,7 +350,7 @@ def test_trace_logs_each_frame_once_in_order(smap, use_poll, handler, switch, tr
     server = Listener(smap, Traced)
     c = client(server.port)
     try:
-        run_until(lambda: server.channels, smap, use_poll)
+        run_until(lambda: server.channels, smap, use_poll=use_poll)
         chan = server.channels[0]
         assert chan._af_generic_path is True
         for piece in STREAM:

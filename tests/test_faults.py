@@ -24,13 +24,12 @@ import time
 
 import pytest
 
-from conftest import rerun_file_with_pure_core
+from conftest import both_poll_modes, rerun_file_with_pure_core
 
 from asynframe import asynchat, asyncore
 
 HERE = os.path.abspath(__file__)
 pytestmark = pytest.mark.timeout(60)
-both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 
 PATTERN = bytes(range(256)) * 4096  # 1 MiB
 

@@ -22,36 +22,17 @@ import hashlib
 import os
 import socket
 import struct
-import time
 
 import pytest
 
-from conftest import rerun_file_with_pure_core
+from conftest import both_poll_modes, rerun_file_with_pure_core, run_until
 
 from asynframe import asynchat, asyncore
 
 HERE = os.path.abspath(__file__)
-both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 # Far more than loopback socket buffers hold (a few MB at most).
 BIG = os.urandom(16 * 1024 * 1024)
 BIG_SHA = hashlib.sha256(BIG).hexdigest()
-
-
-@pytest.fixture
-def smap():
-    m: dict = {}
-    try:
-        yield m
-    finally:
-        asyncore.close_all(m, ignore_all=True)
-
-
-def run_until(cond, m, timeout=20.0, use_poll=False, step=0.2):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("loop condition not reached in %.1fs" % timeout)
-        asyncore.loop(step, use_poll, map=m, count=1)
 
 
 def reset(sock):

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import IN_PURE_RERUN, rerun_file_with_pure_core
+from conftest import IN_PURE_RERUN, both_poll_modes, rerun_file_with_pure_core
 
 import asynframe
 from asynframe import _poller, asynchat, asyncore
@@ -27,16 +27,6 @@ from asynframe import _poller, asynchat, asyncore
 HERE = os.path.abspath(__file__)
 FAST = _poller.LOOP_IMPLEMENTATION == "c"
 c_loop_only = pytest.mark.skipif(not FAST, reason="no compiled loop (pure core or not epoll)")
-both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
-
-
-@pytest.fixture
-def smap():
-    m: dict = {}
-    try:
-        yield m
-    finally:
-        asyncore.close_all(m, ignore_all=True)
 
 
 class Echo(asynchat.async_chat):

@@ -12,13 +12,12 @@ import logging
 import os
 import re
 import socket
-import time
 
 import pytest
 
-from conftest import rerun_file_with_pure_core
+from conftest import rerun_file_with_pure_core, run_until
 
-from asynframe import asyncore, diagnostics
+from asynframe import diagnostics
 
 HERE = os.path.abspath(__file__)
 README = os.path.join(os.path.dirname(HERE), os.pardir, "README.md")
@@ -42,20 +41,6 @@ def handler_class():
         yield namespace["Handler"]
     finally:
         diagnostics.use_logging(was_logging)
-
-
-@pytest.fixture
-def smap():
-    m: dict = {}
-    yield m
-    asyncore.close_all(m)
-
-
-def run_until(cond, m, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        asyncore.loop(timeout=0.05, map=m, count=1)
 
 
 def test_every_defence_is_on(handler_class, smap):

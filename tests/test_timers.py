@@ -26,35 +26,16 @@ import time
 
 import pytest
 
-from conftest import rerun_file_with_pure_core
+from conftest import both_poll_modes, rerun_file_with_pure_core, run_until
 
 import asynframe
 from asynframe import _poller, asynchat, asyncore
 
 HERE = os.path.abspath(__file__)
-both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
-
-
-@pytest.fixture
-def smap():
-    """A private socket map, torn down (channels closed, timers cancelled) at the end."""
-    m: dict = {}
-    try:
-        yield m
-    finally:
-        asyncore.close_all(m, ignore_all=True)
 
 
 def open_fds():
     return len(os.listdir("/proc/self/fd"))
-
-
-def run_until(cond, m, timeout=10.0, use_poll=False, step=0.2):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("loop condition not reached in %.1fs" % timeout)
-        asyncore.loop(step, use_poll, map=m, count=1)
 
 
 class Quiet(asyncore.dispatcher):

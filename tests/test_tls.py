@@ -38,7 +38,7 @@ import time
 import pytest
 
 import _certs
-from conftest import IN_PURE_RERUN, env_flag, rerun_file_with_pure_core
+from conftest import IN_PURE_RERUN, env_flag, rerun_file_with_pure_core, run_until
 
 import asynframe
 from asynframe import _poller, _tls, asynchat, asyncore
@@ -59,24 +59,6 @@ def certs(tmp_path_factory):
         "server": server_ctx, "client": client_ctx, "cert": cert, "key": key,
         "rogue_server": rogue_server_ctx,
     }
-
-
-@pytest.fixture
-def smap():
-    """A private socket map, emptied (every channel closed) at the end."""
-    m: dict = {}
-    try:
-        yield m
-    finally:
-        asyncore.close_all(m, ignore_all=True)
-
-
-def run_until(cond, m, timeout=10.0, use_poll=False, step=0.05):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("loop condition not reached in %.1fs" % timeout)
-        asyncore.loop(step, use_poll, map=m, count=1)
 
 
 def in_thread(fn):
