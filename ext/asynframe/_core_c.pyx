@@ -737,6 +737,8 @@ cdef tuple _check_file(object file, object offset, object count):
     return fd, offset, count
 
 
+@cython.final
+@cython.auto_pickle(False)  # it wraps an open file: nothing to pickle
 cdef class FileProducer:
     """*count* bytes of a binary *file* from *offset*, queued by ``PushQueue.push_file``.
 
