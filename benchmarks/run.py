@@ -22,6 +22,7 @@ Servers whose library is not installed are skipped with a note.
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import datetime as _dt
 import json
 import os
@@ -413,14 +414,27 @@ class CellError(Exception):
     pass
 
 
+def built_checkout_src() -> Optional[Path]:
+    """This checkout's ``src/`` if it holds an asynframe built for this
+    interpreter (``build_ext --inplace``), else None: then the installed
+    package is the code under test (a wheel, or a non-editable install)."""
+    package = REPO / "src" / "asynframe"
+    if not package.is_dir():
+        return None
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        if (package / ("_core_c" + suffix)).exists():
+            return REPO / "src"
+    return None
+
+
 def _server_env(spec: Dict[str, Any]) -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    # the servers run this checkout's src/asynframe, ahead of any installed
-    # copy (an editable install of another checkout would otherwise win)
-    src = str(REPO / "src")
-    if (REPO / "src" / "asynframe").is_dir():
-        env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
+    # a built checkout runs its own src/asynframe, ahead of any installed copy
+    # (an editable install of another checkout would otherwise win)
+    src = built_checkout_src()
+    if src is not None:
+        env["PYTHONPATH"] = str(src) + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else str(src)
     for key, value in spec.get("env", {}).items():
         if value is None:
             env.pop(key, None)

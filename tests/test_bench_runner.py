@@ -8,6 +8,7 @@ when it is interrupted.  Nothing here asserts on speed.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import signal
@@ -141,9 +142,12 @@ def test_every_installed_server_was_measured(tiny_run):
     if have["asynframe-c"]:
         assert doc["reference"] == "asynframe-c"
         assert doc["servers"]["asynframe-c"]["info"]["core"] == "c"
-        # the code under test: this checkout's src/ when there is one (not some
-        # other installed copy), else the installed package these tests import
-        if (REPO / "src" / "asynframe").is_dir():
+        # the code under test: this checkout's src/ when it is built for this
+        # interpreter (not some other installed copy), else the installed
+        # package these tests import (run.py's built_checkout_src rule)
+        built = [s for s in importlib.machinery.EXTENSION_SUFFIXES
+                 if (REPO / "src" / "asynframe" / ("_core_c" + s)).exists()]
+        if built:
             expected = str(REPO / "src")
         else:
             import asynframe
