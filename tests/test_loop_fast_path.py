@@ -304,6 +304,76 @@ def test_flag_set_mid_stream_switches_path(smap, use_poll):
         assert log == [("line", b"one"), ("line", b"two")]
 
 
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_class_patched_mid_stream_switches_path(smap, use_poll):
+    # the loop caches what it learnt about a class; assigning a handler on
+    # the class after the first event must be seen at the next one
+    class Patched(Echo):
+        pass
+
+    log: list = []
+    a, b = socket.socketpair()
+    with b:
+        Patched(a, smap, log)
+        poller = _poller.poller_for(smap)
+        b.sendall(b"one\r\n")
+        pump(smap, b, lambda got: got.endswith(b"one\r\n"), use_poll)
+        fast = poller.fast_dispatches
+        if FAST:
+            assert fast > 0
+
+        def handle_read(self):
+            self.log.append(("patched read",))
+            asynchat.async_chat.handle_read(self)
+
+        Patched.handle_read = handle_read
+        b.sendall(b"two\r\n")
+        pump(smap, b, lambda got: got.endswith(b"two\r\n"), use_poll)
+        assert poller.fast_dispatches == fast
+        assert log == [("line", b"one"), ("patched read",), ("line", b"two")]
+        # and back: deleting the override makes the channel stock again
+        del Patched.handle_read
+        b.sendall(b"three\r\n")
+        pump(smap, b, lambda got: got.endswith(b"three\r\n"), use_poll)
+        assert log[-1] == ("line", b"three")
+        if FAST:
+            assert poller.fast_dispatches > fast
+
+
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_state_attribute_as_property_is_honoured(smap, use_poll):
+    # The loop reads state such as ``connected`` straight from the instance
+    # dict only when no class makes it a descriptor; a property must still be
+    # consulted.  Here it hides the channel's output until the test opens it.
+    class Gated(Echo):
+        gate_open = False
+
+        @property
+        def _af_generic_path(self):
+            return not self.gate_open
+
+        @_af_generic_path.setter
+        def _af_generic_path(self, value):
+            pass
+
+    log: list = []
+    a, b = socket.socketpair()
+    with b:
+        chan = Gated(a, smap, log)
+        poller = _poller.poller_for(smap)
+        b.sendall(b"one\r\n")
+        pump(smap, b, lambda got: got.endswith(b"one\r\n"), use_poll)
+        assert poller.fast_dispatches == 0
+        chan.gate_open = True
+        b.sendall(b"two\r\n")
+        pump(smap, b, lambda got: got.endswith(b"two\r\n"), use_poll)
+        assert log == [("line", b"one"), ("line", b"two")]
+        if FAST:
+            assert poller.fast_dispatches > 0
+
+
 @c_loop_only
 @pytest.mark.timeout(20)
 def test_counters_listener_and_dispatcher_are_generic(smap):

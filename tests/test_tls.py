@@ -230,7 +230,7 @@ def test_echo_asynframe_both_ends(certs, smap, style, use_poll):
     # the server's close_when_done sent close_notify before closing
     assert client.socket.close_notify_received
     assert client.socket.version() in ("TLSv1.2", "TLSv1.3")
-    assert client.getpeercert()["subject"] == ((("commonName", "localhost"),),)
+    assert client.socket.getpeercert()["subject"] == ((("commonName", "localhost"),),)
     assert client._af_generic_path and not asynchat.async_chat._af_generic_path
 
 
@@ -774,10 +774,10 @@ def test_post_handshake_auth_read_path_writes(certs, smap):
     client = EchoClient(smap, listener.port, client_ctx, lines=[b"hi"])
     run_until(lambda: client.lines == [b"HI"], smap)
     server = listener.handlers[0]
-    assert not server.getpeercert()  # no certificate asked for yet
+    assert not server.socket.getpeercert()  # no certificate asked for yet
     client.push(b"AUTH\n")
-    run_until(lambda: client.lines == [b"HI", b"SHOW ME"] and server.getpeercert(), smap)
-    assert server.getpeercert()["subject"] == ((("commonName", "localhost"),),)
+    run_until(lambda: client.lines == [b"HI", b"SHOW ME"] and server.socket.getpeercert(), smap)
+    assert server.socket.getpeercert()["subject"] == ((("commonName", "localhost"),),)
     assert server.lines == [b"hi", b"AUTH"]  # the client wrote no data after AUTH
     assert not server.errors and not client.errors
 

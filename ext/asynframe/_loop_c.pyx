@@ -19,7 +19,7 @@
 
 cimport cython
 from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF
@@ -45,16 +45,53 @@ _STOCK_NAMES = (
     "readable", "writable", "recv", "send", "initiate_send",
 )
 
+# The per-event state the loop reads from a channel.  When no class in the
+# MRO makes one of them a descriptor, obj.name is "the instance dict's
+# value, else the class's", which _state() reads without the generic lookup.
+_STATE_NAMES = (
+    "connected", "accepting", "socket", "_af_generic_path", "_af_scanner",
+    "_af_queue", "_af_dispatching", "_af_limited", "ac_in_buffer_size",
+)
+
 cdef enum:
     CLASS_FAST = 1       # the class keeps all of _STOCK_NAMES
     CLASS_CHAT_MASK = 2  # the class keeps async_chat's readable/writable
     CLASS_PLAIN_GETATTR = 4  # no __getattribute__ of its own: _get() is exact
+    CLASS_PLAIN_STATE = 8    # _STATE_NAMES are plain values and no __setattr__ of its own
+
+
+cdef extern from "Python.h":
+    # CPython's type-attribute cache tag: set when the type's attributes are
+    # looked up, and reset (to 0, or with its flag cleared) whenever the type
+    # or one of its bases is modified.
+    ctypedef struct _TypeWithTag "PyTypeObject":
+        unsigned int tp_version_tag
+        unsigned long tp_flags
+    unsigned long Py_TPFLAGS_VALID_VERSION_TAG
+
+
+cdef inline unsigned int _version_of(type cls):
+    cdef _TypeWithTag *t = <_TypeWithTag *><PyObject *>cls
+    if not (t.tp_flags & Py_TPFLAGS_VALID_VERSION_TAG):
+        return 0
+    return t.tp_version_tag
+
+
+@cython.final
+cdef class _ClassInfo:
+    # What the loop needs to know about a channel class, valid while the
+    # class's version tag is unchanged (so assigning EchoChannel.handle_read
+    # after the first event is seen at the next one).
+    cdef int flags
+    cdef unsigned int version
+    cdef dict defaults      # name in _STATE_NAMES -> the class's value
+
 
 cdef bint _configured = False
 cdef tuple _stock = ()          # the functions named by _STOCK_NAMES, in order
-cdef dict _class_flags = {}     # type -> CLASS_* bits
-cdef PyObject *_last_class = NULL   # the last class looked up there, and its bits
-cdef int _last_flags = 0
+cdef dict _class_info = {}      # type -> _ClassInfo
+cdef _ClassInfo _last_info = None   # the last one used: one server usually serves one class
+cdef PyObject *_last_class = NULL
 cdef object _plain_socket = None
 cdef object _stock_initiate_send = None
 cdef object _read = None, _write = None, _expt = None, _readwrite = None
@@ -63,6 +100,7 @@ cdef object _touch = None
 # what the last successful _fast_socket() found (see there)
 cdef FrameScanner _last_scanner = None
 cdef PushQueue _last_queue = None
+cdef object _last_attrs = None
 cdef object _reraised = ()
 cdef object _disconnected = frozenset()
 cdef int IN = 1, OUT = 4, PRI = 2, ERR = 8, HUP = 16
@@ -87,9 +125,10 @@ def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
     _reraised = reraised
     _disconnected = disconnected
     IN, OUT, PRI, ERR, HUP = in_, out, pri, err, hup
-    _class_flags.clear()
-    global _last_class
+    _class_info.clear()
+    global _last_class, _last_info
     _last_class = NULL
+    _last_info = None
     _configured = True
     chat_push.__doc__ = chat_class.push.__doc__
     return {"push": chat_push}
@@ -102,8 +141,10 @@ def chat_push(self, data):
     cdef Py_ssize_t size
     if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
-    cdef bint plain = _flags_of(type(self)) & CLASS_PLAIN_GETATTR
-    queue = _get(self, "_af_queue") if plain else self._af_queue
+    cdef _ClassInfo info = _info_of(type(self))
+    cdef bint plain = info.flags & CLASS_PLAIN_GETATTR
+    cdef object attrs = _instance_dict(self) if plain else None
+    queue = _state(self, attrs, info, "_af_queue") if plain else self._af_queue
     if type(queue) is PushQueue:
         q = <PushQueue>queue
         was_empty = PyList_GET_SIZE(q._items) <= q._head
@@ -118,7 +159,7 @@ def chat_push(self, data):
     else:
         was_empty = not queue
         queue.push(data)
-    if not (_get(self, "_af_dispatching") if plain else self._af_dispatching):
+    if not (_state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching):
         if was_empty:
             self.initiate_send()
         else:
@@ -128,25 +169,33 @@ def chat_push(self, data):
                 self._af_flow()
 
 
-cdef int _flags_of(type cls) except -1:
-    global _last_class, _last_flags
+cdef _ClassInfo _info_of(type cls):
+    global _last_class, _last_info
     cdef PyObject *cached
-    cdef int flags
-    # one server usually serves one channel class: skip the dict then
-    if <PyObject *>cls == _last_class:
-        return _last_flags
-    cached = PyDict_GetItem(_class_flags, cls)
-    if cached != NULL:
-        flags = <object>cached
-        # a borrowed pointer: _class_flags keeps the class alive
-        _last_class = <PyObject *>cls
-        _last_flags = flags
-        return flags
-    flags = CLASS_FAST | CLASS_PLAIN_GETATTR
+    cdef unsigned int version = _version_of(cls)
+    if <PyObject *>cls == _last_class and version != 0 and version == _last_info.version:
+        return _last_info
+    cached = _lookup(_class_info, cls)
+    if cached != NULL and version != 0 and version == (<_ClassInfo>cached).version:
+        info = <_ClassInfo>cached
+    else:
+        info = _describe(cls)
+        _class_info[cls] = info
+    # a borrowed pointer: _class_info keeps the class alive
+    _last_class = <PyObject *>cls
+    _last_info = info
+    return info
+
+
+cdef _ClassInfo _describe(type cls):
+    cdef _ClassInfo info = _ClassInfo()
+    cdef int flags = CLASS_FAST | CLASS_PLAIN_GETATTR
+    info.defaults = {}
     if cls.__getattribute__ is not object.__getattribute__:
         # _get() would bypass it
-        _class_flags[cls] = 0
-        return 0
+        info.flags = 0
+        info.version = _version_of(cls)
+        return info
     for i, name in enumerate(_STOCK_NAMES):
         if getattr(cls, name, None) is not _stock[i]:
             flags = CLASS_PLAIN_GETATTR
@@ -154,8 +203,26 @@ cdef int _flags_of(type cls) except -1:
     # readable and writable are _STOCK_NAMES[4:6]
     if getattr(cls, "readable", None) is _stock[4] and getattr(cls, "writable", None) is _stock[5]:
         flags |= CLASS_CHAT_MASK
-    _class_flags[cls] = flags
-    return flags
+    if cls.__setattr__ is object.__setattr__:
+        flags |= CLASS_PLAIN_STATE
+        for name in _STATE_NAMES:
+            for klass in cls.__mro__:
+                if name in klass.__dict__:
+                    value = klass.__dict__[name]
+                    if hasattr(type(value), "__get__"):
+                        # a property, a method...: only the generic lookup is exact
+                        flags &= ~CLASS_PLAIN_STATE
+                    else:
+                        info.defaults[name] = value
+                    break
+    info.flags = flags
+    # read last: the getattr calls above are what give the class its tag
+    info.version = _version_of(cls)
+    return info
+
+
+cdef inline int _flags_of(type cls) except -1:
+    return _info_of(cls).flags
 
 
 cdef extern from "Python.h":
@@ -163,6 +230,10 @@ cdef extern from "Python.h":
     PyObject *_generic_getattr "PyObject_GenericGetAttr"(PyObject *obj, PyObject *name)
     PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
     int PyErr_ExceptionMatches(PyObject *exc)
+    # PyDict_GetItem without saving and restoring the error state; every key
+    # here is a str or an int, whose lookup cannot fail
+    PyObject *_dict_lookup "PyDict_GetItemWithError"(PyObject *d, PyObject *key)
+    PyObject *_lookup "PyDict_GetItemWithError"(object d, object key)
     void PyErr_Clear()
 
 
@@ -202,49 +273,74 @@ cdef inline object _get(object obj, str name):
     return _owned(value)
 
 
+cdef inline object _state(object obj, object attrs, _ClassInfo info, str name):
+    # obj.name for a name in _STATE_NAMES; *attrs* is obj's instance dict or None
+    cdef PyObject *value
+    if info.flags & CLASS_PLAIN_STATE and attrs is not None:
+        # str keys: the lookup cannot raise
+        value = _dict_lookup(<PyObject *>attrs, <PyObject *>name)
+        if value == NULL:
+            value = _dict_lookup(<PyObject *>info.defaults, <PyObject *>name)
+        if value != NULL:
+            return <object>value
+    return _get(obj, name)
+
+
+cdef inline int _set_state(object obj, object attrs, _ClassInfo info, str name, object value) except -1:
+    if info.flags & CLASS_PLAIN_STATE and attrs is not None:
+        PyDict_SetItem(attrs, name, value)
+    else:
+        setattr(obj, name, value)
+    return 0
+
+
 cdef object _fast_socket(object obj):
     """The channel's plain socket if it may take the fast path, else None."""
     cdef object attrs
-    if not (_flags_of(type(obj)) & CLASS_FAST):
+    cdef _ClassInfo info = _info_of(type(obj))
+    if not (info.flags & CLASS_FAST):
         return None
     attrs = _instance_dict(obj)
     if attrs is not None:
         if type(attrs) is not dict:
             return None
         for name in _STOCK_NAMES:
-            if PyDict_GetItem(attrs, name) != NULL:
+            if _lookup(attrs, name) != NULL:
                 return None
-    if _get(obj, "_af_generic_path") or not _get(obj, "connected") or _get(obj, "accepting"):
+    if (_state(obj, attrs, info, "_af_generic_path") or not _state(obj, attrs, info, "connected")
+            or _state(obj, attrs, info, "accepting")):
         return None
-    sock = _get(obj, "socket")
+    sock = _state(obj, attrs, info, "socket")
     if type(sock) is not _plain_socket:
         return None
-    scanner = _get(obj, "_af_scanner")
-    queue = _get(obj, "_af_queue")
+    scanner = _state(obj, attrs, info, "_af_scanner")
+    queue = _state(obj, attrs, info, "_af_queue")
     if type(scanner) is not FrameScanner or type(queue) is not PushQueue:
         return None
     # for the caller, which uses them before any Python code runs
-    global _last_scanner, _last_queue
+    global _last_scanner, _last_queue, _last_attrs
     _last_scanner = scanner
     _last_queue = queue
+    _last_attrs = attrs
     return sock
 
 
 cdef int _interest(object obj) except -2:
     """async_chat's interest (asynchat._chat_interest) or -1 if it must be asked."""
     cdef object attrs
-    if not (_flags_of(type(obj)) & CLASS_CHAT_MASK):
+    cdef _ClassInfo info = _info_of(type(obj))
+    if not (info.flags & CLASS_CHAT_MASK):
         return -1
     attrs = _instance_dict(obj)
-    if attrs is not None and (type(attrs) is not dict or PyDict_GetItem(attrs, "readable") != NULL
-                              or PyDict_GetItem(attrs, "writable") != NULL):
+    if attrs is not None and (type(attrs) is not dict or _lookup(attrs, "readable") != NULL
+                              or _lookup(attrs, "writable") != NULL):
         return -1
-    if _get(obj, "_af_generic_path"):
+    if _state(obj, attrs, info, "_af_generic_path"):
         # TLS, limits, timeouts...: their interest rules live in Python
         return -1
-    if _get(obj, "accepting"):
+    if _state(obj, attrs, info, "accepting"):
         return IN
-    if _get(obj, "_af_queue") or not _get(obj, "connected"):
+    if _state(obj, attrs, info, "_af_queue") or not _state(obj, attrs, info, "connected"):
         return IN | OUT
     return IN
 
@@ -253,20 +349,22 @@ cdef int _initiate_send(object obj, object queue=None) except -1:
     # async_chat.initiate_send, for a channel whose send() is the stock one;
     # *queue*: its _af_queue, if just read
     cdef PushQueue q
+    cdef _ClassInfo info = _info_of(type(obj))
+    cdef object attrs = _instance_dict(obj)
     if queue is None:
-        queue = _get(obj, "_af_queue")
+        queue = _state(obj, attrs, info, "_af_queue")
     if type(queue) is not PushQueue:
         _stock_initiate_send(obj)
         return 0
     q = <PushQueue>queue
-    while PyList_GET_SIZE(q._items) > q._head and _get(obj, "connected"):
+    while PyList_GET_SIZE(q._items) > q._head and _state(obj, attrs, info, "connected"):
         if <object>PyList_GET_ITEM(q._items, q._head) is None:
             # the close sentinel (pop_close)
             q._head += 1
             q._compact()
             obj.handle_close()
             return 0
-        sock = _get(obj, "socket")
+        sock = _state(obj, attrs, info, "socket")
         if type(sock) is not _plain_socket:
             # a callback swapped the socket: the Python method from here on
             _stock_initiate_send(obj)
@@ -281,12 +379,17 @@ cdef int _initiate_send(object obj, object queue=None) except -1:
         if not (PyList_GET_SIZE(q._items) > q._head
                 and <object>PyList_GET_ITEM(q._items, q._head) is None):
             break
+        # a producer's more() ran Python code: read the state afresh
+        attrs = _instance_dict(obj)
     return 0
 
 
 cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     # handle_read_event -> async_chat.handle_read of a connected channel
-    cdef Py_ssize_t size = _get(obj, "ac_in_buffer_size")
+    # _fast_socket() just read the instance dict, and no Python code ran since
+    cdef object attrs = _last_attrs
+    cdef _ClassInfo info = _info_of(type(obj))
+    cdef Py_ssize_t size = _state(obj, attrs, info, "ac_in_buffer_size")
     cdef af_ssize_t got
     cdef int err
     if scanner._busy:
@@ -309,7 +412,7 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     if got == 0:
         obj._af_peer_eof()
         return 0
-    obj._af_dispatching = True
+    _set_state(obj, attrs, info, "_af_dispatching", True)
     try:
         if scanner._end > scanner._start:
             scanner._scan_buffer(obj)
@@ -321,11 +424,13 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
             obj.initiate_send()
         raise
     finally:
-        obj._af_dispatching = False
-    queue = _get(obj, "_af_queue")
-    if queue:
+        # the callbacks may have replaced anything, even the instance dict
         attrs = _instance_dict(obj)
-        if attrs is not None and PyDict_GetItem(attrs, "initiate_send") != NULL:
+        info = _info_of(type(obj))
+        _set_state(obj, attrs, info, "_af_dispatching", False)
+    queue = _state(obj, attrs, info, "_af_queue")
+    if queue:
+        if attrs is not None and _lookup(attrs, "initiate_send") != NULL:
             obj.initiate_send()  # set on the instance by a callback just now
         else:
             _initiate_send(obj, queue)
@@ -389,16 +494,16 @@ cdef int _after(object poller, dict socket_map, dict known, dict dirty, object f
     # replaced, predicates to ask) is left to _refresh as in the pure twin.
     cdef int mask
     cdef PyObject *entry
-    if PyDict_GetItem(socket_map, fd) != <PyObject *>obj:
+    if _lookup(socket_map, fd) != <PyObject *>obj:
         # closed meanwhile: a new channel on this descriptor is already dirty
         return 0
     mask = _interest(obj)
     if mask >= 0:
         if mask and pri:
             mask |= PRI
-        entry = PyDict_GetItem(known, fd)
-        if (entry != NULL and PyDict_GetItem(socket_map, fd) == <PyObject *>obj
-                and type(<object>entry) is list and len(<list>entry) >= 2
+        entry = _lookup(known, fd)
+        # _interest() runs no Python code: the map still holds obj
+        if (entry != NULL and type(<object>entry) is list and len(<list>entry) >= 2
                 and (<list>entry)[0] is obj and (<list>entry)[1] == mask):
             return 1
     PyDict_SetItem(dirty, fd, obj)
@@ -409,7 +514,7 @@ cdef int _after(object poller, dict socket_map, dict known, dict dirty, object f
 @cython.wraparound(False)
 def dispatch(poller, list events, bint poll_semantics):
     """Deliver *events* (epoll's ``[(fd, flags)]``) as ``MapPoller._dispatch_generic`` does."""
-    global _last_scanner, _last_queue
+    global _last_scanner, _last_queue, _last_attrs
     cdef dict known = poller.known
     cdef dict socket_map = poller.map
     cdef dict dirty = poller.dirty
@@ -438,7 +543,7 @@ def dispatch(poller, list events, bint poll_semantics):
         for i in range(n):
             item = <object>PyList_GET_ITEM(events, i)
             fd = <object>PyTuple_GET_ITEM(item, 0)
-            entry = PyDict_GetItem(known, fd)
+            entry = _lookup(known, fd)
             if entry == NULL:
                 continue
             objs.append((<list>entry)[0])
@@ -450,7 +555,7 @@ def dispatch(poller, list events, bint poll_semantics):
             for i in range(count):
                 obj = <object>PyList_GET_ITEM(objs, i)
                 fd = <object>PyList_GET_ITEM(fds, i)
-                if PyDict_GetItem(socket_map, fd) != <PyObject *>obj:
+                if _lookup(socket_map, fd) != <PyObject *>obj:
                     continue
                 flags = flags_of[i]
                 sock = None
@@ -469,7 +574,7 @@ def dispatch(poller, list events, bint poll_semantics):
                 obj = <object>PyList_GET_ITEM(objs, i)
                 fd = <object>PyList_GET_ITEM(fds, i)
                 if (flags_of[i] & (IN | ERR | HUP) and registered_of[i] & IN
-                        and PyDict_GetItem(socket_map, fd) == <PyObject *>obj):
+                        and _lookup(socket_map, fd) == <PyObject *>obj):
                     sock = _fast_socket(obj)
                     if sock is not None:
                         fast += 1
@@ -481,7 +586,7 @@ def dispatch(poller, list events, bint poll_semantics):
                 obj = <object>PyList_GET_ITEM(objs, i)
                 fd = <object>PyList_GET_ITEM(fds, i)
                 if (flags_of[i] & (OUT | ERR | HUP) and registered_of[i] & OUT
-                        and PyDict_GetItem(socket_map, fd) == <PyObject *>obj):
+                        and _lookup(socket_map, fd) == <PyObject *>obj):
                     if _fast_socket(obj) is not None:
                         fast += 1
                         _select_write(obj)
@@ -491,7 +596,7 @@ def dispatch(poller, list events, bint poll_semantics):
             for i in range(count):
                 obj = <object>PyList_GET_ITEM(objs, i)
                 fd = <object>PyList_GET_ITEM(fds, i)
-                if flags_of[i] & PRI and PyDict_GetItem(socket_map, fd) == <PyObject *>obj:
+                if flags_of[i] & PRI and _lookup(socket_map, fd) == <PyObject *>obj:
                     generic += 1
                     _expt(obj)
             for i in range(count):
@@ -502,7 +607,9 @@ def dispatch(poller, list events, bint poll_semantics):
         free(flags_of)
         _last_scanner = None
         _last_queue = None
+        _last_attrs = None
         poller.fast_dispatches += fast
         poller.generic_dispatches += generic
         # a channel settled here had its interest evaluated, as _refresh would
         poller.interest_checks += settled
+

@@ -351,21 +351,6 @@ class dispatcher:
                 status.append(repr(self.addr))
         return "<%s at %#x>" % (" ".join(status), id(self))
 
-    def __getattr__(self, name: str) -> Any:
-        # Old asyncore delegated unknown attributes to the socket
-        # (dispatcher.getsockname(), .setsockopt(), ...); legacy code relies on it.
-        if name.startswith("__") or name in ("socket", "_map", "_fileno"):
-            raise AttributeError(name)
-        sock = self.__dict__.get("socket")
-        if sock is None:
-            raise AttributeError("%s object has no attribute %r" % (type(self).__name__, name))
-        try:
-            return getattr(sock, name)
-        except AttributeError:
-            raise AttributeError(
-                "%s object has no attribute %r" % (type(self).__name__, name)
-            ) from None
-
     def add_channel(self, map: Optional[Dict[Any, Any]] = None) -> None:
         if map is None:
             map = self._map
@@ -768,6 +753,62 @@ class dispatcher:
             if timer is not None:
                 timer.cancel()
                 setattr(self, name, None)
+
+
+class SocketDelegation:
+    """Mixin: unknown attributes of a dispatcher are looked up on its socket.
+
+    Python 2's asyncore did this (``chan.getsockname()``,
+    ``chan.setsockopt(...)``); Python 3.6 to 3.11 did not, and neither does
+    asynframe by default.  Put this class before ``dispatcher`` in the bases
+    of a legacy class that needs it, or switch it on for every dispatcher
+    with ``delegate_socket_attributes(True)``.  It has a price: CPython does
+    not specialise attribute access on a class with ``__getattr__``, so every
+    ``self.push``/``self.x`` in such a class costs more.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        # never for the names the dispatcher itself may not have yet: a
+        # half-initialised channel must not recurse into its own socket
+        if name.startswith("__") or name in ("socket", "_map", "_fileno"):
+            raise AttributeError(name)
+        sock = self.__dict__.get("socket")
+        if sock is None:
+            raise AttributeError("%s object has no attribute %r" % (type(self).__name__, name))
+        try:
+            return getattr(sock, name)
+        except AttributeError:
+            raise AttributeError(
+                "%s object has no attribute %r" % (type(self).__name__, name)
+            ) from None
+
+
+def delegate_socket_attributes(enabled: bool = True) -> None:
+    """Switch Python 2-style socket delegation on or off for every dispatcher.
+
+    With it on, ``dispatcher`` (and so every subclass) behaves as if it had
+    ``SocketDelegation`` among its bases.  ``ASYNFRAME_SOCKET_DELEGATION=1``
+    in the environment switches it on at import.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError("enabled must be a bool, not %s" % type(enabled).__name__)
+    if enabled:
+        # assigning the dunder on the class updates its type slot (and its
+        # subclasses'), which an instance attribute would not
+        dispatcher.__getattr__ = SocketDelegation.__getattr__  # type: ignore[attr-defined]
+    elif "__getattr__" in dispatcher.__dict__:
+        del dispatcher.__getattr__  # type: ignore[attr-defined]
+
+
+def socket_delegation_enabled() -> bool:
+    """True when ``delegate_socket_attributes(True)`` is in effect."""
+    return "__getattr__" in dispatcher.__dict__
+
+
+if os.environ.get("ASYNFRAME_SOCKET_DELEGATION", "") not in ("", "0"):
+    delegate_socket_attributes(True)
 
 
 class dispatcher_with_send(WriteFlowControl, dispatcher):
