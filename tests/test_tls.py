@@ -37,13 +37,6 @@ import time
 
 import pytest
 
-# Known gap, seen in CI on CPython 3.9 only: its ssl module reports a peer that
-# leaves without close_notify, or mid-handshake, differently (an error rather
-# than an end of stream). Tracked as an open item; 3.10+ pass.
-py39_tls_eof_gap = pytest.mark.xfail(
-    sys.version_info < (3, 10), reason="3.9 ssl: ragged/mid-handshake EOF reported as an error", strict=False)
-
-
 import _certs
 from conftest import IN_PURE_RERUN, env_flag, rerun_file_with_pure_core, run_until
 
@@ -290,7 +283,6 @@ def test_dispatcher_with_send_echo(certs, smap):
 
 
 # -- blocking stdlib peers ---------------------------------------------------------------------
-@py39_tls_eof_gap
 @pytest.mark.parametrize("unwrap", [True, False], ids=["close_notify", "ragged"])
 def test_blocking_stdlib_client(certs, smap, unwrap):
     listener = Listener(smap, lambda s, m: EchoServer(s, m, certs["server"]))
@@ -632,7 +624,6 @@ def test_connection_refused_under_tls(certs, smap):
 
 
 # -- peers that vanish mid-handshake -----------------------------------------------------------
-@py39_tls_eof_gap
 @pytest.mark.parametrize("how", ["fin", "rst"])
 def test_client_vanishes_mid_handshake(certs, smap, how):
     listener = Listener(smap, lambda s, m: EchoServer(s, m, certs["server"]))
@@ -657,7 +648,6 @@ def test_client_vanishes_mid_handshake(certs, smap, how):
     assert good.lines == [b"ONE", b"TWO"]
 
 
-@py39_tls_eof_gap
 def test_server_vanishes_mid_handshake(certs, smap):
     lsock = socket.create_server(("127.0.0.1", 0))
     try:
@@ -685,6 +675,34 @@ def test_server_vanishes_mid_handshake(certs, smap):
         assert client.events == ["connect", "close"] and not client.errors
     finally:
         lsock.close()
+
+
+@pytest.fixture(scope="module", params=["ignored", "reported"])
+def eof_option_certs(request, tmp_path_factory):
+    """Contexts with OP_IGNORE_UNEXPECTED_EOF set ("ignored": OpenSSL takes a
+    bare TCP close for close_notify, CPython 3.9's default) or cleared
+    ("reported": an error, SSLEOFError on 3.10+ but a plain SSLError on 3.9),
+    so every interpreter meets both ways OpenSSL words the peer's EOF."""
+    where = tmp_path_factory.mktemp("eof_" + request.param)
+    server_ctx, client_ctx, _, _ = _certs.contexts(where, request.param)
+    for ctx in (server_ctx, client_ctx):
+        if request.param == "ignored":
+            ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
+        else:
+            ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    return {"server": server_ctx, "client": client_ctx}
+
+
+@pytest.mark.skipif(not hasattr(ssl, "OP_IGNORE_UNEXPECTED_EOF"), reason="needs OpenSSL 3")
+@pytest.mark.parametrize("scenario", ["close_notify", "ragged", "client_fin", "server_fin"])
+def test_peer_eof_whatever_openssl_reports(eof_option_certs, smap, scenario):
+    # the scenarios above, with the option forced either way
+    if scenario in ("close_notify", "ragged"):
+        test_blocking_stdlib_client(eof_option_certs, smap, scenario == "close_notify")
+    elif scenario == "client_fin":
+        test_client_vanishes_mid_handshake(eof_option_certs, smap, "fin")
+    else:
+        test_server_vanishes_mid_handshake(eof_option_certs, smap)
 
 
 # -- input buffered inside the TLS layer ---------------------------------------------------------

@@ -28,7 +28,11 @@ the handshake, the ciphertext backlog and decrypted-but-undelivered input
 Shutdown: close_notify is sent (``unwrap``), flushed by ``close_when_done``
 like any queued output, best-effort by a plain ``close()``; the peer's
 close_notify is never waited for (RFC 8446 6.1 lets the closing side go), so
-a peer that does not answer cannot hold the channel.
+a peer that does not answer cannot hold the channel.  The peer's end: the
+socket's EOF reaches OpenSSL only once it has taken every byte before it, so
+a bare TCP close (no close_notify: ``close_notify_received`` False) is told
+apart and closes the channel like any end of stream, whatever the Python
+version and context options make OpenSSL say about it (``_tell_eof``).
 """
 
 from __future__ import annotations
@@ -102,7 +106,9 @@ class TLSSocket:
         # decrypted or still-encrypted input in the BIOs that the fd will not
         # announce again: the loop delivers a read event without waiting
         self._buffered = False
+        # the socket's EOF, and whether OpenSSL was told it (_tell_eof)
         self._raw_eof = False
+        self._eof_told = False
         self._eof_next = False
         self._lost = False
         self._close_notify_sent = False
@@ -159,13 +165,8 @@ class TLSSocket:
             return False
         try:
             sent = self.raw.send(buf)
-        except (BlockingIOError, InterruptedError):
-            return True
         except OSError as why:
-            if why.errno in _DISCONNECTED:
-                self._lost = True
-                return False
-            raise
+            return self._socket_error(why)
         del buf[:sent]
         return True
 
@@ -175,18 +176,44 @@ class TLSSocket:
             return not self._lost
         try:
             data = self.raw.recv(RAW_READ)
-        except (BlockingIOError, InterruptedError):
-            return True
         except OSError as why:
-            if why.errno in _DISCONNECTED:
-                self._lost = True
-                return False
-            raise
+            return self._socket_error(why)
         if data:
             self.incoming.write(data)
         else:
+            # OpenSSL is told later, by _tell_eof (see there why)
             self._raw_eof = True
-            self.incoming.write_eof()
+        return True
+
+    def _socket_error(self, why: OSError) -> bool:
+        """What a failed ``send``/``recv`` on the plain socket means for
+        ``_flush``/``_pull``: True for try again later, False once the
+        connection is lost; any other error propagates."""
+        if isinstance(why, (BlockingIOError, InterruptedError)):
+            return True
+        if why.errno in _DISCONNECTED:
+            self._lost = True
+            return False
+        raise why
+
+    def _tell_eof(self) -> bool:
+        """OpenSSL met WANT_READ: hand it the transport's EOF if that is all
+        that is left; True when it was handed now (the call is to be repeated
+        once, for OpenSSL's own verdict and alert).
+
+        The EOF waits until OpenSSL asks for more because only then is it
+        known that the peer sent no close_notify (OpenSSL would have reported
+        it instead of WANT_READ).  After the EOF, OpenSSL itself cannot be
+        trusted to tell a truncation: with ``OP_IGNORE_UNEXPECTED_EOF`` (CPython
+        3.9 sets it on every new context) a bare TCP close reads as
+        close_notify (``b""``, ``SSLZeroReturnError``), and 3.9 without it
+        raises a plain ``SSLError`` (UNEXPECTED_EOF_WHILE_READING) where
+        3.10+ raise ``SSLEOFError``.  ``_eof_told`` therefore means: the
+        stream ended without close_notify, whatever OpenSSL says next."""
+        if not self._raw_eof or self._eof_told:
+            return False
+        self._eof_told = True
+        self.incoming.write_eof()
         return True
 
     def _adopt(self) -> None:
@@ -207,22 +234,28 @@ class TLSSocket:
         self._handshake_step(channel)
 
     def _handshake_step(self, channel: Any) -> None:
-        try:
-            self.ssl_object.do_handshake()
-        except ssl.SSLWantReadError:
-            if not self._flush() or self._raw_eof:
-                # the peer went away mid-handshake: a disconnect, not an error
-                channel.handle_close()
-            else:
-                self._touch()
-            return
-        except ssl.SSLError as exc:
-            # the alert OpenSSL wrote tells the peer why
-            flushed = self._flush()
-            if isinstance(exc, ssl.SSLEOFError) or not flushed:
-                channel.handle_close()
+        while True:
+            try:
+                self.ssl_object.do_handshake()
+            except ssl.SSLWantReadError:
+                if self._tell_eof():
+                    continue
+                if not self._flush() or self._raw_eof:
+                    # the peer went away mid-handshake: a disconnect, not an error
+                    channel.handle_close()
+                else:
+                    self._touch()
                 return
-            raise
+            except ssl.SSLError as exc:
+                # the alert OpenSSL wrote tells the peer why
+                flushed = self._flush()
+                if self._eof_told or isinstance(exc, ssl.SSLEOFError) or not flushed:
+                    # (_eof_told: the error is about the EOF, however this
+                    # Python words it: see _tell_eof)
+                    channel.handle_close()
+                    return
+                raise
+            break
         self._phase = _OPEN
         self._established = True
         if not self._flush():
@@ -236,10 +269,14 @@ class TLSSocket:
         retry = self._retry
         if retry is None:
             return
-        try:
-            self.ssl_object.write(retry)
-        except ssl.SSLWantReadError:
-            return
+        while True:
+            try:
+                self.ssl_object.write(retry)
+            except ssl.SSLWantReadError:
+                if self._tell_eof():
+                    continue  # no input can come: OpenSSL is to end the wait itself
+                return
+            break
         self._retry = None
         self._flush()
         self._touch()
@@ -282,6 +319,11 @@ class TLSSocket:
             try:
                 chunk = sslobj.read(buffersize - total)
             except ssl.SSLWantReadError:
+                if self._raw_eof:
+                    if self._tell_eof():
+                        continue
+                    eof = True
+                    break
                 if pulled:
                     break
                 pulled = True
@@ -294,8 +336,16 @@ class TLSSocket:
                 # TCP EOF without close_notify
                 eof = True
                 break
+            except ssl.SSLError:
+                if not self._eof_told:
+                    raise
+                # the same EOF, as 3.9 words it without OP_IGNORE_UNEXPECTED_EOF
+                eof = True
+                break
             if not chunk:
-                self.close_notify_received = True
+                # after _tell_eof, b"" is OpenSSL taking the bare EOF for
+                # close_notify (OP_IGNORE_UNEXPECTED_EOF)
+                self.close_notify_received = not self._eof_told
                 eof = True
                 break
             chunks.append(chunk)
