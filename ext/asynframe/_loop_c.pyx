@@ -60,21 +60,28 @@ cdef enum:
     CLASS_PLAIN_STATE = 8    # _STATE_NAMES are plain values and no __setattr__ of its own
 
 
-cdef extern from "Python.h":
-    # CPython's type-attribute cache tag: set when the type's attributes are
-    # looked up, and reset (to 0, or with its flag cleared) whenever the type
-    # or one of its bases is modified.
-    ctypedef struct _TypeWithTag "PyTypeObject":
-        unsigned int tp_version_tag
-        unsigned long tp_flags
-    unsigned long Py_TPFLAGS_VALID_VERSION_TAG
+cdef extern from *:
+    """
+    /* CPython's type-attribute cache tag: a fresh number is given when the
+       type's attributes are looked up; modifying the type or one of its bases
+       invalidates it.  Up to 3.12 that clears Py_TPFLAGS_VALID_VERSION_TAG
+       (3.9 leaves the number as it was); 3.13 no longer uses the flag and
+       resets the number to 0.  tests/test_loop_fast_path.py checks this on
+       every interpreter. */
+    static inline unsigned int af_type_version(PyObject *type) {
+        PyTypeObject *t = (PyTypeObject *)type;
+    #if PY_VERSION_HEX < 0x030D0000
+        if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+            return 0;
+    #endif
+        return t->tp_version_tag;
+    }
+    """
+    unsigned int af_type_version(PyObject *type)
 
 
 cdef inline unsigned int _version_of(type cls):
-    cdef _TypeWithTag *t = <_TypeWithTag *><PyObject *>cls
-    if not (t.tp_flags & Py_TPFLAGS_VALID_VERSION_TAG):
-        return 0
-    return t.tp_version_tag
+    return af_type_version(<PyObject *>cls)
 
 
 @cython.final
