@@ -240,7 +240,9 @@ cdef int _interest(object obj) except -2:
                               or PyDict_GetItem(attrs, "writable") != NULL):
         return -1
     if _get(obj, "_af_generic_path"):
-        # TLS, limits, timeouts...: their interest rules live in Python
+        # TLS, limits, timeouts...: their interest rules live in Python.  That
+        # includes a write pause and an end of file being drained: the flag
+        # stays set while either applies, so they need no check here.
         return -1
     if _get(obj, "accepting"):
         return IN
