@@ -13,10 +13,12 @@ named ``asynchat``) from 3.12 on.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -169,3 +171,42 @@ def run_until(cond, m, timeout=20.0, use_poll=False, step=0.05):
         if time.monotonic() > deadline:
             raise AssertionError("loop condition not reached in %.1fs" % timeout)
         asyncore.loop(step, use_poll, map=m, count=1)
+
+
+# -- file data shared by the push_file tests -------------------------------------------
+HAS_SENDFILE = hasattr(os, "sendfile")
+FILE_DATA_SIZE = 2 << 20
+
+
+def pattern(n, seed=0):
+    """n bytes that do not repeat with a short period (offset errors show)."""
+    out = bytearray()
+    i = seed
+    while len(out) < n:
+        out += i.to_bytes(4, "little")
+        i += 1
+    return bytes(out[:n])
+
+
+@functools.lru_cache(maxsize=1)
+def file_data() -> bytes:
+    """What ``data_file`` holds: ``pattern(FILE_DATA_SIZE)``."""
+    # built on first use, once: most test runs never touch a file
+    return pattern(FILE_DATA_SIZE)
+
+
+@pytest.fixture
+def data_file():
+    """A temporary binary file holding ``file_data()``, closed at teardown."""
+    f = tempfile.TemporaryFile()
+    f.write(file_data())
+    f.flush()
+    yield f
+    f.close()
+
+
+def refuse_file_reads(monkeypatch):
+    """Fail the test if a queued file is read instead of sent with sendfile()."""
+    def refuse(*args):
+        raise AssertionError("the file was read, not sent with sendfile()")
+    monkeypatch.setattr(os, "pread", refuse)

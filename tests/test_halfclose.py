@@ -172,6 +172,28 @@ def test_push_after_the_end_of_file_is_still_sent(smap, use_poll):
 
 @pytest.mark.timeout(60)
 @both_poll_modes
+def test_drain_on_eof_switched_off_mid_drain_still_drains_and_closes(smap, use_poll):
+    """The end of file already read keeps its rules: the reply goes out whole,
+    then the channel closes (the compiled loop path used to take the channel
+    back, never close it and spin on its write events)."""
+    class Replier(Chat):
+        drain_on_eof = True
+        reply = "push"
+        then_close = False
+
+    server = Server(smap, Replier)
+    client = Reader(smap, server.address, b"GET everything\n", shut=True)
+    run_until(lambda: server.channels and server.channels[0]._af_eof, smap, use_poll=use_poll)
+    chan = server.channels[0]
+    chan.drain_on_eof = False
+    assert chan._af_generic_path
+    run_until(lambda: client.closes and chan.closes, smap, timeout=40, use_poll=use_poll)
+    assert client.received == len(BIG) and client.sha.hexdigest() == BIG_SHA
+    assert client.closes == 1 and chan.closes == 1
+
+
+@pytest.mark.timeout(60)
+@both_poll_modes
 def test_default_closes_at_the_end_of_file_as_asynchat(smap, use_poll):
     """Without drain_on_eof, asynchat's behaviour: the reply is cut."""
     class Replier(Chat):

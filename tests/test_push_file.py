@@ -18,7 +18,6 @@ import hashlib
 import io
 import os
 import socket
-import tempfile
 import time
 
 import pytest
@@ -26,33 +25,13 @@ import pytest
 import asynframe
 from asynframe import asynchat, asyncore
 
-from conftest import IN_PURE_RERUN, rerun_file_with_pure_core
+from conftest import HAS_SENDFILE, IN_PURE_RERUN, file_data, refuse_file_reads, rerun_file_with_pure_core
 
 HERE = os.path.abspath(__file__)
-HAS_SENDFILE = hasattr(os, "sendfile")
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def pattern(n):
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"%d" % i).digest()
-        i += 1
-    return bytes(out[:n])
-
-
-DATA = pattern(2 << 20)
-
-
-@pytest.fixture
-def data_file():
-    f = tempfile.TemporaryFile()
-    f.write(DATA)
-    f.flush()
-    yield f
-    f.close()
+DATA = file_data()  # what the data_file fixture holds
 
 
 class RecordingSocket(socket.socket):
@@ -155,9 +134,7 @@ def pairs():
 
 @pytest.mark.skipif(not HAS_SENDFILE, reason="no os.sendfile here")
 def test_bytes_file_bytes_close_when_done_with_sendfile(pairs, data_file, monkeypatch):
-    def refuse(*args):
-        raise AssertionError("the file was read, not sent with sendfile()")
-    monkeypatch.setattr(os, "pread", refuse)
+    refuse_file_reads(monkeypatch)
     p = pairs()
     chan = p.chan
     chan.push(b"HEAD\r\n")

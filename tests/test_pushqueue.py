@@ -19,6 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import pattern
+
 pytestmark = pytest.mark.timeout(60)
 
 SNDBUF = 4096
@@ -67,16 +69,6 @@ class ListProducer:
         if self.chunks:
             return self.chunks.pop(0)
         return self.empty
-
-
-def pattern(n, seed=0):
-    """n bytes that do not repeat with a short period (offset errors show)."""
-    out = bytearray()
-    i = seed
-    while len(out) < n:
-        out += i.to_bytes(4, "little")
-        i += 1
-    return bytes(out[:n])
 
 
 def drain(q, a, b, received, max_rounds=200000):

@@ -15,35 +15,16 @@ import io
 import os
 import socket
 import sys
-import tempfile
 
 import pytest
 
+from conftest import HAS_SENDFILE, file_data, refuse_file_reads
+
 pytestmark = pytest.mark.timeout(60)
 
-HAS_SENDFILE = hasattr(os, "sendfile")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sendfile rules")
 
-
-def pattern(n, seed=0):
-    out = bytearray()
-    i = seed
-    while len(out) < n:
-        out += i.to_bytes(4, "little")
-        i += 1
-    return bytes(out[:n])
-
-
-DATA = pattern(2 << 20)
-
-
-@pytest.fixture
-def data_file():
-    f = tempfile.TemporaryFile()
-    f.write(DATA)
-    f.flush()
-    yield f
-    f.close()
+DATA = file_data()  # what the data_file fixture holds
 
 
 @pytest.fixture
@@ -84,17 +65,10 @@ def drain(q, a, b, received, read_limit=1 << 20, send=None):
             return
 
 
-def no_reads(monkeypatch):
-    """Fail the test if the queue reads the file instead of sendfile()."""
-    def refuse(*args):
-        raise AssertionError("the file was read, not sent with sendfile()")
-    monkeypatch.setattr(os, "pread", refuse)
-
-
 @pytest.mark.skipif(not HAS_SENDFILE, reason="no os.sendfile here")
 def test_bytes_file_bytes_close_in_order_with_sendfile(core, pair, data_file, monkeypatch):
     a, b = pair
-    no_reads(monkeypatch)
+    refuse_file_reads(monkeypatch)
     q = core.PushQueue()
     q.push(b"HEAD\r\n")
     q.push_file(data_file, 12345, 1_500_000)

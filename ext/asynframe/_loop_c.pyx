@@ -137,7 +137,12 @@ def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
     _last_class = NULL
     _last_info = None
     _configured = True
+    # tracebacks, bound-method reprs and help() then name the method the
+    # application called, as with the Python push it replaces
     chat_push.__doc__ = chat_class.push.__doc__
+    chat_push.__name__ = chat_class.push.__name__
+    chat_push.__qualname__ = chat_class.push.__qualname__
+    chat_push.__module__ = chat_class.push.__module__
     return {"push": chat_push}
 
 
@@ -343,13 +348,22 @@ cdef int _interest(object obj) except -2:
                               or _lookup(attrs, "writable") != NULL):
         return -1
     if _state(obj, attrs, info, "_af_generic_path"):
-        # TLS, limits, timeouts...: their interest rules live in Python
+        # TLS, limits, timeouts...: their interest rules live in Python.  That
+        # includes a write pause and an end of file being drained: the flag
+        # stays set while either applies, so they need no check here.
         return -1
     if _state(obj, attrs, info, "accepting"):
         return IN
     if _state(obj, attrs, info, "_af_queue") or not _state(obj, attrs, info, "connected"):
         return IN | OUT
     return IN
+
+
+def chat_interest(obj):
+    """What the compiled dispatch takes as *obj*'s interest when it settles a
+    channel after an event, or -1 where it leaves that to MapPoller._refresh
+    (asynchat._chat_interest).  For the twin tests: the two must agree."""
+    return _interest(obj)
 
 
 cdef int _initiate_send(object obj, object queue=None) except -1:

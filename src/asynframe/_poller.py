@@ -509,6 +509,9 @@ _DISPATCH: Tuple[Any, ...] = ()
 # The compiled dispatch (asynframe._loop_c) once enable_fast_path() bound it;
 # None: MapPoller._dispatch_generic delivers every event.
 _fast: Any = None
+#: The async_chat methods enable_fast_path() replaced with compiled twins, by
+#: name: the behaviour those twins must reproduce (tests compare the two).
+PYTHON_TWINS: Dict[str, Callable[..., Any]] = {}
 #: "c" when ready lists are dispatched by the compiled loop, else "python".
 LOOP_IMPLEMENTATION = "python"
 
@@ -535,6 +538,9 @@ def enable_fast_path(chat_class: type) -> None:
         asyncore._DISCONNECTED, asyncore._touch, IN, OUT, PRI, ERR, HUP,
     )
     for name, function in twins.items():
+        original = getattr(chat_class, name)
+        if original is not function:  # a second call must not record the twin itself
+            PYTHON_TWINS[name] = original
         setattr(chat_class, name, function)
     _fast = _loop_c
     LOOP_IMPLEMENTATION = "c"

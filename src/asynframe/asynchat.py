@@ -200,7 +200,10 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
 
     def _af_refresh_generic_path(self) -> None:
         asyncore.dispatcher._af_refresh_generic_path(self)
-        if self._af_drain_on_eof:
+        # an end of file already read keeps its rules (write-only interest,
+        # close once drained) even if drain_on_eof is switched off meanwhile;
+        # the compiled loop knows neither
+        if self._af_drain_on_eof or self._af_eof:
             self._af_generic_path = True
 
     def _af_peer_eof(self) -> None:
