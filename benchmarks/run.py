@@ -239,6 +239,16 @@ def _proc_status(pid: int) -> Dict[str, int]:
     return out
 
 
+def _user_cpu_seconds(pid: int) -> Optional[float]:
+    """User-mode CPU time of *pid* so far (clock ticks: 10 ms resolution)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _cpu_seconds(pid: int) -> Optional[float]:
     """CPU time used by *pid* so far (ns resolution where schedstat exists)."""
     try:
@@ -512,7 +522,8 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
             kind = ev.get("event")
             if kind == "mark":
                 marks.setdefault(ev["phase"], []).append(
-                    (time.perf_counter(), _cpu_seconds(srv.pid), _system_busy_seconds()))
+                    (time.perf_counter(), _cpu_seconds(srv.pid), _system_busy_seconds(),
+                     _user_cpu_seconds(srv.pid)))
                 timeout = opts.duration + slack
             elif kind == "idle_start":
                 rss_marks["before_idle"] = _proc_status(srv.pid).get("VmRSS", 0)
@@ -549,12 +560,15 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
         lg_cpu = [w["cpu"] / w["wall"] for w in windows]
         lg_user = [w.get("cpu_user", 0.0) / w["wall"] for w in windows]
         pts = marks.get(phase, [])
-        srv_cpu, other = [], []
-        for i, ((t0, c0, s0), (t1, c1, s1)) in enumerate(zip(pts, pts[1:])):
+        srv_cpu, srv_user, other = [], [], []
+        for i, ((t0, c0, s0, u0), (t1, c1, s1, u1)) in enumerate(zip(pts, pts[1:])):
             dt = t1 - t0
             if c0 is None or c1 is None or dt <= 0:
                 continue
             srv_cpu.append((c1 - c0) / dt)
+            # the rest is the kernel: on loopback a send also runs the
+            # receiver's TCP input, so it bounds every server alike
+            srv_user.append((u1 - u0) / dt if u0 is not None and u1 is not None else 0.0)
             if s0 is not None and s1 is not None and i < len(lg_cpu):
                 # everything else the machine did, minus server and load generator
                 other.append(max(0.0, (s1 - s0 - (c1 - c0)) / dt - lg_cpu[i]))
@@ -566,6 +580,7 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
             "loadgen_cpu": lg_cpu,
             "loadgen_user_cpu": lg_user,
             "server_cpu": srv_cpu,
+            "server_user_cpu": srv_user,
             "other_cpu": other,
         }
 
@@ -580,7 +595,8 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
         cell = dict(base)
         cell.update(with_idle)
         cell["baseline"] = {k: base[k] for k in ("values", "median", "min", "max", "loadgen_cpu",
-                                                 "loadgen_user_cpu", "server_cpu", "other_cpu")}
+                                                 "loadgen_user_cpu", "server_cpu", "server_user_cpu",
+                                                 "other_cpu")}
         cell["idle_count"] = result["idle_count"]
         cell["idle_setup_seconds"] = result["idle_setup_seconds"]
         cell["idle_ratio"] = with_idle["median"] / base["median"] if base["median"] else None
@@ -690,12 +706,18 @@ def render_tables(doc: Dict[str, Any]) -> str:
                 i = c["loadgen_cpu"].index(max(c["loadgen_cpu"]))
                 lg = c["loadgen_cpu"][i] * 100
                 user = c["loadgen_user_cpu"][i] * 100
-                sv = max(c["server_cpu"]) * 100 if c["server_cpu"] else None
-                row.append(f"{lg:.0f}% ({user:.0f}%) / " + (f"{sv:.0f}%" if sv is not None else "?"))
+                server = "?"
+                if c["server_cpu"]:
+                    j = c["server_cpu"].index(max(c["server_cpu"]))
+                    server = f"{c['server_cpu'][j] * 100:.0f}%"
+                    if c.get("server_user_cpu"):
+                        server += f" ({c['server_user_cpu'][j] * 100:.0f}%)"
+                row.append(f"{lg:.0f}% ({user:.0f}%) / " + server)
             else:
                 row.append("-")
         rows.append(row)
-    parts.append("\nCPU use, % of one CPU (busiest window): load generator (its user-space part) / server")
+    parts.append("\nCPU use, % of one CPU (busiest window), user-space part in parentheses:"
+                 " load generator / server")
     parts.append(_table(["scenario"] + servers, rows))
 
     rows = []
@@ -933,7 +955,10 @@ def main(argv=None) -> int:
                 line += (f"  loadgen cpu {cell['loadgen_cpu'][i] * 100:3.0f}%"
                          f" (user {cell['loadgen_user_cpu'][i] * 100:2.0f}%)")
                 if cell["server_cpu"]:
-                    line += f"  server cpu {max(cell['server_cpu']) * 100:3.0f}%"
+                    j = cell["server_cpu"].index(max(cell["server_cpu"]))
+                    line += f"  server cpu {cell['server_cpu'][j] * 100:3.0f}%"
+                    if cell.get("server_user_cpu"):
+                        line += f" (user {cell['server_user_cpu'][j] * 100:2.0f}%)"
                 if cell.get("peak_rss"):
                     line += f"  peak rss {cell['peak_rss'] / 2**20:.1f} MiB"
                 if cell.get("other_cpu") and max(cell["other_cpu"]) > NOISE:

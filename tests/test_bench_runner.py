@@ -119,6 +119,14 @@ def test_json_is_well_formed(tiny_run):
     for sc in SCENARIOS:
         assert doc["scenarios"][sc]["unit"] == "msg/s"
         assert set(doc["results"][sc]) == set(ALL_SERVERS)
+        for cell in doc["results"][sc].values():
+            if cell.get("status") != "ok":
+                continue
+            # the server's user-mode share is part of its CPU time (/proc/PID/stat
+            # counts in clock ticks, hence the slack)
+            assert len(cell["server_user_cpu"]) == len(cell["server_cpu"])
+            for user, total in zip(cell["server_user_cpu"], cell["server_cpu"]):
+                assert 0.0 <= user <= total + 0.05
 
 
 @pytest.mark.timeout(150)
