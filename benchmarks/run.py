@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -660,6 +660,16 @@ def reference_server(doc: Dict[str, Any]) -> Optional[str]:
     return ok[0] if ok else None
 
 
+def _busiest_server_window(cell: Dict[str, Any]) -> Tuple[Optional[float], Optional[float]]:
+    """The server's CPU share and its user-space part in its busiest window."""
+    totals = cell.get("server_cpu") or []
+    if not totals:
+        return None, None
+    i = totals.index(max(totals))
+    users = cell.get("server_user_cpu") or []
+    return totals[i], (users[i] if i < len(users) else None)
+
+
 def render_tables(doc: Dict[str, Any]) -> str:
     servers = [s for s in doc["servers_run"]
                if any(doc["results"].get(sc, {}).get(s, {}).get("status") != "skipped"
@@ -706,12 +716,10 @@ def render_tables(doc: Dict[str, Any]) -> str:
                 i = c["loadgen_cpu"].index(max(c["loadgen_cpu"]))
                 lg = c["loadgen_cpu"][i] * 100
                 user = c["loadgen_user_cpu"][i] * 100
-                server = "?"
-                if c["server_cpu"]:
-                    j = c["server_cpu"].index(max(c["server_cpu"]))
-                    server = f"{c['server_cpu'][j] * 100:.0f}%"
-                    if c.get("server_user_cpu"):
-                        server += f" ({c['server_user_cpu'][j] * 100:.0f}%)"
+                total, srv_user = _busiest_server_window(c)
+                server = "?" if total is None else f"{total * 100:.0f}%"
+                if srv_user is not None:
+                    server += f" ({srv_user * 100:.0f}%)"
                 row.append(f"{lg:.0f}% ({user:.0f}%) / " + server)
             else:
                 row.append("-")
@@ -954,11 +962,11 @@ def main(argv=None) -> int:
                 i = cell["loadgen_cpu"].index(max(cell["loadgen_cpu"]))
                 line += (f"  loadgen cpu {cell['loadgen_cpu'][i] * 100:3.0f}%"
                          f" (user {cell['loadgen_user_cpu'][i] * 100:2.0f}%)")
-                if cell["server_cpu"]:
-                    j = cell["server_cpu"].index(max(cell["server_cpu"]))
-                    line += f"  server cpu {cell['server_cpu'][j] * 100:3.0f}%"
-                    if cell.get("server_user_cpu"):
-                        line += f" (user {cell['server_user_cpu'][j] * 100:2.0f}%)"
+                total, srv_user = _busiest_server_window(cell)
+                if total is not None:
+                    line += f"  server cpu {total * 100:3.0f}%"
+                    if srv_user is not None:
+                        line += f" (user {srv_user * 100:2.0f}%)"
                 if cell.get("peak_rss"):
                     line += f"  peak rss {cell['peak_rss'] / 2**20:.1f} MiB"
                 if cell.get("other_cpu") and max(cell["other_cpu"]) > NOISE:

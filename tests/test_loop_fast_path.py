@@ -90,6 +90,12 @@ def pump(m, peer, until, use_poll, timeout=5.0):
     return got
 
 
+def echo_line(m, peer, line, use_poll):
+    """Send *line* from *peer* and run the loop until its echo is back."""
+    peer.sendall(line)
+    return pump(m, peer, lambda got: got.endswith(line), use_poll)
+
+
 def run_scenario(cls, generic, use_poll, script):
     """Feed *script* to a *cls* channel; return (log, peer's bytes, poller counters)."""
     m: dict = {}
@@ -191,8 +197,7 @@ def run_reset(generic, use_poll):
         a = listener.accept()[0]
     try:
         Echo(a, m, log, generic=generic)
-        b.sendall(b"one\r\n")
-        pump(m, b, lambda got: got.endswith(b"one\r\n"), use_poll)
+        echo_line(m, b, b"one\r\n", use_poll)
         # an abortive close: the channel's next recv fails with ECONNRESET
         b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         b.sendall(b"two\r\n")
@@ -280,8 +285,7 @@ def test_instance_override_takes_generic_path(smap, use_poll):
 
         chan.initiate_send = initiate_send
         poller = _poller.poller_for(smap)
-        b.sendall(b"hi\r\n")
-        assert pump(smap, b, lambda got: got.endswith(b"hi\r\n"), use_poll) == b"hi\r\n"
+        assert echo_line(smap, b, b"hi\r\n", use_poll) == b"hi\r\n"
         assert calls and poller.fast_dispatches == 0
 
 
@@ -293,13 +297,11 @@ def test_flag_set_mid_stream_switches_path(smap, use_poll):
     with b:
         chan = Echo(a, smap, log)
         poller = _poller.poller_for(smap)
-        b.sendall(b"one\r\n")
-        pump(smap, b, lambda got: got.endswith(b"one\r\n"), use_poll)
+        echo_line(smap, b, b"one\r\n", use_poll)
         fast = poller.fast_dispatches
         generic = poller.generic_dispatches
         chan._af_generic_path = True
-        b.sendall(b"two\r\n")
-        pump(smap, b, lambda got: got.endswith(b"two\r\n"), use_poll)
+        echo_line(smap, b, b"two\r\n", use_poll)
         assert poller.fast_dispatches == fast and poller.generic_dispatches > generic
         assert log == [("line", b"one"), ("line", b"two")]
 
@@ -317,8 +319,7 @@ def test_class_patched_mid_stream_switches_path(smap, use_poll):
     with b:
         Patched(a, smap, log)
         poller = _poller.poller_for(smap)
-        b.sendall(b"one\r\n")
-        pump(smap, b, lambda got: got.endswith(b"one\r\n"), use_poll)
+        echo_line(smap, b, b"one\r\n", use_poll)
         fast = poller.fast_dispatches
         if FAST:
             assert fast > 0
@@ -328,14 +329,12 @@ def test_class_patched_mid_stream_switches_path(smap, use_poll):
             asynchat.async_chat.handle_read(self)
 
         Patched.handle_read = handle_read
-        b.sendall(b"two\r\n")
-        pump(smap, b, lambda got: got.endswith(b"two\r\n"), use_poll)
+        echo_line(smap, b, b"two\r\n", use_poll)
         assert poller.fast_dispatches == fast
         assert log == [("line", b"one"), ("patched read",), ("line", b"two")]
         # and back: deleting the override makes the channel stock again
         del Patched.handle_read
-        b.sendall(b"three\r\n")
-        pump(smap, b, lambda got: got.endswith(b"three\r\n"), use_poll)
+        echo_line(smap, b, b"three\r\n", use_poll)
         assert log[-1] == ("line", b"three")
         if FAST:
             assert poller.fast_dispatches > fast
@@ -346,7 +345,8 @@ def test_class_patched_mid_stream_switches_path(smap, use_poll):
 def test_state_attribute_as_property_is_honoured(smap, use_poll):
     # The loop reads state such as ``connected`` straight from the instance
     # dict only when no class makes it a descriptor; a property must still be
-    # consulted.  Here it hides the channel's output until the test opens it.
+    # consulted.  Here it keeps the channel on the generic path until the
+    # test opens the gate.
     class Gated(Echo):
         gate_open = False
 
@@ -363,12 +363,10 @@ def test_state_attribute_as_property_is_honoured(smap, use_poll):
     with b:
         chan = Gated(a, smap, log)
         poller = _poller.poller_for(smap)
-        b.sendall(b"one\r\n")
-        pump(smap, b, lambda got: got.endswith(b"one\r\n"), use_poll)
+        echo_line(smap, b, b"one\r\n", use_poll)
         assert poller.fast_dispatches == 0
         chan.gate_open = True
-        b.sendall(b"two\r\n")
-        pump(smap, b, lambda got: got.endswith(b"two\r\n"), use_poll)
+        echo_line(smap, b, b"two\r\n", use_poll)
         assert log == [("line", b"one"), ("line", b"two")]
         if FAST:
             assert poller.fast_dispatches > 0
@@ -410,13 +408,11 @@ def test_counters_settled_channels_stay_out_of_refresh(smap):
         Echo(a, smap, log)
         poller = _poller.poller_for(smap)
         asyncore.loop(0.0, True, map=smap, count=1)
-        b.sendall(b"x\r\n")
-        pump(smap, b, lambda got: got.endswith(b"x\r\n"), True)
+        echo_line(smap, b, b"x\r\n", True)
         checks, iterations = poller.interest_checks, poller.iterations
         dispatched = poller.fast_dispatches
         for i in range(20):
-            b.sendall(b"y\r\n")
-            pump(smap, b, lambda got: got.endswith(b"y\r\n"), True)
+            echo_line(smap, b, b"y\r\n", True)
         assert poller.fast_dispatches - dispatched >= 20
         assert poller.interest_checks - checks <= (poller.fast_dispatches - dispatched) + 2
         assert poller.dirty == {} or list(poller.dirty) == [a.fileno()]

@@ -233,10 +233,6 @@ cdef _ClassInfo _describe(type cls):
     return info
 
 
-cdef inline int _flags_of(type cls) except -1:
-    return _info_of(cls).flags
-
-
 cdef extern from "Python.h":
     # the raw forms: NULL with the error set, no Cython try block needed
     PyObject *_generic_getattr "PyObject_GenericGetAttr"(PyObject *obj, PyObject *name)
@@ -244,7 +240,6 @@ cdef extern from "Python.h":
     int PyErr_ExceptionMatches(PyObject *exc)
     # PyDict_GetItem without saving and restoring the error state; every key
     # here is a str or an int, whose lookup cannot fail
-    PyObject *_dict_lookup "PyDict_GetItemWithError"(PyObject *d, PyObject *key)
     PyObject *_lookup "PyDict_GetItemWithError"(object d, object key)
     void PyErr_Clear()
 
@@ -290,9 +285,9 @@ cdef inline object _state(object obj, object attrs, _ClassInfo info, str name):
     cdef PyObject *value
     if info.flags & CLASS_PLAIN_STATE and attrs is not None:
         # str keys: the lookup cannot raise
-        value = _dict_lookup(<PyObject *>attrs, <PyObject *>name)
+        value = _lookup(attrs, name)
         if value == NULL:
-            value = _dict_lookup(<PyObject *>info.defaults, <PyObject *>name)
+            value = _lookup(info.defaults, name)
         if value != NULL:
             return <object>value
     return _get(obj, name)
@@ -633,4 +628,3 @@ def dispatch(poller, list events, bint poll_semantics):
         poller.generic_dispatches += generic
         # a channel settled here had its interest evaluated, as _refresh would
         poller.interest_checks += settled
-
