@@ -1,23 +1,28 @@
-"""CPython's own test.test_asyncore and test.test_asynchat, run on asynframe.
+"""CPython's own asyncore/asynchat-based suites, run on asynframe.
 
-The suites are imported from the running interpreter's ``test`` package at
-test time (never copied here), with ``asynframe.asyncore``/``asynchat``
-registered in ``sys.modules`` as ``asyncore``/``asynchat`` before they load.
-Each run is a fresh subprocess: one per core (``core`` fixture from
-conftest: compiled, then pure via ``ASYNFRAME_NO_EXTENSIONS=1``), plus one
-with the stdlib modules themselves, which gives the reference counts.  All
-three are started at once and waited for by the tests.
+``test_asyncore`` and ``test_asynchat`` test the modules themselves;
+``test_smtpd``, ``test_poplib``, ``test_ftplib`` and ``test_smtplib`` run the
+stdlib's smtplib, poplib and ftplib clients against asynchat servers (smtpd,
+and the suites' own POP3/FTP servers with STLS, AUTH TLS, PASV...).  They are
+imported from the running interpreter's ``test`` package at test time (never
+copied here), with ``asynframe.asyncore``/``asynchat`` registered in
+``sys.modules`` as ``asyncore``/``asynchat`` before they load.  Each run is
+a fresh subprocess: one per core (``core`` fixture from conftest: compiled,
+then pure via ``ASYNFRAME_NO_EXTENSIONS=1``), plus one with the stdlib
+modules themselves, which gives the reference counts.  All three are started
+at once and waited for by the tests.
 
-Asserted per core: no failures, no errors, and as many tests run and skipped
-as the stdlib modules give on this interpreter.
+Asserted per core and per suite: no failures, no errors, and as many tests
+run and skipped as the stdlib modules give on this interpreter.
 
-Python 3.12 removed the modules and their suites.  There the suites' files
-are taken from an installed <= 3.11 interpreter (``ASYNFRAME_CPYTHON_SUITES_DIR``,
-or pyenv's versions) and run on this interpreter's ``test.support``; the
-reference counts then come from the ``pyasyncore``/``pyasynchat`` backports.
-Without any copy the tests skip, or fail when
-``ASYNFRAME_REQUIRE_CPYTHON_SUITES=1`` is set (CI, which must not go green
-without them).
+Python 3.12 removed the modules, ``smtpd`` and the 3.11 versions of these
+suites.  There the suites' files (and ``smtpd.py``) are taken from an
+installed 3.11 interpreter (``ASYNFRAME_CPYTHON_SUITES_DIR`` names its
+``test`` directory, or pyenv's versions are searched) and run on this
+interpreter's ``test.support``; the reference counts then come from the
+``pyasyncore``/``pyasynchat`` backports.  Without any copy the tests skip,
+or fail when ``ASYNFRAME_REQUIRE_CPYTHON_SUITES=1`` is set (CI, which must
+not go green without them).
 """
 
 from __future__ import annotations
@@ -32,13 +37,16 @@ import pytest
 
 from conftest import NO_EXTENSIONS
 
-SUITES = ("test.test_asyncore", "test.test_asynchat")
+SUITES = (
+    "test.test_asyncore", "test.test_asynchat",
+    "test.test_smtpd", "test.test_poplib", "test.test_ftplib", "test.test_smtplib",
+)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRE = os.environ.get("ASYNFRAME_REQUIRE_CPYTHON_SUITES", "") not in ("", "0")
-TIMEOUT = 240
+TIMEOUT = 420
 
 RUNNER = r"""
-import importlib.util, json, os, sys, unittest, io
+import importlib.util, json, os, sys, unittest, io, warnings
 impl = sys.argv[1]
 source = sys.argv[2]
 names = sys.argv[3:]
@@ -50,39 +58,52 @@ if impl == "asynframe":
     core = asynframe.CORE_IMPLEMENTATION
 else:
     core = "stdlib"
-if source == "-":
-    suite = unittest.defaultTestLoader.loadTestsFromNames(names)
-else:
-    # 3.12+: the suites of an installed <= 3.11 interpreter, loaded by path
-    # and run on this interpreter's test.support
-    suite = unittest.TestSuite()
-    for name in names:
-        path = os.path.join(source, name.rsplit(".", 1)[1] + ".py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        suite.addTests(unittest.defaultTestLoader.loadTestsFromModule(module))
-stream = io.StringIO()
-result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
-used = {}
+
+
+def load_by_path(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if source != "-" and importlib.util.find_spec("smtpd") is None:
+    # 3.12+: the 3.11 smtpd.py sits beside its test directory
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        load_by_path("smtpd", os.path.join(os.path.dirname(source), "smtpd.py"))
+results = {}
 for name in names:
+    if source == "-":
+        suite = unittest.defaultTestLoader.loadTestsFromName(name)
+    else:
+        # 3.12+: the suites of an installed 3.11 interpreter, loaded by path
+        # and run on this interpreter's test.support
+        module = load_by_path(name, os.path.join(source, name.rsplit(".", 1)[1] + ".py"))
+        suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+    stream = io.StringIO()
+    result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
     module = sys.modules.get(name)
-    for attr in ("asyncore", "asynchat"):
+    used = {}
+    for attr in ("asyncore", "asynchat", "smtpd"):
         if module is not None and hasattr(module, attr):
-            used["%s.%s" % (name, attr)] = getattr(getattr(module, attr), "__name__", "?")
-def describe(pairs):
-    return [[str(test), text[-1500:]] for test, text in pairs]
-print(json.dumps({
-    "core": core,
-    "run": result.testsRun,
-    "failures": describe(result.failures),
-    "errors": describe(result.errors),
-    "skipped": len(result.skipped),
-    "expected_failures": len(result.expectedFailures),
-    "unexpected_successes": [str(t) for t in result.unexpectedSuccesses],
-    "used": used,
-}))
+            target = getattr(module, attr)
+            if attr == "smtpd":
+                target = getattr(target, "asynchat", None)
+            used["%s.%s" % (name, attr)] = getattr(target, "__name__", "?")
+    describe = lambda pairs: [[str(test), text[-1500:]] for test, text in pairs]
+    results[name] = {
+        "core": core,
+        "run": result.testsRun,
+        "failures": describe(result.failures),
+        "errors": describe(result.errors),
+        "skipped": len(result.skipped),
+        "expected_failures": len(result.expectedFailures),
+        "unexpected_successes": [str(t) for t in result.unexpectedSuccesses],
+        "used": used,
+    }
+print(json.dumps(results))
 """
 
 
@@ -211,21 +232,22 @@ def counts(result):
 
 
 @pytest.mark.timeout(TIMEOUT + 30)
-def test_cpython_suites_pass_on_asynframe(core, suite_runs):
+@pytest.mark.parametrize("suite", SUITES)
+def test_cpython_suites_pass_on_asynframe(core, suite_runs, suite):
     which = core.IMPLEMENTATION
-    got = suite_runs[which].result()
+    got = suite_runs[which].result()[suite]
     if "stdlib" not in suite_runs:
         # no reference modules at all (3.12+ without the backports): the
         # suites must still pass, with nothing to compare the counts to
-        summary = "asynframe %s | no reference modules" % counts(got)
+        summary = "%s asynframe %s | no reference modules" % (suite, counts(got))
         print("\n" + summary)
         assert got["run"] > 0 and not got["failures"] and not got["errors"], summary
         return
-    ref = suite_runs["stdlib"].result()
-    summary = "asynframe %s | stdlib %s" % (counts(got), counts(ref))
+    ref = suite_runs["stdlib"].result()[suite]
+    summary = "%s asynframe %s | stdlib %s" % (suite, counts(got), counts(ref))
     print("\n" + summary)
     assert got["core"] == which, summary
-    # the suites really ran on asynframe's modules
+    # the suite really ran on asynframe's modules, and the reference did not
     assert got["used"] and all(v.startswith("asynframe.") for v in got["used"].values()), got["used"]
     assert all(not v.startswith("asynframe.") for v in ref["used"].values()), ref["used"]
     problems = "".join(

@@ -1111,3 +1111,89 @@ def test_feeding_4mib_at_once_does_not_copy_quadratically(core, held):
     # input alive at once and len(data) ** 2 / 64 bytes copied in all.  A
     # linear scan copies the input at most once (held bytes + new data).
     assert peak < (1.5 if held else 0.5) * len(data)
+
+
+# -- frame_follows(): is the peer pipelining? ------------------------------------------
+class FollowRecorder:
+    """Records frame_follows() at every callback, optionally acting first."""
+
+    def __init__(self, scanner, act=None):
+        self.scanner = scanner
+        self.act = act
+        self.seen = []
+
+    def collect_incoming_data(self, data):
+        self.seen.append(("chunk", data, self.scanner.frame_follows()))
+
+    def found_terminator(self):
+        if self.act:
+            self.act(self.scanner, len(self.seen))
+        self.seen.append(("end", self.scanner.frame_follows()))
+
+    def frame_received(self, frame):
+        if self.act:
+            self.act(self.scanner, len(self.seen))
+        self.seen.append((frame, self.scanner.frame_follows()))
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["one-read", "held-then-read"])
+def test_frame_follows_with_a_bytes_terminator(core, chunked):
+    s = core.FrameScanner(core.MODE_FRAMES)
+    s.set_terminator(b"\r\n")
+    rec = FollowRecorder(s)
+    assert s.frame_follows() is False  # outside any callback
+    if chunked:
+        s.feed(rec, b"a\r\nb\r")
+        s.feed(rec, b"\nc\r\nd")
+        assert rec.seen == [(b"a", False), (b"b", True), (b"c", False)]
+    else:
+        s.feed(rec, b"a\r\nb\r\nc\r\nd")
+        assert rec.seen == [(b"a", True), (b"b", True), (b"c", False)]
+    assert s.frame_follows() is False
+
+
+def test_frame_follows_in_callbacks_mode_is_about_the_current_frame(core):
+    s = core.FrameScanner(core.MODE_CALLBACKS)
+    s.set_terminator(b";")
+    rec = FollowRecorder(s)
+    s.feed(rec, b"one;two;thr")
+    assert rec.seen == [
+        ("chunk", b"one", True), ("end", True),
+        ("chunk", b"two", False), ("end", False),
+        ("chunk", b"thr", False),
+    ]
+
+
+def test_frame_follows_with_an_int_terminator_and_changes(core):
+    s = core.FrameScanner(core.MODE_FRAMES)
+    s.set_terminator(3)
+
+    def act(scanner, index):
+        # each frame sets the next count; the answer uses the count in force
+        scanner.set_terminator([2, 5, 1][min(index, 2)])
+
+    rec = FollowRecorder(s, act)
+    s.feed(rec, b"abcdefghij")
+    # abc (then 2: "de" is there), de (then 5: "fghij" is there), fghij (then 1: none left)
+    assert rec.seen == [(b"abc", True), (b"de", True), (b"fghij", False)]
+
+
+def test_frame_follows_sees_a_terminator_changed_in_the_callback(core):
+    s = core.FrameScanner(core.MODE_FRAMES)
+    s.set_terminator(b"\r\n")
+    rec = FollowRecorder(s, lambda scanner, index: scanner.set_terminator(b"." if index == 0 else b"\r\n"))
+    s.feed(rec, b"DATA\r\nbody.")
+    assert rec.seen == [(b"DATA", True), (b"body", False)]
+
+
+def test_frame_follows_is_false_after_clear_and_without_terminator(core):
+    s = core.FrameScanner(core.MODE_FRAMES)
+    s.set_terminator(b"\n")
+    rec = FollowRecorder(s, lambda scanner, index: scanner.clear())
+    s.feed(rec, b"a\nb\nc\n")
+    assert rec.seen == [(b"a", False)]
+    s = core.FrameScanner(core.MODE_FRAMES)
+    s.set_terminator(None)
+    rec = FollowRecorder(s)
+    s.feed(rec, b"anything\n")
+    assert rec.seen == [(b"anything\n", False)]

@@ -52,6 +52,14 @@ cdef class FrameScanner:
     cdef bint _busy
     cdef Py_ssize_t _exports    # live memoryviews from get_buffer() into _buf: no realloc then
     cdef _RetiredBlock *_retired  # older blocks that views still point into
+    # While a scan calls back (_busy): the bytes being scanned, their length,
+    # the offset just past the frame being delivered, and _clears at the
+    # start (a clear() or an overflow in a callback invalidates the pointer).
+    # frame_follows() reads them.
+    cdef const char *_scan_data
+    cdef Py_ssize_t _scan_end
+    cdef Py_ssize_t _scan_next
+    cdef unsigned long _scan_clears
 
     cdef void _set(self, object term)
     cdef int _reserve(self, Py_ssize_t extra) except -1
@@ -63,6 +71,7 @@ cdef class FrameScanner:
     cdef int _deliver_frame_end(self, object target, object chunk) except -1
     cdef object _join_incoming(self)
     cdef int _overflow(self, object target, Py_ssize_t size) except -1
+    cdef bint _frame_follows(self)
 
 
 # A file range queued by push_file(): sent with sendfile() from `offset` when it
@@ -100,3 +109,7 @@ cdef class PushQueue:
     cdef int _consume(self, Py_ssize_t nbytes) except -1
     cdef Py_ssize_t _send_fd(self, long long fd) except -1
     cdef object _encode(self, object text)
+
+
+# ac_in_buffer_size / fill()'s size as a read's byte count (_core_checks.check_read_size)
+cdef Py_ssize_t read_size(object size) except -1

@@ -16,6 +16,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.long cimport PyLong_FromSsize_t
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
@@ -24,6 +25,8 @@ import errno as _errno
 import io as _io
 import os as _os
 import stat as _stat
+
+from asynframe._core_checks import MAX_READ, check_chunk_size, check_count, check_read_size, check_terminator
 
 cdef extern from "_sockio.h":
     ctypedef struct af_iovec:
@@ -95,6 +98,16 @@ cdef inline Py_ssize_t _find(const char *hay, Py_ssize_t hlen,
     return -1
 
 
+cdef Py_ssize_t _MAX_READ = MAX_READ
+
+
+cdef Py_ssize_t read_size(object size) except -1:
+    # check_read_size, with the usual case (a plain int in range) kept in C
+    if type(size) is int and 0 < size <= _MAX_READ:
+        return size
+    return check_read_size(size)
+
+
 cdef inline Py_ssize_t _prefix_at_end(const char *hay, Py_ssize_t hlen,
                                       const char *needle, Py_ssize_t nlen) noexcept nogil:
     cdef Py_ssize_t length = nlen - 1
@@ -120,24 +133,6 @@ def find_prefix_at_end(haystack, needle):
     while length and not haystack.endswith(needle[:length]):
         length -= 1
     return length
-
-
-cdef object _check_terminator(object term, object encoding):
-    if term is None:
-        return None
-    if isinstance(term, str):
-        if encoding is None:
-            raise TypeError(
-                "str terminator %r needs use_encoding; pass bytes instead" % (term,))
-        return term.encode(encoding)
-    if isinstance(term, int):
-        if term < 0:
-            raise ValueError("the number of received bytes must be positive")
-        return term
-    if isinstance(term, (bytes, bytearray, memoryview)):
-        return bytes(term)
-    raise TypeError(
-        "terminator must be bytes, a non-negative int or None, not %s" % type(term).__name__)
 
 
 cdef int _check_mode(object mode) except -1:
@@ -208,7 +203,7 @@ cdef class FrameScanner:
     @cython.critical_section
     def set_terminator(self, term, encoding=None):
         """Set the terminator; *encoding* converts a str terminator to bytes."""
-        self._set(_check_terminator(term, encoding))
+        self._set(check_terminator(term, encoding))
 
     cdef void _set(self, object term):
         if term is None or not term:
@@ -233,7 +228,7 @@ cdef class FrameScanner:
     @terminator.setter
     @cython.critical_section
     def terminator(self, term):
-        self._set(_check_terminator(term, None))
+        self._set(check_terminator(term, None))
 
     # -- state -------------------------------------------------------------
     @property
@@ -291,6 +286,31 @@ cdef class FrameScanner:
         """From inside a callback: end the scan after it; the rest stays in ``pending``."""
         self._stops += 1
 
+    @cython.critical_section
+    def frame_follows(self):
+        """Whether a complete frame waits behind the one being delivered.
+
+        True only from inside a callback, when the bytes after the current
+        frame already hold a whole frame at the current terminator: the peer
+        sent it before seeing any reply to this one (it pipelines).
+        async_chat coalesces the replies of such frames into one send.
+        """
+        return self._frame_follows()
+
+    cdef bint _frame_follows(self):
+        cdef Py_ssize_t avail
+        if self._scan_data == NULL or self._clears != self._scan_clears:
+            return False
+        avail = self._scan_end - self._scan_next
+        if avail <= 0:
+            return False
+        if self._kind == TERM_BYTES:
+            return _find(self._scan_data + self._scan_next, avail,
+                         PyBytes_AS_STRING(self._term), PyBytes_GET_SIZE(self._term)) >= 0
+        if self._kind == TERM_INT:
+            return avail >= self._remaining
+        return False
+
     @property
     def max_frame(self):
         """Most bytes a frame may gather before its terminator; 0 means no limit.
@@ -303,10 +323,8 @@ cdef class FrameScanner:
 
     @max_frame.setter
     @cython.critical_section
-    def max_frame(self, Py_ssize_t limit):
-        if limit < 0:
-            raise ValueError("max_frame must be >= 0, not %d" % limit)
-        self._max_frame = limit
+    def max_frame(self, limit):
+        self._max_frame = check_count("max_frame", limit)
 
     @cython.critical_section
     def clear(self):
@@ -332,6 +350,9 @@ cdef class FrameScanner:
             self._start = 0
             if self._cap - self._end >= extra:
                 return 0
+        if extra > PY_SSIZE_T_MAX // 2 - self._end:
+            # no doubling below can reach it without overflowing
+            raise MemoryError("cannot reserve %d more bytes" % extra)
         need = self._end + extra
         cap = self._cap * 2 if self._cap else 4096
         while cap < need:
@@ -407,7 +428,7 @@ cdef class FrameScanner:
         self._scan_buffer(target)
 
     @cython.critical_section
-    def fill(self, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
+    def fill(self, sock, size=DEFAULT_READ_SIZE):
         """``recv`` up to *size* bytes from *sock* (socket or fd) into the buffer.
 
         The bytes join ``pending`` unscanned; ``process()`` scans them.
@@ -418,11 +439,10 @@ cdef class FrameScanner:
         cdef af_ssize_t got
         if self._busy:
             raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
-        if size <= 0:
-            raise ValueError("size must be positive")
+        cdef Py_ssize_t count = read_size(size)
         fd = sock if isinstance(sock, int) else sock.fileno()
-        self._reserve(size)
-        got = af_recv(fd, self._buf + self._end, size)
+        self._reserve(count)
+        got = af_recv(fd, self._buf + self._end, count)
         if got < 0:
             if errno == EAGAIN or errno == EWOULDBLOCK:
                 return -1
@@ -562,10 +582,14 @@ cdef class FrameScanner:
         cdef object chunk
         # max_frame is read where it is checked, not once per scan: a change
         # made in a callback applies to the very next byte, as a terminator's does
+        self._scan_data = data
+        self._scan_end = end
+        self._scan_clears = clears
         try:
             while pos < end:
                 mode = self._mode
                 if self._kind == TERM_NONE:
+                    self._scan_next = end
                     if mode != C_MODE_FRAMES and self._max_frame and self._partial + end - pos > self._max_frame:
                         return self._overflow(target, self._partial + end - pos)
                     if pos == 0 and whole is not None:
@@ -583,6 +607,7 @@ cdef class FrameScanner:
                 elif self._kind == TERM_INT:
                     avail = end - pos
                     need = self._remaining
+                    self._scan_next = pos + need if avail >= need else end
                     if avail < need:
                         if self._max_frame and self._partial + avail > self._max_frame:
                             return self._overflow(target, self._partial + avail)
@@ -622,6 +647,7 @@ cdef class FrameScanner:
                     tlen = PyBytes_GET_SIZE(term)
                     index = _find(data + pos, end - pos, tptr, tlen)
                     if index < 0:
+                        self._scan_next = end
                         keep = _prefix_at_end(data + pos, end - pos, tptr, tlen)
                         if self._max_frame and self._partial + end - pos > self._max_frame:
                             return self._overflow(target, self._partial + end - pos)
@@ -645,6 +671,7 @@ cdef class FrameScanner:
                             return self._overflow(target, self._partial + index)
                         self._partial = 0
                         index += pos
+                        self._scan_next = index + tlen
                         if mode == C_MODE_CALLBACKS:
                             if index > pos:
                                 target.collect_incoming_data(
@@ -684,6 +711,8 @@ cdef class FrameScanner:
             if self._clears == clears and pos < end:
                 self._hold(data + pos, end - pos)
             raise
+        finally:
+            self._scan_data = NULL
         return 0
 
     cdef int _overflow(self, object target, Py_ssize_t size) except -1:
@@ -1124,22 +1153,29 @@ cdef class PushQueue:
         return count
 
     @cython.critical_section
-    def next_chunk(self, Py_ssize_t size):
-        """Up to *size* bytes from the head, for callers that send themselves.
+    def next_chunk(self, size):
+        """Up to *size* bytes from the head (bytes), for callers that send themselves.
 
         Returns None when nothing is ready (empty queue, or the sentinel is
         next).  Report what was sent with ``consume(n)``.
         """
         if self._pulling:
             raise RuntimeError("PushQueue.next_chunk() called from a producer's more()")
+        cdef Py_ssize_t limit = check_chunk_size(size)
         while not self._ready(1, FILES_STOP_ALL):
             if (PyList_GET_SIZE(self._items) <= self._head
                     or type(<object>PyList_GET_ITEM(self._items, self._head)) is not FileProducer):
                 return None
             # the caller sends itself: read the file, *size* at a time
-            self._pull_file(self._head, size)
+            self._pull_file(self._head, limit)
         head = <object>PyList_GET_ITEM(self._items, self._head)
-        return memoryview(head)[self._offset:self._offset + size]
+        # bytes, never a view: the socket-like object may keep what it is
+        # given (asynchat hands send() immutable slices too)
+        if self._offset == 0 and PyBytes_GET_SIZE(head) <= limit:
+            return head
+        # (offset + limit could overflow: limit may be sys.maxsize)
+        limit = min(limit, PyBytes_GET_SIZE(head) - self._offset)
+        return head[self._offset:self._offset + limit]
 
     @cython.critical_section
     def consume(self, Py_ssize_t nbytes):

@@ -27,7 +27,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc
 
-from asynframe._core_c cimport FrameScanner, PushQueue
+from asynframe._core_c cimport FrameScanner, PushQueue, read_size
 
 import os as _os
 
@@ -111,6 +111,9 @@ cdef object _last_attrs = None
 cdef object _reraised = ()
 cdef object _disconnected = frozenset()
 cdef int IN = 1, OUT = 4, PRI = 2, ERR = 8, HUP = 16
+# _af_dispatching's value during a compiled read (Python's handle_read sets
+# True): chat_push may then send with _initiate_send.
+cdef object _FAST_READ = 2
 
 
 def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
@@ -149,7 +152,6 @@ def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
 def chat_push(self, data):
     # async_chat.push, without its Python frame: called once per reply.
     cdef PushQueue q
-    cdef bint was_empty
     cdef Py_ssize_t size
     if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
@@ -159,7 +161,6 @@ def chat_push(self, data):
     queue = _state(self, attrs, info, "_af_queue") if plain else self._af_queue
     if type(queue) is PushQueue:
         q = <PushQueue>queue
-        was_empty = PyList_GET_SIZE(q._items) <= q._head
         if PyBytes_CheckExact(data):
             size = PyBytes_GET_SIZE(data)
             if size:
@@ -169,16 +170,22 @@ def chat_push(self, data):
         else:
             q.push(data)
     else:
-        was_empty = not queue
         queue.push(data)
-    if not (_state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching):
-        if was_empty:
-            self.initiate_send()
+    dispatching = _state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching
+    if dispatching:
+        scanner = _state(self, attrs, info, "_af_scanner") if plain else self._af_scanner
+        if type(scanner) is FrameScanner:
+            follows = (<FrameScanner>scanner)._frame_follows()
         else:
-            # the socket took nothing at the last try: the write event flushes it
-            _touch(self)
-            if _get(self, "_af_limited") if plain else self._af_limited:
-                self._af_flow()
+            follows = scanner.frame_follows()
+        if follows and _get(self, "hold_pipelined_replies"):
+            return  # held: the peer pipelines (asynchat.py)
+        if dispatching is _FAST_READ:
+            # inside this channel's own compiled read: dispatch() settles its
+            # interest afterwards, so the C send needs no _touch
+            _initiate_send(self, queue)
+            return
+    self.initiate_send()
 
 
 cdef _ClassInfo _info_of(type cls):
@@ -405,13 +412,12 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     # _fast_socket() just read the instance dict, and no Python code ran since
     cdef object attrs = _last_attrs
     cdef _ClassInfo info = _info_of(type(obj))
-    cdef Py_ssize_t size = _state(obj, attrs, info, "ac_in_buffer_size")
+    cdef Py_ssize_t size
     cdef af_ssize_t got
     cdef int err
     if scanner._busy:
         raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
-    if size <= 0:
-        raise ValueError("size must be positive")
+    size = read_size(_state(obj, attrs, info, "ac_in_buffer_size"))
     try:
         fd = sock.fileno()
         scanner._reserve(size)
@@ -428,16 +434,15 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     if got == 0:
         obj._af_peer_eof()
         return 0
-    _set_state(obj, attrs, info, "_af_dispatching", True)
+    _set_state(obj, attrs, info, "_af_dispatching", _FAST_READ)
     try:
         if scanner._end > scanner._start:
             scanner._scan_buffer(obj)
     except BaseException:
-        # as async_chat.handle_read: replies to the frames before the failing
-        # one go out before handle_error closes the channel
-        obj._af_dispatching = False
-        if _get(obj, "_af_queue") and _get(obj, "connected"):
-            obj.initiate_send()
+        # as async_chat.handle_read: held replies to the frames before the
+        # failing one go out before handle_error closes the channel
+        if _get(obj, "_af_dispatching"):
+            obj._af_release()
         raise
     finally:
         # the callbacks may have replaced anything, even the instance dict

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import errno
 import io
-import operator
 import os
 import stat
 from collections import deque
 from typing import Any, Deque, List, Optional, Tuple, Union, cast
+
+from ._core_checks import check_chunk_size, check_count, check_read_size, check_terminator
 
 # One-frame-at-a-time delivery modes of FrameScanner; see its docstring.
 MODE_CALLBACKS = 0
@@ -72,27 +73,6 @@ def find_prefix_at_end(haystack: bytes, needle: bytes) -> int:
     return length
 
 
-def _check_terminator(term: Any, encoding: Optional[str]) -> _TerminatorType:
-    if term is None:
-        return None
-    if isinstance(term, str):
-        if encoding is None:
-            raise TypeError(
-                "str terminator %r needs use_encoding; pass bytes instead" % (term,)
-            )
-        return term.encode(encoding)
-    if isinstance(term, int):
-        if term < 0:
-            raise ValueError("the number of received bytes must be positive")
-        return term
-    if isinstance(term, (bytes, bytearray, memoryview)):
-        return bytes(term)
-    raise TypeError(
-        "terminator must be bytes, a non-negative int or None, not %s"
-        % type(term).__name__
-    )
-
-
 class FrameScanner:
     """Split an incoming byte stream at the current terminator.
 
@@ -123,7 +103,7 @@ class FrameScanner:
 
     __slots__ = (
         "_mode", "_term", "_held", "_incoming", "_clears", "_stops", "_max_frame",
-        "_partial", "_busy", "_recv_area",
+        "_partial", "_busy", "_recv_area", "_scan_data", "_scan_next", "_scan_clears",
     )
 
     def __init__(self, mode: int = MODE_CALLBACKS) -> None:
@@ -141,6 +121,11 @@ class FrameScanner:
         self._partial = 0
         self._busy = False
         self._recv_area: Optional[bytearray] = None
+        # while a scan calls back: the bytes scanned, the offset just past the
+        # frame being delivered, and _clears at the start (frame_follows())
+        self._scan_data: Optional[bytes] = None
+        self._scan_next = 0
+        self._scan_clears = 0
 
     # -- configuration -----------------------------------------------------
     @property
@@ -154,7 +139,7 @@ class FrameScanner:
 
     def set_terminator(self, term: _TerminatorType, encoding: Optional[str] = None) -> None:
         """Set the terminator; *encoding* converts a str terminator to bytes."""
-        self._term = _check_terminator(term, encoding)
+        self._term = check_terminator(term, encoding)
 
     @property
     def terminator(self) -> _TerminatorType:
@@ -163,7 +148,7 @@ class FrameScanner:
 
     @terminator.setter
     def terminator(self, term: _TerminatorType) -> None:
-        self._term = _check_terminator(term, None)
+        self._term = check_terminator(term, None)
 
     # -- state -------------------------------------------------------------
     @property
@@ -207,6 +192,18 @@ class FrameScanner:
         """From inside a callback: end the scan after it; the rest stays in ``pending``."""
         self._stops += 1
 
+    def frame_follows(self) -> bool:
+        """Whether a complete frame waits behind the one being delivered (see the C core)."""
+        data = self._scan_data
+        if data is None or self._clears != self._scan_clears:
+            return False
+        term = self._term
+        if not term:
+            return False
+        if term.__class__ is bytes:
+            return data.find(term, self._scan_next) >= 0
+        return len(data) - self._scan_next >= term
+
     @property
     def max_frame(self) -> int:
         """Most bytes a frame may gather before its terminator; 0 means no limit.
@@ -219,10 +216,7 @@ class FrameScanner:
 
     @max_frame.setter
     def max_frame(self, limit: int) -> None:
-        limit = operator.index(limit)
-        if limit < 0:
-            raise ValueError("max_frame must be >= 0, not %d" % limit)
-        self._max_frame = limit
+        self._max_frame = check_count("max_frame", limit)
 
     def clear(self) -> None:
         """Drop held-back bytes and collected chunks; scanning in progress stops."""
@@ -289,8 +283,7 @@ class FrameScanner:
         """
         if self._busy:
             raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
-        if size <= 0:
-            raise ValueError("size must be positive")
+        size = check_read_size(size)
         try:
             if isinstance(sock, int):
                 data = os.read(sock, size)
@@ -327,6 +320,8 @@ class FrameScanner:
         end = len(data)
         clears = self._clears
         stops = self._stops
+        self._scan_data = data
+        self._scan_clears = clears
         try:
             while pos < end:
                 mode = self._mode
@@ -335,6 +330,7 @@ class FrameScanner:
                 # applies to the very next byte, as a terminator change does
                 limit = self._max_frame
                 if not term:
+                    self._scan_next = end
                     if mode != MODE_FRAMES and limit and self._partial + end - pos > limit:
                         return self._overflow(target, self._partial + end - pos)
                     chunk = data[pos:] if pos else data
@@ -355,6 +351,7 @@ class FrameScanner:
                         target.frame_received(chunk)
                 elif term.__class__ is not bytes:
                     avail = end - pos
+                    self._scan_next = pos + term if avail >= term else end
                     if avail < term:
                         if limit and self._partial + avail > limit:
                             return self._overflow(target, self._partial + avail)
@@ -393,6 +390,7 @@ class FrameScanner:
                     find = data.find
                     index = find(term, pos)
                     if index < 0:
+                        self._scan_next = end
                         rest = data[pos:] if pos else data
                         keep = find_prefix_at_end(rest, term)
                         if limit and self._partial + len(rest) > limit:
@@ -417,6 +415,7 @@ class FrameScanner:
                         if limit and self._partial + index - pos > limit:
                             return self._overflow(target, self._partial + index - pos)
                         self._partial = 0
+                        self._scan_next = index + tlen
                         if mode == MODE_CALLBACKS:
                             if index > pos:
                                 target.collect_incoming_data(data[pos:index])
@@ -453,6 +452,8 @@ class FrameScanner:
             if self._clears == clears and pos < end:
                 self._held = data[pos:]
             raise
+        finally:
+            self._scan_data = None
 
     def _overflow(self, target: Any, size: int) -> None:
         # Drop the oversized frame and the rest of this read: memory stays
@@ -871,20 +872,25 @@ class PushQueue:
             items.popleft()
         self._offset = offset
 
-    def next_chunk(self, size: int) -> Optional[memoryview]:
-        """Up to *size* bytes from the head, for callers that send themselves.
+    def next_chunk(self, size: int) -> Optional[bytes]:
+        """Up to *size* bytes from the head (bytes), for callers that send themselves.
 
         Returns None when nothing is ready (empty queue, or the sentinel is
         next).  Report what was sent with ``consume(n)``.
         """
         if self._pulling:
             raise RuntimeError("PushQueue.next_chunk() called from a producer's more()")
+        size = check_chunk_size(size)
         while self._items:
             head = self._items[0]
             if head is None:
                 return None
             if head.__class__ is bytes:
-                return memoryview(head)[self._offset:self._offset + size]
+                # bytes, never a view (see the C core)
+                offset = self._offset
+                if offset == 0 and len(head) <= size:
+                    return head
+                return head[offset:offset + size]
             if head.__class__ is FileProducer:
                 # the caller sends itself: read the file, *size* at a time
                 self._pull_file(0, size)

@@ -9,9 +9,15 @@ asynframe's core:
   buffer per frame, and a subclass that uses the stock
   ``_collect_incoming_data``/``_get_data`` pair has its chunks collected in
   C without a Python call per chunk;
-* output goes through ``PushQueue``: pushes made while the channel handles a
-  read are flushed once, with one scatter-gather send, when the read
-  handler returns; a push outside any handler still sends at once.
+* output goes through ``PushQueue``.  ``push()`` sends at once, as
+  asynchat's does, with one exception nobody can observe: while the read
+  being delivered already holds another complete frame after the current
+  one (the peer pipelines, so it is not waiting for this reply), the reply
+  is held and leaves with the next one, in one scatter-gather send.  Held
+  replies go out before anything the peer or the socket could tell apart:
+  the last frame's push, the end of the read, ``close()``, ``del_channel()``,
+  ``send()``, ``start_tls()``, or replacing ``self.socket``
+  (docs/design.md, "When replies are sent").
 
 Opt-in hardening: ``set_write_buffer_limits`` pauses reading while too much
 output waits (see ``asynframe._flow``), and ``push_file`` queues a file range
@@ -69,11 +75,15 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
     #: Define in a subclass to get whole frames in one call (see module doc).
     frame_received: Any = None
 
+    #: Hold replies to pipelined frames for one send (see the module doc).
+    #: Set False for asynchat's exact timing where a handler writes to
+    #: ``self.socket`` directly, or blocks until the peer reacts to its
+    #: reply, while the peer may have pipelined further requests.
+    hold_pipelined_replies = True
+
     # set by _af_setup() before any use
     _af_scanner: FrameScanner = None  # type: ignore[assignment]
     _af_queue: Any = None
-    # True while the read handler runs: pushes then wait for one flush
-    _af_dispatching = False
     # set by push_file(close=True): close() must close the queued files
     _af_owns_files = False
 
@@ -294,23 +304,48 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
                 data = data.encode(self.encoding)
             if not data:
                 return
-        self._af_dispatching = True
+        cls = type(self)
+        # replies to pipelined frames may be held for one send only where
+        # nobody sees the difference: a plain socket written by the core
+        coalesce = (type(sock) is _PLAIN_SOCKET and cls.send is asyncore.dispatcher.send
+                    and cls.initiate_send is async_chat.initiate_send)
+        self._af_dispatching = coalesce
         try:
             if data is None:
                 scanner.process(self)
             else:
                 scanner.feed(self, data)
         except BaseException:
-            # replies to the frames before the failing one go out before
+            # held replies to the frames before the failing one go out before
             # handle_error closes the channel, as asynchat's immediate push did
-            self._af_dispatching = False
-            if self._af_queue and self.connected:
-                self.initiate_send()
+            if self._af_dispatching:
+                self._af_release()
             raise
         finally:
             self._af_dispatching = False
-        if self._af_queue:
+        if coalesce and self._af_queue:
             self.initiate_send()
+
+    def _af_release(self) -> None:
+        # Something the peer or the socket object can observe comes next
+        # (close, a socket swap, send(), start_tls, an error): the replies
+        # held for pipelined frames go to the socket first, and the rest of
+        # this read's pushes send at once.  Data only: a close_when_done()
+        # sentinel keeps waiting for the write event, as in asynchat.
+        self._af_dispatching = False
+        queue = self._af_queue
+        if queue and self.connected and not queue.close_pending:
+            sock = self.socket
+            if type(sock) is not _PLAIN_SOCKET:
+                self.initiate_send()
+                return
+            try:
+                sent = queue.send(sock)
+            except OSError as why:
+                self._af_socket_error(why)
+                return
+            if sent and self._af_idle_timeout is not None:
+                self._af_last_activity = asyncore._monotonic()
 
     def _af_socket_error(self, why: OSError) -> None:
         # The core's own recv/send on a plain socket: a disconnect closes the
@@ -332,18 +367,10 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         """Queue *data* (bytes, bytearray or memoryview) for sending."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
-        queue = self._af_queue
-        was_empty = not queue
-        queue.push(data)
-        if not self._af_dispatching:
-            if was_empty:
-                self.initiate_send()
-            else:
-                # the socket took nothing at the last try (or is not connected
-                # yet): the write event the loop waits for flushes it all
-                asyncore._touch(self)
-                if self._af_limited:
-                    self._af_flow()
+        self._af_queue.push(data)
+        if self._af_dispatching and self.hold_pipelined_replies and self._af_scanner.frame_follows():
+            return  # held: the peer pipelines (see the module doc)
+        self.initiate_send()
 
     def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None,
                   *, close: bool = True) -> None:
@@ -359,26 +386,21 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         for a text or non-file object, ValueError for a negative offset or
         count, an unreadable or unseekable file; the file is left open then.
         """
-        queue = self._af_queue
-        was_empty = not queue
-        queue.push_file(file, offset, count, close)
+        self._af_queue.push_file(file, offset, count, close)
         if close:
             self._af_owns_files = True
-        if not self._af_dispatching:
-            if was_empty:
-                self.initiate_send()
-            else:
-                asyncore._touch(self)
-                if self._af_limited:
-                    self._af_flow()
+        if self._af_dispatching and self.hold_pipelined_replies and self._af_scanner.frame_follows():
+            return
+        self.initiate_send()
 
     def push_with_producer(self, producer: Any) -> None:
         """Queue a producer: an object whose ``more()`` returns data, b"" at the end."""
         queue = self._af_queue
         queue.encoding = self.encoding if self.use_encoding else None
         queue.push_producer(producer)
-        if not self._af_dispatching:
-            self.initiate_send()
+        if self._af_dispatching and self.hold_pipelined_replies and self._af_scanner.frame_follows():
+            return
+        self.initiate_send()
 
     def readable(self) -> bool:
         "predicate for inclusion in the readable for select()"

@@ -275,8 +275,36 @@ def _touch(channel: Any) -> None:
 _monotonic = _timers.monotonic
 
 
+_AF_INET = socket.AF_INET
+_SOCK_STREAM = socket.SOCK_STREAM
+
+
+class _SocketSlot:
+    """``dispatcher.socket``: an assignment first sends held replies.
+
+    async_chat may hold replies to pipelined frames for one send (see
+    asynchat.py); they must leave on the socket they were pushed for, ahead
+    of whatever the new one (a TLS wrapper, STARTTLS) carries.  There is no
+    ``__get__``, so reading ``self.socket`` is a plain instance-dict lookup.
+    """
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        attrs = obj.__dict__
+        if attrs.get("_af_dispatching"):
+            obj._af_release()
+        attrs["socket"] = value
+
+    def __delete__(self, obj: Any) -> None:
+        del obj.__dict__["socket"]
+
+
 class dispatcher:
     """A thin wrapper around a non-blocking socket, driven by ``loop()``."""
+
+    socket: Any = _SocketSlot()
+    # async_chat: True while a read's frames are delivered, when replies to
+    # pipelined frames may be held; _af_release() sends them
+    _af_dispatching: Any = False
 
     debug = False
     connected = False
@@ -332,7 +360,7 @@ class dispatcher:
         else:
             # Any: a socket, a file_wrapper or a socket-like stand-in (tests,
             # legacy code); None until create_socket()/set_socket()
-            self.socket: Any = None
+            self.socket = None
 
     def __repr__(self) -> str:
         module = self.__class__.__module__
@@ -360,6 +388,8 @@ class dispatcher:
             poller.added(self._fileno, self)
 
     def del_channel(self, map: Optional[Dict[Any, Any]] = None) -> None:
+        if self._af_dispatching:
+            self._af_release()
         fd = self._fileno
         if map is None:
             map = self._map
@@ -371,7 +401,8 @@ class dispatcher:
             del map[fd]
         self._fileno = None
 
-    def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
+    # (the defaults are the module's: ``socket`` in this class body is the slot)
+    def create_socket(self, family: int = _AF_INET, type: int = _SOCK_STREAM) -> None:
         self.family_and_type = family, type
         sock = socket.socket(family, type)
         sock.setblocking(False)
@@ -447,6 +478,8 @@ class dispatcher:
         return conn, addr
 
     def send(self, data: Any) -> int:
+        if self._af_dispatching:
+            self._af_release()  # held replies go first
         if self._af_tls is not None:
             sent_tls: int = self._af_tls.channel_send(self, data)
             if sent_tls and self._af_idle_timeout is not None:
@@ -522,7 +555,13 @@ class dispatcher:
     def handle_tls_established(self) -> None:
         """The TLS handshake completed; output pushed meanwhile goes out now."""
 
+    def _af_release(self) -> None:
+        """Send what async_chat holds back before an observable step (asynchat.py)."""
+        self._af_dispatching = False
+
     def close(self) -> None:
+        if self._af_dispatching:
+            self._af_release()
         self.connected = False
         self.accepting = False
         self.connecting = False
