@@ -37,9 +37,10 @@ import pytest
 
 from conftest import NO_EXTENSIONS
 
+# test_ftplib before test_poplib, which imports its SSLConnection
 SUITES = (
     "test.test_asyncore", "test.test_asynchat",
-    "test.test_smtpd", "test.test_poplib", "test.test_ftplib", "test.test_smtplib",
+    "test.test_smtpd", "test.test_ftplib", "test.test_poplib", "test.test_smtplib",
 )
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRE = os.environ.get("ASYNFRAME_REQUIRE_CPYTHON_SUITES", "") not in ("", "0")
@@ -69,19 +70,37 @@ def load_by_path(name, path):
 
 
 if source != "-" and importlib.util.find_spec("smtpd") is None:
-    # 3.12+: the 3.11 smtpd.py sits beside its test directory
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    # 3.12+: the 3.11 smtpd.py sits beside its test directory.  It calls
+    # warnings._deprecated(remove=(3, 12)), which raises from 3.12 on.
+    deprecated = warnings._deprecated
+    warnings._deprecated = lambda *args, **kwargs: None
+    try:
         load_by_path("smtpd", os.path.join(os.path.dirname(source), "smtpd.py"))
+    finally:
+        warnings._deprecated = deprecated
+if source != "-":
+    # 3.12+: the suites of an installed 3.11 interpreter, loaded by path (all
+    # of them first: one imports from another, which must not be this
+    # interpreter's own version) and run on this interpreter's test.support
+    for name in names:
+        load_by_path(name, os.path.join(source, name.rsplit(".", 1)[1] + ".py"))
+    # Tests of client API that 3.12 removed (ftplib and poplib's keyfile and
+    # certfile arguments): they fail with any asyncore, so they are skipped
+    # for the reference and for asynframe alike.
+    import ftplib, inspect
+    if "keyfile" not in inspect.signature(ftplib.FTP_TLS).parameters:
+        for name, cls, method in (("test.test_ftplib", "TestTLS_FTPClass", "test_context"),
+                                  ("test.test_poplib", "TestPOP3_SSLClass", "test_context")):
+            klass = getattr(sys.modules.get(name), cls, None)
+            if klass is not None and hasattr(klass, method):
+                setattr(klass, method, unittest.skip("keyfile= was removed in 3.12")(
+                    getattr(klass, method)))
 results = {}
 for name in names:
     if source == "-":
         suite = unittest.defaultTestLoader.loadTestsFromName(name)
     else:
-        # 3.12+: the suites of an installed 3.11 interpreter, loaded by path
-        # and run on this interpreter's test.support
-        module = load_by_path(name, os.path.join(source, name.rsplit(".", 1)[1] + ".py"))
-        suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+        suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[name])
     stream = io.StringIO()
     result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
     module = sys.modules.get(name)

@@ -815,14 +815,15 @@ def test_feed_rejects_non_bytes(core, bad):
     assert rec.events == []
 
 
-def test_int_overflow_in_c_core(core):
+def test_int_terminator_past_sys_maxsize_is_refused_by_both_cores(core):
     scanner = core.FrameScanner()
-    if core.IMPLEMENTATION == "c":
-        with pytest.raises(OverflowError):
-            scanner.set_terminator(sys.maxsize + 1)
-    else:
-        scanner.set_terminator(sys.maxsize + 1)
-        assert scanner.terminator == sys.maxsize + 1
+    scanner.set_terminator(b"\n")
+    for too_big in (sys.maxsize + 1, 2**64):
+        with pytest.raises(ValueError, match="between 0 and sys.maxsize"):
+            scanner.set_terminator(too_big)
+        with pytest.raises(ValueError, match="between 0 and sys.maxsize"):
+            scanner.terminator = too_big
+        assert scanner.terminator == b"\n"  # refused: nothing changed
     scanner.set_terminator(sys.maxsize)
     assert scanner.terminator == sys.maxsize
 

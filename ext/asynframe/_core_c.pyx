@@ -26,7 +26,8 @@ import io as _io
 import os as _os
 import stat as _stat
 
-from asynframe._core_checks import MAX_READ, check_chunk_size, check_count, check_read_size, check_terminator
+from asynframe._core_checks import MAX_READ as _CHECKS_MAX_READ
+from asynframe._core_checks import check_chunk_size, check_count, check_read_size, check_terminator
 
 cdef extern from "_sockio.h":
     ctypedef struct af_iovec:
@@ -98,7 +99,7 @@ cdef inline Py_ssize_t _find(const char *hay, Py_ssize_t hlen,
     return -1
 
 
-cdef Py_ssize_t _MAX_READ = MAX_READ
+cdef Py_ssize_t _MAX_READ = _CHECKS_MAX_READ
 
 
 cdef Py_ssize_t read_size(object size) except -1:

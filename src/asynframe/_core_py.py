@@ -202,7 +202,7 @@ class FrameScanner:
             return False
         if term.__class__ is bytes:
             return data.find(term, self._scan_next) >= 0
-        return len(data) - self._scan_next >= term
+        return bool(len(data) - self._scan_next >= term)
 
     @property
     def max_frame(self) -> int:

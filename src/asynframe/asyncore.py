@@ -908,13 +908,10 @@ class dispatcher_with_send(WriteFlowControl, dispatcher):
     def send(self, data: Any) -> None:  # type: ignore[override]
         if self.debug:
             self.log_info("sending %s" % repr(data))
-        queue = self._af_queue
-        was_empty = not queue
-        queue.push(data)
-        if was_empty:
-            self.initiate_send()
-        # else the socket took nothing at the last try: the write event that
-        # the loop waits for sends it all, instead of a futile send per call
+        self._af_queue.push(data)
+        # every call tries the socket, as asyncore's does: what is still
+        # queued may fit by now, and goes out with this in one send
+        self.initiate_send()
         _touch(self)
         if self._af_limited:
             self._af_flow()
