@@ -21,6 +21,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 
@@ -268,6 +269,42 @@ def test_threads_wake_a_blocked_loop(smap, use_poll):
         assert sorted(got) == [(t, i) for t in range(n_threads) for i in range(per_thread)]
         for t in range(n_threads):  # each thread's calls in its order
             assert [i for tid, i in got if tid == t] == list(range(per_thread))
+
+
+@pytest.mark.timeout(60)
+@both_poll_modes
+def test_no_wakeup_is_lost_under_fast_thread_switching(smap, use_poll):
+    # 10,000 calls from one thread, nothing else happening, a 30 s wait and
+    # a thread switch every microsecond: every call must run within seconds
+    # (a flag left set by a drained, empty wakeup used to hold them for the
+    # whole timeout).
+    chan, peer = quiet_channel(smap)
+    with peer:
+        total = 10_000
+        got = []
+
+        def record(i):
+            got.append(i)
+            if len(got) == total:
+                chan.close()
+
+        def worker():
+            for i in range(total):
+                asyncore.call_soon_threadsafe(record, i, map=smap)
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            thread = threading.Thread(target=worker)
+            start = time.monotonic()
+            thread.start()
+            while len(got) < total and time.monotonic() - start < 25:
+                asyncore.loop(30, use_poll, map=smap, count=1)
+            thread.join(10)
+        finally:
+            sys.setswitchinterval(interval)
+        assert got == list(range(total))
+        assert time.monotonic() - start < 20
 
 
 @pytest.mark.timeout(20)

@@ -222,11 +222,15 @@ class LoopTimers:
         Work scheduled by these callbacks runs at the next iteration at the
         earliest, so a callback re-scheduling itself cannot starve the loop.
         """
+        # Cleared on every pass, before the queue is read, whether or not
+        # anything waits: a call appended after this point sees the flag
+        # down and writes to the wakeup.  (Clearing it only when the queue
+        # was non-empty lost wakeups: a call taken in the previous pass,
+        # whose notify() raced the clear, left the flag up with nothing
+        # queued, and the next calls waited out the loop's timeout.)
+        self._notified = False
         ready = self._ready
         if ready:
-            # cleared before taking the calls: a call appended after this
-            # point writes to the wakeup again
-            self._notified = False
             for _ in range(len(ready)):
                 callback, args = ready.popleft()
                 _invoke(callback, args)
