@@ -25,7 +25,7 @@ Terminator = Union[bytes, int, None]
 def check_count(name: str, value: Any, minimum: int = 0) -> int:
     """*value* as an int in ``minimum..sys.maxsize``; TypeError or ValueError otherwise."""
     try:
-        number = operator.index(value)
+        number = int(operator.index(value))  # an exact int (3.9 returns bool as is)
     except TypeError:
         raise TypeError("%s must be an int, not %s" % (name, type(value).__name__)) from None
     if not minimum <= number <= MAX_COUNT:
@@ -53,7 +53,7 @@ def check_terminator(term: Any, encoding: Optional[str]) -> Terminator:
 def check_chunk_size(size: Any) -> int:
     """``PushQueue.next_chunk``'s size: at least 1, anything larger means "all"."""
     try:
-        number = operator.index(size)
+        number = int(operator.index(size))
     except TypeError:
         raise TypeError("size must be an int, not %s" % type(size).__name__) from None
     if number < 1:
@@ -64,7 +64,7 @@ def check_chunk_size(size: Any) -> int:
 def check_read_size(size: Any) -> int:
     """A read's size (``ac_in_buffer_size``, ``fill``): at least 1, clamped to ``MAX_READ``."""
     try:
-        number = operator.index(size)
+        number = int(operator.index(size))
     except TypeError:
         raise TypeError("size must be an int, not %s" % type(size).__name__) from None
     if number < 1:
