@@ -438,7 +438,7 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     try:
         if scanner._end > scanner._start:
             scanner._scan_buffer(obj)
-    except BaseException:
+    except Exception:
         # as async_chat.handle_read: held replies to the frames before the
         # failing one go out before handle_error closes the channel
         if _get(obj, "_af_dispatching"):

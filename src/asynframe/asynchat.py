@@ -315,9 +315,12 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
                 scanner.process(self)
             else:
                 scanner.feed(self, data)
-        except BaseException:
+        except Exception:
             # held replies to the frames before the failing one go out before
-            # handle_error closes the channel, as asynchat's immediate push did
+            # handle_error closes the channel, as asynchat's immediate push did.
+            # Not for KeyboardInterrupt/SystemExit: raised by a signal handler,
+            # they may fall between a send and its accounting in the pure
+            # core, and the queue would send those bytes twice.
             if self._af_dispatching:
                 self._af_release()
             raise
