@@ -928,7 +928,7 @@ def main(argv=None) -> int:
         print("note:", n)
 
     skipped: Dict[str, str] = {}
-    total = len(opts.server_list) * len(opts.scenario_list)
+    cells = len(opts.server_list) * len(opts.scenario_list)
     index = 0
     started = time.monotonic()
     try:
@@ -936,7 +936,10 @@ def main(argv=None) -> int:
             unit = SCENARIOS[sc]["unit"]
             for server in opts.server_list:
                 index += 1
-                head = f"[{index:2d}/{total}] {sc:<9} {server:<17}"
+                elapsed = time.monotonic() - started
+                # remaining: the mean cell so far times the cells still to run
+                left = "?" if index == 1 else "%.0fs" % (elapsed / (index - 1) * (cells - index + 1))
+                head = f"[{index:2d}/{cells} {elapsed:.0f}s, {left} left] {sc:<9} {server:<17}"
                 if server in skipped:
                     doc["results"][sc][server] = {"status": "skipped", "note": skipped[server]}
                     print(f"{head} skipped")
@@ -962,9 +965,9 @@ def main(argv=None) -> int:
                 i = cell["loadgen_cpu"].index(max(cell["loadgen_cpu"]))
                 line += (f"  loadgen cpu {cell['loadgen_cpu'][i] * 100:3.0f}%"
                          f" (user {cell['loadgen_user_cpu'][i] * 100:2.0f}%)")
-                total, srv_user = _busiest_server_window(cell)
-                if total is not None:
-                    line += f"  server cpu {total * 100:3.0f}%"
+                server_cpu, srv_user = _busiest_server_window(cell)
+                if server_cpu is not None:
+                    line += f"  server cpu {server_cpu * 100:3.0f}%"
                     if srv_user is not None:
                         line += f" (user {srv_user * 100:2.0f}%)"
                 if cell.get("peak_rss"):

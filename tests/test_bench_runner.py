@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.machinery
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,7 +183,13 @@ def test_table_and_progress(tiny_run):
         assert f"vs {doc['reference']}" in table
     # one progress line per (server, scenario)
     progress = [line for line in stdout.splitlines() if line.startswith("[")]
-    assert len(progress) == len(SCENARIOS) * len(ALL_SERVERS)
+    cells = len(SCENARIOS) * len(ALL_SERVERS)
+    assert len(progress) == cells
+    # the counter runs 1..cells over the same total, with elapsed and remaining time
+    counters = [re.match(r"\[ *(\d+)/(\d+) \d+s, (\?|\d+s) left\]", line) for line in progress]
+    assert all(counters), progress
+    assert [(int(m.group(1)), int(m.group(2))) for m in counters] == [
+        (i, cells) for i in range(1, cells + 1)]
 
 
 @pytest.mark.timeout(150)
