@@ -256,6 +256,75 @@ def fd_reuse_self(mod, use_poll):
     return log
 
 
+
+class UrgentEcho(asynchat.async_chat):
+    def __init__(self, sock, m):
+        asynchat.async_chat.__init__(self, sock, m)
+        self.set_terminator(b"\n")
+        self.urgent = 0
+
+    collect_incoming_data = asynchat.async_chat._collect_incoming_data
+
+    def found_terminator(self):
+        self.push(self._get_data() + b"\n")
+
+
+class UrgentAware(UrgentEcho):
+    def handle_expt(self):
+        self.urgent += 1
+        try:
+            self.socket.recv(1, socket.MSG_OOB)  # consumed: no longer urgent
+        except OSError:
+            pass  # EINVAL once the stream has moved past the mark
+
+
+@pytest.mark.timeout(30)
+@both_poll_modes
+@pytest.mark.parametrize("cls", [UrgentEcho, UrgentAware], ids=["stock-expt", "own-expt"])
+def test_one_urgent_byte_does_not_spin_the_loop(use_poll, cls):
+    # EPOLLPRI is level-triggered: a channel that only logs urgent data must
+    # not wait for it, or one MSG_OOB byte wakes the loop at every iteration
+    # for as long as the peer stays.  A channel with its own handle_expt
+    # still gets it (asyncore's behaviour, CPython's test_handle_expt).
+    m = {}
+    # urgent data needs TCP (a socketpair is AF_UNIX)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        a, _ = listener.accept()
+    peer.setblocking(False)
+    echoed = bytearray()
+
+    def echo_arrived():
+        try:
+            echoed.extend(peer.recv(16))
+        except BlockingIOError:
+            pass
+        return echoed == b"ping\n"
+
+    try:
+        chan = cls(a, m)
+        peer.send(b"ping\n")
+        run_until(echo_arrived, m, use_poll=use_poll)
+        # only the urgent byte: the reader never passes its mark, so the
+        # kernel keeps reporting it until it is read with MSG_OOB
+        peer.send(b"!", socket.MSG_OOB)
+        iterations = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            asyncore.loop(0.2, use_poll, map=m, count=1)
+            iterations += 1
+        # idle with a 0.2 s wait: about 5 wakeups, not thousands
+        assert chan.connected and m, "the channel must still be there"
+        assert iterations < 50, iterations
+        if cls is UrgentAware:
+            assert chan.urgent == 1
+        echoed.clear()
+        peer.send(b"ping\n")
+        run_until(echo_arrived, m, use_poll=use_poll)  # still served
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        peer.close()
+
 def fd_reuse_other(mod, use_poll):
     """X and Y are both readable; whichever is handled first closes the other
     and opens R at the other's descriptor number.  Stock asyncore then hands

@@ -648,6 +648,29 @@ def test_client_vanishes_mid_handshake(certs, smap, how):
     assert good.lines == [b"ONE", b"TWO"]
 
 
+@pytest.mark.parametrize("pending_output", [False, True], ids=["idle", "sending"])
+def test_tls_peer_reset_closes_like_a_plain_one(certs, smap, pending_output):
+    # A reset under TLS is a disconnect (handle_close), as on a plain
+    # socket, whether it is met reading or sending: no handle_error.
+    listener = Listener(smap, lambda s, m: EchoServer(s, m, certs["server"]))
+    raw = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+    client = in_thread(lambda: certs["client"].wrap_socket(raw, server_hostname="localhost"))
+    run_until(lambda: "value" in client[1] or "error" in client[1], smap)
+    tls = client[1]["value"]
+    tls.sendall(b"one\n")
+    run_until(lambda: listener.handlers and listener.handlers[0].lines == [b"one"], smap)
+    victim = listener.handlers[0]
+    if pending_output:
+        # a reply bigger than the socket buffers, never read by the peer
+        victim.push(b"x" * (8 << 20))
+        asyncore.loop(0.05, map=smap, count=3)
+        assert victim._af_queue
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    tls.close()
+    run_until(lambda: len(victim.events) > 1, smap)
+    assert victim.events == ["established", "close"] and not victim.errors
+
+
 def test_server_vanishes_mid_handshake(certs, smap):
     lsock = socket.create_server(("127.0.0.1", 0))
     try:

@@ -58,6 +58,7 @@ cdef enum:
     CLASS_CHAT_MASK = 2  # the class keeps async_chat's readable/writable
     CLASS_PLAIN_GETATTR = 4  # no __getattribute__ of its own: _get() is exact
     CLASS_PLAIN_STATE = 8    # _STATE_NAMES are plain values and no __setattr__ of its own
+    CLASS_WANTS_URGENT = 16  # overrides handle_expt or handle_expt_event (_poller.wants_urgent)
 
 
 cdef extern from *:
@@ -101,6 +102,7 @@ cdef _ClassInfo _last_info = None   # the last one used: one server usually serv
 cdef PyObject *_last_class = NULL
 cdef object _plain_socket = None
 cdef object _stock_initiate_send = None
+cdef tuple _stock_expt = ()     # the handle_expt/handle_expt_event that only log
 cdef object _read = None, _write = None, _expt = None, _readwrite = None
 cdef object _to_poll_flags = None
 cdef object _touch = None
@@ -129,6 +131,8 @@ def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
     _touch = touch
     _stock = tuple([getattr(chat_class, name) for name in _STOCK_NAMES])
     _stock_initiate_send = chat_class.initiate_send
+    global _stock_expt
+    _stock_expt = (chat_class.handle_expt, chat_class.handle_expt_event)
     _plain_socket = plain_socket
     _read, _write, _expt, _readwrite = dispatch
     _to_poll_flags = to_poll_flags
@@ -222,6 +226,9 @@ cdef _ClassInfo _describe(type cls):
     # readable and writable are _STOCK_NAMES[4:6]
     if getattr(cls, "readable", None) is _stock[4] and getattr(cls, "writable", None) is _stock[5]:
         flags |= CLASS_CHAT_MASK
+    if (getattr(cls, "handle_expt", None) is not _stock_expt[0]
+            or getattr(cls, "handle_expt_event", None) is not _stock_expt[1]):
+        flags |= CLASS_WANTS_URGENT
     if cls.__setattr__ is object.__setattr__:
         flags |= CLASS_PLAIN_STATE
         for name in _STATE_NAMES:
@@ -359,6 +366,16 @@ cdef int _interest(object obj) except -2:
     if _state(obj, attrs, info, "_af_queue") or not _state(obj, attrs, info, "connected"):
         return IN | OUT
     return IN
+
+
+cdef bint _wants_urgent(object obj) except -1:
+    # _poller.wants_urgent, for a channel _interest() just described
+    cdef _ClassInfo info = _info_of(type(obj))
+    if info.flags & CLASS_WANTS_URGENT:
+        return True
+    attrs = _instance_dict(obj)
+    return attrs is not None and (_lookup(attrs, "handle_expt") != NULL
+                                  or _lookup(attrs, "handle_expt_event") != NULL)
 
 
 def chat_interest(obj):
@@ -520,7 +537,7 @@ cdef int _after(object poller, dict socket_map, dict known, dict dirty, object f
         return 0
     mask = _interest(obj)
     if mask >= 0:
-        if mask and pri:
+        if mask and pri and _wants_urgent(obj):
             mask |= PRI
         entry = _lookup(known, fd)
         # _interest() runs no Python code: the map still holds obj

@@ -31,7 +31,7 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ._timers import LoopTimers, Wakeup
 
@@ -130,6 +130,20 @@ InterestFn = Optional[Callable[[Any], int]]
 _interest_cache: Dict[type, InterestFn] = {}
 # Filled by asyncore/asynchat: {(readable function, writable function): interest}
 STOCK_INTEREST: Dict[Tuple[Any, Any], Callable[[Any], int]] = {}
+# Filled by asyncore: (handle_expt, handle_expt_event) pairs that only log.
+# A channel that keeps such a pair does not wait for urgent data: EPOLLPRI
+# is level-triggered, so one MSG_OOB byte that nobody consumes would wake
+# the loop on every iteration for as long as the peer stays connected.
+STOCK_EXPT: Set[Tuple[Any, Any]] = set()
+
+
+def wants_urgent(obj: Any) -> bool:
+    """Whether *obj* handles urgent data itself (overrides handle_expt*)."""
+    attrs = getattr(obj, "__dict__", None)
+    if attrs and ("handle_expt" in attrs or "handle_expt_event" in attrs):
+        return True
+    cls = type(obj)
+    return (getattr(cls, "handle_expt", None), getattr(cls, "handle_expt_event", None)) not in STOCK_EXPT
 
 
 def interest_fn(obj: Any) -> InterestFn:
@@ -320,7 +334,7 @@ class MapPoller:
             if mask & BUFFERED:
                 mask &= ~BUFFERED
                 self.buffered[fd] = obj
-        if mask and self.backend.supports_pri:
+        if mask and self.backend.supports_pri and wants_urgent(obj):
             mask |= PRI
         entry = self.known.get(fd)
         if entry is not None and entry[0] is not obj:
@@ -602,5 +616,5 @@ def release(socket_map: Dict[Any, Any], keep: Optional[Dict[Any, Any]] = None) -
 
 __all__ = [
     "MapPoller", "poller_for", "release", "enable_fast_path", "LOOP_IMPLEMENTATION",
-    "STOCK_INTEREST", "IN", "OUT", "PRI",
+    "STOCK_INTEREST", "STOCK_EXPT", "wants_urgent", "IN", "OUT", "PRI",
 ]

@@ -40,7 +40,7 @@ from __future__ import annotations
 import socket
 import ssl
 import weakref
-from errno import EBADF, EPIPE
+from errno import EBADF, ECONNRESET, EPIPE
 from typing import Any, Optional
 
 from . import _poller
@@ -370,7 +370,7 @@ class TLSSocket:
             self._eof_next = True
             return b""
         if not flushed or self._lost:
-            raise ConnectionResetError("connection lost under TLS")
+            raise ConnectionResetError(ECONNRESET, "connection lost under TLS")
         raise BlockingIOError("no TLS application data available yet")
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
@@ -395,7 +395,7 @@ class TLSSocket:
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         if not self._flush():
-            raise ConnectionResetError("connection lost under TLS")
+            raise ConnectionResetError(ECONNRESET, "connection lost under TLS")
         if self._retry is not None or len(self._backlog) >= BACKLOG_LIMIT:
             self._touch()
             raise BlockingIOError("TLS output backlog full")
@@ -410,7 +410,7 @@ class TLSSocket:
             # very bytes again, so they are kept (and count as sent)
             self._retry = bytes(chunk)
         if not self._flush():
-            raise ConnectionResetError("connection lost under TLS")
+            raise ConnectionResetError(ECONNRESET, "connection lost under TLS")
         if self._backlog or self._retry is not None:
             self._touch()
         return size

@@ -976,6 +976,7 @@ def _with_send_interest(obj: Any) -> int:
     return mask
 
 
+_poller.STOCK_EXPT.add((dispatcher.handle_expt, dispatcher.handle_expt_event))
 _poller.STOCK_INTEREST[(dispatcher.readable, dispatcher.writable)] = _dispatcher_interest
 _poller.STOCK_INTEREST[(WriteFlowControl.readable, dispatcher_with_send.writable)] = _with_send_interest
 
