@@ -334,6 +334,9 @@ class MapPoller:
             if mask & BUFFERED:
                 mask &= ~BUFFERED
                 self.buffered[fd] = obj
+        if mask & IN and getattr(obj, "_af_accept_paused", False):
+            # a listener out of descriptors: see dispatcher._af_pause_accepting
+            mask &= ~IN
         if mask and self.backend.supports_pri and wants_urgent(obj):
             mask |= PRI
         entry = self.known.get(fd)

@@ -29,7 +29,7 @@ import sys
 import warnings
 from errno import (
     EAGAIN, EALREADY, EBADF, ECONNABORTED, ECONNRESET, EINPROGRESS, EINVAL, EISCONN,
-    ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode,
+    EMFILE, ENFILE, ENOBUFS, ENOMEM, ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode,
 )
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -275,6 +275,11 @@ def _touch(channel: Any) -> None:
 _monotonic = _timers.monotonic
 
 
+# accept() failures that mean "no descriptor or memory now": pause, retry
+_ACCEPT_EXHAUSTED = frozenset({EMFILE, ENFILE, ENOBUFS, ENOMEM})
+ACCEPT_BACKOFF_FIRST = 0.005
+ACCEPT_BACKOFF_MAX = 1.0
+
 _AF_INET = socket.AF_INET
 _SOCK_STREAM = socket.SOCK_STREAM
 
@@ -474,8 +479,45 @@ class dispatcher:
         except OSError as why:
             if why.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
                 return None
+            if why.errno in _ACCEPT_EXHAUSTED:
+                self._af_pause_accepting(why)
+                return None
             raise
+        if self._af_accept_backoff:
+            self._af_accept_backoff = 0.0
+            self.log_info("accepting connections again", "info")
         return conn, addr
+
+    # -- out of descriptors or memory: the listener pauses, never closes -----
+    # The waiting connection stays in the kernel's backlog, so the listener
+    # stays readable: retrying at once would spin, and closing it (asyncore's
+    # handle_error) would stop the server for good.  Accepting pauses for a
+    # few milliseconds, doubling up to a second, and resumes by itself.
+    _af_accept_backoff = 0.0
+    _af_accept_paused = False
+    _af_accept_timer: Optional[TimerHandle] = None
+
+    def _af_pause_accepting(self, why: OSError) -> None:
+        delay = self._af_accept_backoff
+        if not delay:
+            delay = ACCEPT_BACKOFF_FIRST
+            # once per episode, not once per attempt
+            # "error": asyncore's log_info drops "warning" by default
+            self.log_info("cannot accept (%s): pausing accept() for up to %g s at a time"
+                          % (_strerror(why.errno), ACCEPT_BACKOFF_MAX), "error")
+        else:
+            delay = min(delay * 2, ACCEPT_BACKOFF_MAX)
+        self._af_accept_backoff = delay
+        self._af_accept_paused = True
+        _touch(self)
+        if self._af_accept_timer is not None:
+            self._af_accept_timer.cancel()
+        self._af_accept_timer = call_later(delay, self._af_resume_accepting, map=self._map)
+
+    def _af_resume_accepting(self) -> None:
+        self._af_accept_timer = None
+        self._af_accept_paused = False
+        _touch(self)
 
     def send(self, data: Any) -> int:
         if self._af_dispatching:
@@ -565,7 +607,8 @@ class dispatcher:
         self.connected = False
         self.accepting = False
         self.connecting = False
-        if self._af_idle_timer is not None or self._af_connect_timer is not None:
+        if (self._af_idle_timer is not None or self._af_connect_timer is not None
+                or self._af_accept_timer is not None):
             self._af_cancel_timers()
         self.del_channel()
         if self.socket is not None:
@@ -787,7 +830,7 @@ class dispatcher:
                 self._af_idle_timeout, self._af_idle_check, map=self._map)
 
     def _af_cancel_timers(self) -> None:
-        for name in ("_af_idle_timer", "_af_connect_timer"):
+        for name in ("_af_idle_timer", "_af_connect_timer", "_af_accept_timer"):
             timer = getattr(self, name)
             if timer is not None:
                 timer.cancel()
