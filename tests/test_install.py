@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
@@ -288,3 +289,25 @@ def test_unmodified_legacy_script_runs_under_install(core_env, tmp_path, mode):
     assert out == {"installed": True, "ours": [True, True]}
     assert run.output == ["LEGACY OK 3"]
 
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pure", [False, True], ids=["default", "pure-forced"])
+def test_python_m_asynframe_reports_the_install(pure):
+    env = dict(os.environ)
+    env.pop("ASYNFRAME_NO_EXTENSIONS", None)
+    if pure:
+        env["ASYNFRAME_NO_EXTENSIONS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "asynframe"], env=env, capture_output=True,
+                          text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line and not line.startswith(" "))
+    import asynframe
+
+    assert rows["asynframe"].startswith(asynframe.__version__)
+    assert set(rows) >= {"asynframe", "core", "poller", "python", "platform", "openssl"}
+    if pure:
+        assert rows["core"].startswith("python: ASYNFRAME_NO_EXTENSIONS=1 forces the pure core")
+    else:
+        assert rows["core"].split(":")[0] in ("c", "python")
+    assert ("free-threaded" in rows["python"]) == bool(sysconfig.get_config_var("Py_GIL_DISABLED"))

@@ -504,7 +504,7 @@ class dispatcher:
             # once per episode, not once per attempt
             # "error": asyncore's log_info drops "warning" by default
             self.log_info("cannot accept (%s): pausing accept() for up to %g s at a time"
-                          % (_strerror(why.errno), ACCEPT_BACKOFF_MAX), "error")
+                          % (_strerror(why.errno or 0), ACCEPT_BACKOFF_MAX), "error")
         else:
             delay = min(delay * 2, ACCEPT_BACKOFF_MAX)
         self._af_accept_backoff = delay
