@@ -572,6 +572,14 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
             if s0 is not None and s1 is not None and i < len(lg_cpu):
                 # everything else the machine did, minus server and load generator
                 other.append(max(0.0, (s1 - s0 - (c1 - c0)) / dt - lg_cpu[i]))
+        # the server's CPU time per message (per connection for accept):
+        # where the kernel bounds every server's throughput, this is what
+        # still tells them apart
+        per_msg, per_msg_user = [], []
+        for i, w in enumerate(windows[:len(srv_cpu)]):
+            if w["count"]:
+                per_msg.append(srv_cpu[i] * w["wall"] / w["count"] * 1e6)
+                per_msg_user.append(srv_user[i] * w["wall"] / w["count"] * 1e6)
         return {
             "values": values,
             "median": statistics.median(values),
@@ -581,6 +589,8 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
             "loadgen_user_cpu": lg_user,
             "server_cpu": srv_cpu,
             "server_user_cpu": srv_user,
+            "server_us_per_msg": statistics.median(per_msg) if per_msg else None,
+            "server_user_us_per_msg": statistics.median(per_msg_user) if per_msg_user else None,
             "other_cpu": other,
         }
 
@@ -733,6 +743,20 @@ def render_tables(doc: Dict[str, Any]) -> str:
         row = [sc]
         for s in servers:
             c = res[sc].get(s)
+            if c and c.get("status") == "ok" and c.get("server_us_per_msg") is not None:
+                row.append(f"{c['server_us_per_msg']:.2f} ({c['server_user_us_per_msg']:.2f})")
+            else:
+                row.append("-")
+        rows.append(row)
+    parts.append("\nCPU µs/msg: server CPU time per message (per connection for accept),"
+                 " median of the windows, user-space part in parentheses")
+    parts.append(_table(["scenario"] + servers, rows))
+
+    rows = []
+    for sc in doc["scenarios_run"]:
+        row = [sc]
+        for s in servers:
+            c = res[sc].get(s)
             row.append(f"{c['peak_rss'] / 2**20:.1f}" if c and c.get("status") == "ok" and c.get("peak_rss") else "-")
         rows.append(row)
     parts.append("\nPeak server RSS (MiB)")
@@ -774,6 +798,18 @@ def render_tables(doc: Dict[str, Any]) -> str:
     if notes:
         parts.append("\nNotes:")
         parts.extend("  - " + n for n in notes)
+    parts.append("\nScenarios:")
+    width = max(len(sc) for sc in doc["scenarios_run"])
+    for sc in doc["scenarios_run"]:
+        parts.append(f"  {sc:<{width}}  {SCENARIOS[sc]['about']}")
+    config = doc["config"]
+    if config.get("quick"):
+        parts.append(f"  --quick: {config['repeats']} x {config['duration']:g} s window per pair and "
+                     f"{config['idle']} idle connections (the full run: "
+                     f"{FULL['repeats']} x {FULL['duration']:g} s, {FULL['idle']} idle): a smoke test")
+    else:
+        parts.append(f"  each pair: {config['repeats']} x {config['duration']:g} s windows; --quick runs "
+                     f"{QUICK['repeats']} x {QUICK['duration']:g} s and {QUICK['idle']} idle connections")
     return "\n".join(parts)
 
 

@@ -181,6 +181,17 @@ def test_table_and_progress(tiny_run):
         assert any(line.startswith(sc) for line in table.splitlines()), sc
     if doc["reference"]:
         assert f"vs {doc['reference']}" in table
+    # CPU per message, total and user-space, for every measured cell
+    assert "CPU µs/msg" in table
+    # a legend naming every scenario the way the JSON and the table do
+    legend = table.split("\nScenarios:\n", 1)[1]
+    for sc in SCENARIOS:
+        assert "  %s " % sc in legend, sc
+    for sc in SCENARIOS:
+        for server, cell in doc["results"][sc].items():
+            if cell.get("status") == "ok":
+                assert cell["server_us_per_msg"] > 0, (sc, server)
+                assert 0 <= cell["server_user_us_per_msg"] <= cell["server_us_per_msg"], (sc, server)
     # one progress line per (server, scenario)
     progress = [line for line in stdout.splitlines() if line.startswith("[")]
     cells = len(SCENARIOS) * len(ALL_SERVERS)
