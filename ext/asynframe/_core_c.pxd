@@ -49,6 +49,7 @@ cdef class FrameScanner:
     cdef unsigned long _stops   # bumped by stop(): the scan returns after the callback
     cdef Py_ssize_t _max_frame  # 0: no limit
     cdef Py_ssize_t _partial    # bytes of the current frame delivered so far
+    cdef unsigned long long _frames  # frames delivered (frame_count)
     cdef bint _busy
     cdef Py_ssize_t _exports    # live memoryviews from get_buffer() into _buf: no realloc then
     cdef _RetiredBlock *_retired  # older blocks that views still point into

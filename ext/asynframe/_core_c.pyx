@@ -313,6 +313,17 @@ cdef class FrameScanner:
         return False
 
     @property
+    def frame_count(self):
+        """Frames delivered so far (each ``found_terminator``/``frame_received``)."""
+        return self._frames
+
+    @property
+    @cython.critical_section
+    def partial_size(self):
+        """Bytes of the frame in progress: delivered as chunks, or held back."""
+        return self._partial + self._end - self._start
+
+    @property
     def max_frame(self):
         """Most bytes a frame may gather before its terminator; 0 means no limit.
 
@@ -600,6 +611,7 @@ cdef class FrameScanner:
                     if mode == C_MODE_FRAMES:
                         pos = end
                         self._partial = 0
+                        self._frames += 1
                         self._deliver_frame_end(target, chunk)
                     else:
                         self._partial += end - pos
@@ -631,6 +643,7 @@ cdef class FrameScanner:
                         else:
                             chunk = PyBytes_FromStringAndSize(data + pos, need)
                         self._partial = 0
+                        self._frames += 1
                         if mode == C_MODE_CALLBACKS:
                             target.collect_incoming_data(chunk)
                             pos += need
@@ -671,6 +684,7 @@ cdef class FrameScanner:
                         if self._max_frame and self._partial + index > self._max_frame:
                             return self._overflow(target, self._partial + index)
                         self._partial = 0
+                        self._frames += 1
                         index += pos
                         self._scan_next = index + tlen
                         if mode == C_MODE_CALLBACKS:

@@ -103,7 +103,7 @@ class FrameScanner:
 
     __slots__ = (
         "_mode", "_term", "_held", "_incoming", "_clears", "_stops", "_max_frame",
-        "_partial", "_busy", "_recv_area", "_scan_data", "_scan_next", "_scan_clears",
+        "_partial", "_busy", "_recv_area", "_scan_data", "_scan_next", "_scan_clears", "_frames",
     )
 
     def __init__(self, mode: int = MODE_CALLBACKS) -> None:
@@ -126,6 +126,7 @@ class FrameScanner:
         self._scan_data: Optional[bytes] = None
         self._scan_next = 0
         self._scan_clears = 0
+        self._frames = 0
 
     # -- configuration -----------------------------------------------------
     @property
@@ -191,6 +192,16 @@ class FrameScanner:
     def stop(self) -> None:
         """From inside a callback: end the scan after it; the rest stays in ``pending``."""
         self._stops += 1
+
+    @property
+    def frame_count(self) -> int:
+        """Frames delivered so far (each ``found_terminator``/``frame_received``)."""
+        return self._frames
+
+    @property
+    def partial_size(self) -> int:
+        """Bytes of the frame in progress: delivered as chunks, or held back."""
+        return self._partial + len(self._held)
 
     def frame_follows(self) -> bool:
         """Whether a complete frame waits behind the one being delivered (see the C core)."""
@@ -345,6 +356,7 @@ class FrameScanner:
                     else:
                         pos = end
                         self._partial = 0
+                        self._frames += 1
                         if self._incoming:
                             self._incoming.append(chunk)
                             chunk = self.get_data()
@@ -368,6 +380,7 @@ class FrameScanner:
                             return self._overflow(target, self._partial + term)
                         chunk = data[pos:pos + term]
                         self._partial = 0
+                        self._frames += 1
                         if mode == MODE_CALLBACKS:
                             target.collect_incoming_data(chunk)
                             pos += term
@@ -415,6 +428,7 @@ class FrameScanner:
                         if limit and self._partial + index - pos > limit:
                             return self._overflow(target, self._partial + index - pos)
                         self._partial = 0
+                        self._frames += 1
                         self._scan_next = index + tlen
                         if mode == MODE_CALLBACKS:
                             if index > pos:

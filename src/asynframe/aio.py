@@ -66,6 +66,7 @@ from collections import deque
 from typing import Any, Deque, List, Optional, cast
 
 from ._chat_common import delivery_mode, take_class_default
+from ._frame_timeout import FrameTimeout
 from ._core import MODE_CALLBACKS as MODE_CALLBACKS, MODE_COLLECT as MODE_COLLECT
 from ._core import MODE_FRAMES, FrameScanner
 
@@ -80,7 +81,7 @@ class FrameTooLarge(ValueError):
     """A frame grew past ``max_frame`` bytes without its terminator."""
 
 
-class ChatProtocol(asyncio.BufferedProtocol):
+class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
     """asynchat-style framing over an asyncio transport (see the module doc)."""
 
     #: size of the receive buffer offered to the transport
@@ -161,11 +162,15 @@ class ChatProtocol(asyncio.BufferedProtocol):
         return self._scanner.get_buffer(max(sizehint, self.ac_in_buffer_size))
 
     def buffer_updated(self, nbytes: int) -> None:
+        timed = self._af_frame_timeout is not None
+        frames_before = self._scanner.frame_count if timed else 0
         self._dispatching = True
         try:
             self._scanner.buffer_updated(self, nbytes)
         finally:
             self._dispatching = False
+        if timed and self._af_frame_timeout is not None and not self._closing:
+            self._af_frame_check(frames_before)
         # A callback may have pushed (coalesced), or queued a producer or
         # close_when_done() without any push: both need a pump.
         if self._coalesced or self._waiting:
@@ -197,6 +202,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._closing = True
+        if self._af_frame_timer is not None:
+            self._af_cancel_frame_timer()
         self._waiting.clear()
         self._coalesced = []
 
@@ -282,6 +289,24 @@ class ChatProtocol(asyncio.BufferedProtocol):
     def found_terminator(self) -> None:
         raise NotImplementedError("must be implemented in subclass")
 
+    # -- frame timeout (asynframe._frame_timeout) ------------------------------
+    @property
+    def _af_scanner(self) -> FrameScanner:
+        return self._setup()
+
+    def _af_call_later(self, delay: float, callback: Any) -> Any:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+    def set_frame_timeout(self, seconds: Optional[float]) -> None:
+        FrameTimeout.set_frame_timeout(self, seconds)
+
+    set_frame_timeout.__doc__ = FrameTimeout.set_frame_timeout.__doc__
+
+    def handle_frame_timeout(self) -> None:
+        """A frame stayed incomplete past the frame timeout; the default logs and closes."""
+        logger.warning(self._af_frame_timeout_message())
+        self.close()
+
     def frame_too_large(self, size: int) -> None:
         """A frame passed ``max_frame``; the default logs and closes the connection."""
         logger.warning(
@@ -347,6 +372,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
         if self._closing:
             return
         self._closing = True
+        if self._af_frame_timer is not None:
+            self._af_cancel_frame_timer()
         if self._dispatching:
             self._scanner.stop()
         transport = self.transport

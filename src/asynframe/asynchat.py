@@ -47,6 +47,7 @@ from . import _poller, asyncore
 from ._chat_common import delivery_mode, take_class_default
 from ._core import MODE_CALLBACKS, FrameScanner, PushQueue
 from ._flow import WriteFlowControl
+from ._frame_timeout import FrameTimeout
 from ._core import find_prefix_at_end as find_prefix_at_end
 
 __asynframe__ = True
@@ -56,7 +57,7 @@ _DISCONNECTED = asyncore._DISCONNECTED
 _PLAIN_SOCKET = socket.socket
 
 
-class async_chat(WriteFlowControl, asyncore.dispatcher):
+class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     """A dispatcher that frames its input and queues its output.
 
     Subclass it and define ``collect_incoming_data(data)`` and
@@ -208,8 +209,27 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         self._af_drain_on_eof = bool(flag)
         self._af_refresh_generic_path()
 
+    # -- frame timeout (asynframe._frame_timeout) ------------------------------
+    def _af_call_later(self, delay: float, callback: Any) -> Any:
+        return asyncore.call_later(delay, callback, map=self._map)
+
+    def set_frame_timeout(self, seconds: Optional[float]) -> None:
+        self._af_setup()
+        FrameTimeout.set_frame_timeout(self, seconds)
+        # checked after every read by the Python handle_read
+        self._af_refresh_generic_path()
+
+    set_frame_timeout.__doc__ = FrameTimeout.set_frame_timeout.__doc__
+
+    def handle_frame_timeout(self) -> None:
+        """A frame stayed incomplete past the frame timeout; the default logs and closes."""
+        self.log_info(self._af_frame_timeout_message(), "error")
+        self.handle_close()
+
     def _af_refresh_generic_path(self) -> None:
         asyncore.dispatcher._af_refresh_generic_path(self)
+        if self._af_frame_timeout is not None:
+            self._af_generic_path = True
         # an end of file already read keeps its rules (write-only interest,
         # close once drained) even if drain_on_eof is switched off meanwhile;
         # the compiled loop knows neither
@@ -304,6 +324,8 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
                 data = data.encode(self.encoding)
             if not data:
                 return
+        timed = self._af_frame_timeout is not None
+        frames_before = scanner.frame_count if timed else 0
         cls = type(self)
         # replies to pipelined frames may be held for one send only where
         # nobody sees the difference: a plain socket written by the core
@@ -328,6 +350,8 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
             self._af_dispatching = False
         if coalesce and self._af_queue:
             self.initiate_send()
+        if timed and self._af_frame_timeout is not None and self.connected:
+            self._af_frame_check(frames_before)
 
     def _af_release(self) -> None:
         # Something the peer or the socket object can observe comes next
@@ -471,6 +495,8 @@ class async_chat(WriteFlowControl, asyncore.dispatcher):
         """Close the socket (``dispatcher.close``) and the files ``push_file`` owns."""
         # a channel reused after close (reconnecting clients) reads again
         self._af_eof = False
+        if self._af_frame_timer is not None:
+            self._af_cancel_frame_timer()
         asyncore.dispatcher.close(self)
         if self._af_owns_files:
             # nothing queued can go out any more: release push_file's files
