@@ -64,6 +64,9 @@ def echo(sock, line):
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 def test_listener_survives_descriptor_exhaustion(use_poll):
     env = dict(os.environ)
+    # log_info prints: unbuffered, so nothing is lost when the server is terminated
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("ASYNFRAME_LOGGING", None)
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(int(use_poll))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     clients = []

@@ -287,7 +287,10 @@ class Side:
         # inside a read handler the registration waits for the handler's flush
         if (registered is not None and not chan._af_dispatching
                 and _poller.interest_fn_of(chan) is asynchat._chat_interest):
-            expected = python_interest | _poller.PRI if python_interest else 0
+            # urgent data only for a channel that handles it (wants_urgent)
+            expected = python_interest
+            if python_interest and _poller.wants_urgent(chan):
+                expected |= _poller.PRI
             if chan._af_tls is None and registered != expected:
                 interest_failures.append(("registered", registered, "Python rule", expected))
         self.read_peer()

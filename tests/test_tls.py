@@ -671,6 +671,58 @@ def test_tls_peer_reset_closes_like_a_plain_one(certs, smap, pending_output):
     assert victim.events == ["established", "close"] and not victim.errors
 
 
+class TimedServer(EchoServer):
+    def __init__(self, sock, m, ctx, timeout):
+        Chat.__init__(self, sock, m)
+        self.start_tls(ctx, server_side=True, handshake_timeout=timeout)
+
+    def handle_tls_handshake_timeout(self):
+        self.events.append("handshake timeout")
+        EchoServer.handle_tls_handshake_timeout(self)
+
+    def log_info(self, message, type="info"):
+        self.logged = (type, message)
+
+
+def test_stalled_handshake_is_cut_after_handshake_timeout(certs, smap):
+    listener = Listener(smap, lambda s, m: TimedServer(s, m, certs["server"], 0.5))
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=5):
+        start = time.monotonic()
+        run_until(lambda: listener.handlers and "close" in listener.handlers[0].events, smap)
+        elapsed = time.monotonic() - start
+    victim = listener.handlers[0]
+    assert victim.events == ["handshake timeout", "close"] and not victim.errors
+    assert 0.4 <= elapsed < 3.0, elapsed
+    assert victim.logged[0] == "error" and "TLS handshake not complete after 0.5 s" in victim.logged[1]
+
+
+def test_handshake_timeout_none_and_a_finished_handshake_are_never_cut(certs, smap):
+    listener = Listener(smap, lambda s, m: TimedServer(
+        s, m, certs["server"], None if len(listener.handlers) == 0 else 0.3))
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=5):
+        raw = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+        client = in_thread(lambda: certs["client"].wrap_socket(raw, server_hostname="localhost"))
+        run_until(lambda: "value" in client[1] or "error" in client[1], smap)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            asyncore.loop(0.05, map=smap, count=1)
+        stalled, done = listener.handlers
+        assert stalled.events == [] and not stalled.errors  # no limit
+        assert done.events == ["established"]  # finished before its 0.3 s
+        client[1]["value"].close()
+
+
+@pytest.mark.parametrize("bad", ["1", 0, -1.0, float("nan"), float("inf")])
+def test_handshake_timeout_is_checked_before_anything_changes(certs, smap, bad):
+    a, b = socket.socketpair()
+    with b:
+        chan = Chat(a, smap)
+        with pytest.raises((TypeError, ValueError)):
+            chan.start_tls(certs["server"], server_side=True, handshake_timeout=bad)
+        assert chan._af_tls is None and chan.socket is a
+        chan.close()
+
+
 def test_server_vanishes_mid_handshake(certs, smap):
     lsock = socket.create_server(("127.0.0.1", 0))
     try:

@@ -44,6 +44,7 @@ from errno import EBADF, ECONNRESET, EPIPE
 from typing import Any, Optional
 
 from . import _poller
+from ._timers import check_delay
 from .asyncore import _DISCONNECTED
 
 # One SSL write: four full records.  A caller's larger buffer is taken in
@@ -55,6 +56,9 @@ BACKLOG_LIMIT = 65536
 RAW_READ = 65536 + 4096
 
 _WAIT_CONNECT, _HANDSHAKE, _OPEN, _CLOSED = range(4)
+
+#: seconds a handshake may take before handle_tls_handshake_timeout() (asyncio's default)
+DEFAULT_HANDSHAKE_TIMEOUT = 60.0
 
 _IN = _poller.IN
 _OUT = _poller.OUT
@@ -113,6 +117,9 @@ class TLSSocket:
         self._lost = False
         self._close_notify_sent = False
         self._established = False
+        # started with the handshake, cancelled when it ends (either way)
+        self.handshake_timeout: Optional[float] = None
+        self._handshake_timer: Any = None
         # a framing core whose unscanned bytes become TLS input (STARTTLS
         # from inside a callback: taken when the scan has stopped)
         self._adopt_from: Any = None
@@ -231,7 +238,24 @@ class TLSSocket:
 
     def _begin(self, channel: Any) -> None:
         self._phase = _HANDSHAKE
+        if self.handshake_timeout is not None:
+            from .asyncore import call_later
+
+            self._handshake_timer = call_later(
+                self.handshake_timeout, self._handshake_expired, map=channel._map)
         self._handshake_step(channel)
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        channel = self._owner()
+        if self._phase == _HANDSHAKE and channel is not None and channel.socket is self:
+            channel.handle_tls_handshake_timeout()
+
+    def _cancel_handshake_timer(self) -> None:
+        timer = self._handshake_timer
+        if timer is not None:
+            self._handshake_timer = None
+            timer.cancel()
 
     def _handshake_step(self, channel: Any) -> None:
         while True:
@@ -258,6 +282,7 @@ class TLSSocket:
             break
         self._phase = _OPEN
         self._established = True
+        self._cancel_handshake_timer()
         if not self._flush():
             channel.handle_close()
             return
@@ -421,6 +446,7 @@ class TLSSocket:
         if phase == _CLOSED:
             return
         self._phase = _CLOSED
+        self._cancel_handshake_timer()
         try:
             if phase == _OPEN and not self._close_notify_sent and not self._lost:
                 self._send_close_notify()
@@ -557,8 +583,13 @@ class TLSSocket:
         return not self._backlog
 
 
-def start_tls(channel: Any, context: Any, server_side: Any, server_hostname: Any) -> None:
+def start_tls(channel: Any, context: Any, server_side: Any, server_hostname: Any,
+              handshake_timeout: Any = DEFAULT_HANDSHAKE_TIMEOUT) -> None:
     """``dispatcher.start_tls``: see its docstring."""
+    if handshake_timeout is not None:
+        handshake_timeout = check_delay(handshake_timeout, "handshake_timeout")
+        if handshake_timeout <= 0:
+            raise ValueError("handshake_timeout must be positive, got %r" % (handshake_timeout,))
     if not isinstance(context, ssl.SSLContext):
         raise TypeError("context must be an ssl.SSLContext, not %s" % type(context).__name__)
     if not isinstance(server_side, bool):
@@ -585,6 +616,7 @@ def start_tls(channel: Any, context: Any, server_side: Any, server_hostname: Any
         raise ValueError("close_when_done() is pending: too late for start_tls()")
 
     layer = TLSSocket(channel, raw, context, server_side, server_hostname)
+    layer.handshake_timeout = handshake_timeout
 
     channel.socket = layer
     channel._af_tls = layer

@@ -572,6 +572,7 @@ class dispatcher:
         *,
         server_side: bool,
         server_hostname: Optional[str] = None,
+        handshake_timeout: Optional[float] = 60.0,
     ) -> None:
         """Run TLS with *context* (an ``ssl.SSLContext``) on this channel.
 
@@ -590,12 +591,22 @@ class dispatcher:
         callback makes this call) is the start of the TLS stream.  Afterwards
         ``self.socket`` is an ``asynframe._tls.TLSSocket`` (``getpeercert()``,
         ``cipher()``, ``version()``, ``ssl_object``).
+
+        *handshake_timeout* (seconds, asyncio's default of 60; ``None``: no
+        limit) bounds the handshake from its start: a peer that stalls it
+        gets ``handle_tls_handshake_timeout()``.
         """
         from . import _tls
-        _tls.start_tls(self, context, server_side, server_hostname)
+        _tls.start_tls(self, context, server_side, server_hostname, handshake_timeout)
 
     def handle_tls_established(self) -> None:
         """The TLS handshake completed; output pushed meanwhile goes out now."""
+
+    def handle_tls_handshake_timeout(self) -> None:
+        """The TLS handshake did not finish in time; the default logs and closes."""
+        self.log_info("closing %r: TLS handshake not complete after %g s"
+                      % (self, self.socket.handshake_timeout), "error")
+        self.handle_close()
 
     def _af_release(self) -> None:
         """Send what async_chat holds back before an observable step (asynchat.py)."""
