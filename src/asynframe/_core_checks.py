@@ -50,23 +50,21 @@ def check_terminator(term: Any, encoding: Optional[str]) -> Terminator:
         "terminator must be bytes, a non-negative int or None, not %s" % type(term).__name__)
 
 
-def check_chunk_size(size: Any) -> int:
-    """``PushQueue.next_chunk``'s size: at least 1, anything larger means "all"."""
+def _size(size: Any, lowest_message: str) -> int:
     try:
         number = int(operator.index(size))
     except TypeError:
         raise TypeError("size must be an int, not %s" % type(size).__name__) from None
     if number < 1:
-        raise ValueError("size must be at least 1, not %d" % number)
-    return min(number, MAX_COUNT)
+        raise ValueError(lowest_message % number)
+    return number
+
+
+def check_chunk_size(size: Any) -> int:
+    """``PushQueue.next_chunk``'s size: at least 1, anything larger means "all"."""
+    return min(_size(size, "size must be at least 1, not %d"), MAX_COUNT)
 
 
 def check_read_size(size: Any) -> int:
     """A read's size (``ac_in_buffer_size``, ``fill``): at least 1, clamped to ``MAX_READ``."""
-    try:
-        number = int(operator.index(size))
-    except TypeError:
-        raise TypeError("size must be an int, not %s" % type(size).__name__) from None
-    if number < 1:
-        raise ValueError("size must be positive, not %d" % number)
-    return min(number, MAX_READ)
+    return min(_size(size, "size must be positive, not %d"), MAX_READ)

@@ -365,14 +365,20 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
             sock = self.socket
             if type(sock) is not _PLAIN_SOCKET:
                 self.initiate_send()
-                return
-            try:
-                sent = queue.send(sock)
-            except OSError as why:
-                self._af_socket_error(why)
-                return
-            if sent and self._af_idle_timeout is not None:
-                self._af_last_activity = asyncore._monotonic()
+            else:
+                self._af_send_plain(sock)
+
+    def _af_send_plain(self, sock: socket.socket) -> bool:
+        # One scatter-gather send of the queue by the core; False when the
+        # socket failed (the channel is closed or the error reported).
+        try:
+            sent = self._af_queue.send(sock)
+        except OSError as why:
+            self._af_socket_error(why)
+            return False
+        if sent and self._af_idle_timeout is not None:
+            self._af_last_activity = asyncore._monotonic()
+        return True
 
     def _af_socket_error(self, why: OSError) -> None:
         # The core's own recv/send on a plain socket: a disconnect closes the
@@ -455,13 +461,8 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
                 return
             sock = self.socket
             if type(sock) is _PLAIN_SOCKET and type(self).send is asyncore.dispatcher.send:
-                try:
-                    sent = queue.send(sock)
-                except OSError as why:
-                    self._af_socket_error(why)
+                if not self._af_send_plain(sock):
                     return
-                if sent and self._af_idle_timeout is not None:
-                    self._af_last_activity = asyncore._monotonic()
             else:
                 chunk = queue.next_chunk(self.ac_out_buffer_size)
                 if chunk is not None:
