@@ -27,6 +27,8 @@
 #   such call, the kernel refuses the pair, or next_chunk()'s caller sends
 #   itself) the entry is read like a producer: bytes items in front of it.
 
+from cpython.object cimport PyObject
+
 # A receive block replaced while views from get_buffer() still pointed into it:
 # freed when the last of those views is released.
 cdef struct _RetiredBlock:
@@ -61,6 +63,12 @@ cdef class FrameScanner:
     cdef Py_ssize_t _scan_end
     cdef Py_ssize_t _scan_next
     cdef unsigned long _scan_clears
+    # frame_follows()'s search, reused by the scan when it asks the same
+    # (from the same offset, with the same terminator object): one search
+    # per pipelined frame, not two
+    cdef Py_ssize_t _ahead_from
+    cdef Py_ssize_t _ahead_index
+    cdef PyObject *_ahead_term
 
     cdef void _set(self, object term)
     cdef int _reserve(self, Py_ssize_t extra) except -1

@@ -306,8 +306,11 @@ cdef class FrameScanner:
         if avail <= 0:
             return False
         if self._kind == TERM_BYTES:
-            return _find(self._scan_data + self._scan_next, avail,
-                         PyBytes_AS_STRING(self._term), PyBytes_GET_SIZE(self._term)) >= 0
+            self._ahead_from = self._scan_next
+            self._ahead_term = <PyObject *>self._term
+            self._ahead_index = _find(self._scan_data + self._scan_next, avail,
+                                      PyBytes_AS_STRING(self._term), PyBytes_GET_SIZE(self._term))
+            return self._ahead_index >= 0
         if self._kind == TERM_INT:
             return avail >= self._remaining
         return False
@@ -597,6 +600,7 @@ cdef class FrameScanner:
         self._scan_data = data
         self._scan_end = end
         self._scan_clears = clears
+        self._ahead_from = -1
         try:
             while pos < end:
                 mode = self._mode
@@ -710,7 +714,10 @@ cdef class FrameScanner:
                                 or self._mode != mode or self._clears != clears
                                 or self._stops != stops):
                             break
-                        index = _find(data + pos, end - pos, tptr, tlen)
+                        if self._ahead_from == pos and self._ahead_term == <PyObject *>term:
+                            index = self._ahead_index  # a push just searched here
+                        else:
+                            index = _find(data + pos, end - pos, tptr, tlen)
                         if index < 0:
                             break
                 if self._clears != clears:

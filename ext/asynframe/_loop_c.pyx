@@ -51,6 +51,7 @@ _STOCK_NAMES = (
 _STATE_NAMES = (
     "connected", "accepting", "socket", "_af_generic_path", "_af_scanner",
     "_af_queue", "_af_dispatching", "_af_limited", "ac_in_buffer_size",
+    "hold_pipelined_replies",
 )
 
 cdef enum:
@@ -113,8 +114,10 @@ cdef object _last_attrs = None
 cdef object _reraised = ()
 cdef object _disconnected = frozenset()
 cdef int IN = 1, OUT = 4, PRI = 2, ERR = 8, HUP = 16
-# _af_dispatching's value during a compiled read (Python's handle_read sets
-# True): chat_push may then send with _initiate_send.
+# _af_dispatching during a compiled read: the FrameScanner being scanned
+# (replies to pipelined frames may be held), or this with holding turned off
+# (hold_pipelined_replies false).  Python's handle_read sets True.  Either
+# way chat_push may send with _initiate_send.
 cdef object _FAST_READ = 2
 
 
@@ -177,17 +180,24 @@ def chat_push(self, data):
         queue.push(data)
     dispatching = _state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching
     if dispatching:
+        if type(dispatching) is FrameScanner:
+            # this channel's own compiled read, holding allowed: the value is
+            # the scanner being scanned (one lookup per push, as before)
+            if (<FrameScanner>dispatching)._frame_follows():
+                return  # held: the peer pipelines (asynchat.py)
+            # dispatch() settles the interest afterwards: no _touch needed
+            _initiate_send(self, queue)
+            return
+        if dispatching is _FAST_READ:
+            _initiate_send(self, queue)  # a compiled read, holding turned off
+            return
+        # async_chat.handle_read in Python
         scanner = _state(self, attrs, info, "_af_scanner") if plain else self._af_scanner
         if type(scanner) is FrameScanner:
             follows = (<FrameScanner>scanner)._frame_follows()
         else:
             follows = scanner.frame_follows()
-        if follows and _get(self, "hold_pipelined_replies"):
-            return  # held: the peer pipelines (asynchat.py)
-        if dispatching is _FAST_READ:
-            # inside this channel's own compiled read: dispatch() settles its
-            # interest afterwards, so the C send needs no _touch
-            _initiate_send(self, queue)
+        if follows and self.hold_pipelined_replies:
             return
     self.initiate_send()
 
@@ -451,7 +461,8 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     if got == 0:
         obj._af_peer_eof()
         return 0
-    _set_state(obj, attrs, info, "_af_dispatching", _FAST_READ)
+    _set_state(obj, attrs, info, "_af_dispatching",
+               scanner if _state(obj, attrs, info, "hold_pipelined_replies") else _FAST_READ)
     try:
         if scanner._end > scanner._start:
             scanner._scan_buffer(obj)
