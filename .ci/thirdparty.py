@@ -84,10 +84,12 @@ def site_packages(venv):
 
 
 def counts(junit):
-    tests = failures = errors = skipped = 0
+    failures = errors = skipped = 0
     failed = []
+    seen = set()
     for case in ET.parse(junit).getroot().iter("testcase"):
-        tests += 1
+        # a failing test whose teardown errors too is two testcase entries
+        seen.add((case.get("classname"), case.get("name")))
         for child in case:
             if child.tag in ("failure", "error"):
                 failed.append("%s::%s" % (case.get("classname"), case.get("name")))
@@ -97,7 +99,7 @@ def counts(junit):
                     errors += 1
             elif child.tag == "skipped":
                 skipped += 1
-    return {"tests": tests, "failures": failures, "errors": errors, "skipped": skipped,
+    return {"tests": len(seen), "failures": failures, "errors": errors, "skipped": skipped,
             "failed": failed}
 
 
