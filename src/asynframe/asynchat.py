@@ -353,6 +353,12 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         if timed and self._af_frame_timeout is not None and self.connected:
             self._af_frame_check(frames_before)
 
+    def _af_holds_reply(self) -> bool:
+        # push/push_file/push_with_producer: inside a coalescing read, with
+        # another complete frame already buffered (the peer pipelines)
+        return bool(self._af_dispatching and self.hold_pipelined_replies
+                    and self._af_scanner.frame_follows())
+
     def _af_release(self) -> None:
         # Something the peer or the socket object can observe comes next
         # (close, a socket swap, send(), start_tls, an error): the replies
@@ -401,7 +407,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
         self._af_queue.push(data)
-        if self._af_dispatching and self.hold_pipelined_replies and self._af_scanner.frame_follows():
+        if self._af_holds_reply():
             return  # held: the peer pipelines (see the module doc)
         self.initiate_send()
 
@@ -422,7 +428,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         self._af_queue.push_file(file, offset, count, close)
         if close:
             self._af_owns_files = True
-        if self._af_dispatching and self.hold_pipelined_replies and self._af_scanner.frame_follows():
+        if self._af_holds_reply():
             return
         self.initiate_send()
 
@@ -431,7 +437,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         queue = self._af_queue
         queue.encoding = self.encoding if self.use_encoding else None
         queue.push_producer(producer)
-        if self._af_dispatching and self.hold_pipelined_replies and self._af_scanner.frame_follows():
+        if self._af_holds_reply():
             return
         self.initiate_send()
 
