@@ -239,12 +239,12 @@ def _proc_status(pid: int) -> Dict[str, int]:
     return out
 
 
-def _user_cpu_seconds(pid: int) -> Optional[float]:
-    """User-mode CPU time of *pid* so far (clock ticks: 10 ms resolution)."""
+def _cpu_ticks(pid: int) -> Optional[Tuple[int, int]]:
+    """User and kernel clock ticks of *pid* so far (10 ms sampling)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        return int(fields[11]), int(fields[12])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -523,7 +523,7 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
             if kind == "mark":
                 marks.setdefault(ev["phase"], []).append(
                     (time.perf_counter(), _cpu_seconds(srv.pid), _system_busy_seconds(),
-                     _user_cpu_seconds(srv.pid)))
+                     _cpu_ticks(srv.pid)))
                 timeout = opts.duration + slack
             elif kind == "idle_start":
                 rss_marks["before_idle"] = _proc_status(srv.pid).get("VmRSS", 0)
@@ -568,7 +568,14 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
             srv_cpu.append((c1 - c0) / dt)
             # the rest is the kernel: on loopback a send also runs the
             # receiver's TCP input, so it bounds every server alike
-            srv_user.append((u1 - u0) / dt if u0 is not None and u1 is not None else 0.0)
+            # ticks are sampled, the total is exact: the ticks only give the
+            # user share, so the user part can never exceed the total
+            user_share = 0.0
+            if u0 is not None and u1 is not None:
+                user_ticks, kernel_ticks = u1[0] - u0[0], u1[1] - u0[1]
+                if user_ticks + kernel_ticks > 0:
+                    user_share = user_ticks / (user_ticks + kernel_ticks)
+            srv_user.append(srv_cpu[-1] * user_share)
             if s0 is not None and s1 is not None and i < len(lg_cpu):
                 # everything else the machine did, minus server and load generator
                 other.append(max(0.0, (s1 - s0 - (c1 - c0)) / dt - lg_cpu[i]))
