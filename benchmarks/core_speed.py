@@ -105,7 +105,8 @@ def frames_runner(core: Any):
 
 
 def variants() -> Dict[str, Callable[[List[bytes]], int]]:
-    from asynframe import _core_py, asynchat as af_asynchat
+    from asynframe import _core_py
+    from asynframe import asynchat as af_asynchat
 
     found: Dict[str, Callable[[List[bytes]], int]] = {}
     reference = load_reference()

@@ -22,8 +22,8 @@ Servers whose library is not installed are skipped with a note.
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
 import datetime as _dt
+import importlib.machinery
 import json
 import os
 import platform
@@ -479,7 +479,7 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
         try:
             hello = srv_out.read(60.0)
         except TimeoutError:
-            raise CellError("server did not report its port within 60s: " + _tail(srv_err))
+            raise CellError("server did not report its port within 60s: " + _tail(srv_err)) from None
         if hello is None:
             raise CellError(f"server exited (rc={srv.wait()}): " + _tail(srv_err))
         if "skip" in hello:
@@ -515,7 +515,7 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
             try:
                 ev = lg_out.read(timeout)
             except TimeoutError:
-                raise CellError("load generator stalled: " + _tail(lg_err))
+                raise CellError("load generator stalled: " + _tail(lg_err)) from None
             if ev is None:
                 raise CellError(f"load generator exited (rc={lg.wait()}): " + _tail(lg_err)
                                 + (" | server: " + _tail(srv_err) if srv.poll() is not None else ""))

@@ -14,7 +14,6 @@ import struct
 from typing import Any, Dict, List
 
 import pytest
-
 from core_speed import chat_runner, frames_runner, load_reference, make_reads
 
 pytest.importorskip("pytest_benchmark")

@@ -47,18 +47,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import socket
 import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from asynframe import aio, asynchat, asyncore
+from asynframe import aio, asynchat, asyncore, loops
 
 #: Longest line accepted (bytes, terminator excluded); longer lines end the session.
 MAX_LINE = 4096
 MAX_NICK = 32
 ENCODING = "utf-8"
-LOOPS = ("asynframe", "asyncio", "uvloop")
+LOOPS = loops.LOOPS
 
 
 class ChatRoom:
@@ -285,72 +284,24 @@ async def start_server(room: ChatRoom, host: str = "127.0.0.1", port: int = 0,
 # -- the command line --------------------------------------------------------------------
 
 
-def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """A new asyncio or uvloop event loop."""
-    if kind == "uvloop":
-        import uvloop  # optional: only needed for --loop uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
-
-
-def run_asynframe(host: str, port: int) -> None:
-    server = make_server(port, host)
-    # SIGTERM leaves the loop like Ctrl-C does, so the sockets get closed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    print("listening on %s:%d" % server.address, flush=True)
-    try:
-        asyncore.loop(timeout=1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        asyncore.close_all()
-
-
-async def serve_until_stopped(host: str, port: int) -> None:
-    """asyncio/uvloop: serve until SIGTERM or SIGINT, then close every connection."""
-    room = ChatRoom()
-    server = await start_server(room, host, port)
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stopped.set)
-        except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
-            pass
-    print("listening on %s:%d" % server.sockets[0].getsockname()[:2], flush=True)
-    try:
-        await stopped.wait()
-    finally:
-        server.close()
-        for session in list(room.connections):
-            if isinstance(session, AioChatSession):  # all are, on this server
-                session.abort()
-        # (since 3.12 this waits for the connections too)
-        await server.wait_closed()
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Line-based chat server (asynframe asynchat example).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8023, help="port to bind, 0 for any free port (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8023,
+                        help="port to bind, 0 for any free port (default: %(default)s)")
     parser.add_argument("--loop", choices=LOOPS, default="asynframe",
                         help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
     args = parser.parse_args(argv)
-
-    if args.loop == "asynframe":
-        run_asynframe(args.host, args.port)
-        return 0
+    room = ChatRoom()  # on asyncio/uvloop: shared by every session
     try:
-        loop = new_event_loop(args.loop)
+        loops.run_server(
+            args.loop, args.host, args.port,
+            asyncore_server=lambda host, port: make_server(port, host),
+            protocol_factory=lambda: AioChatSession(room),
+            on_listening=lambda address: print("listening on %s:%d" % address, flush=True),
+        )
     except ImportError as exc:
         parser.error("--loop %s: %s" % (args.loop, exc))
-    try:
-        loop.run_until_complete(serve_until_stopped(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        loop.close()
     return 0
 
 

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from asynframe import aio, asynchat, asyncore
+from asynframe import aio, asynchat, asyncore, loops
 
-LOOPS = ("asynframe", "asyncio", "uvloop")
+LOOPS = loops.LOOPS
 USER_AGENT = "asynframe-example-client"
 MAX_HEAD = 64 * 1024
 MAX_CHUNK_LINE = 1024  # a chunk size line, extensions included
@@ -361,7 +361,7 @@ def fetch(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = N
     if loop != "asynframe":
         if map is not None:
             raise ValueError("map is for asynframe's loop only")
-        event_loop = new_event_loop(loop)
+        event_loop = loops.new_event_loop(loop)
         try:
             return event_loop.run_until_complete(
                 fetch_async(urls, method=method, body=body, pipeline=pipeline, timeout=timeout))
@@ -412,17 +412,6 @@ async def fetch_async(urls: Sequence[str], *, method: str = "GET", body: Optiona
     if client.error is not None:
         raise client.error
     return client.responses
-
-
-def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """A new asyncio or uvloop event loop."""
-    if kind == "uvloop":
-        import uvloop  # optional: only needed for --loop uvloop
-
-        return uvloop.new_event_loop()
-    if kind != "asyncio":
-        raise ValueError("unknown loop %r (one of %s)" % (kind, ", ".join(LOOPS)))
-    return asyncio.new_event_loop()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

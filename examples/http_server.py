@@ -57,13 +57,12 @@ import argparse
 import asyncio
 import email.utils
 import re
-import signal
 import socket
 import sys
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from asynframe import aio, asynchat, asyncore
+from asynframe import aio, asynchat, asyncore, loops
 
 SERVER_NAME = "asynframe-example-http"
 MAX_HEAD = 64 * 1024          # request line + headers
@@ -73,7 +72,7 @@ INLINE_LIMIT = 64 * 1024      # /bytes/N bodies up to this size are pushed whole
 CHUNK = 64 * 1024             # producer chunk size
 CHUNKED_PIECE = 3000          # data per chunk of a chunked response
 
-LOOPS = ("asynframe", "asyncio", "uvloop")
+LOOPS = loops.LOOPS
 
 PERIOD = 251  # a prime, so a lost or repeated chunk changes the content
 _PATTERN = bytes(range(PERIOD)) * (CHUNK // PERIOD + 2)
@@ -452,72 +451,24 @@ async def start_server(service: HTTPService, host: str = "127.0.0.1", port: int 
 # -- the command line --------------------------------------------------------------------
 
 
-def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """A new asyncio or uvloop event loop."""
-    if kind == "uvloop":
-        import uvloop  # optional: only needed for --loop uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
-
-
-def run_asynframe(host: str, port: int) -> None:
-    server = make_server(port, host)
-    # SIGTERM leaves the loop like Ctrl-C does, so the sockets get closed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    print("listening on %s:%d" % server.address, flush=True)
-    try:
-        asyncore.loop(timeout=1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        asyncore.close_all()
-
-
-async def serve_until_stopped(host: str, port: int) -> None:
-    """asyncio/uvloop: serve until SIGTERM or SIGINT, then close every connection."""
-    service = HTTPService()
-    server = await start_server(service, host, port)
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stopped.set)
-        except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
-            pass
-    print("listening on %s:%d" % server.sockets[0].getsockname()[:2], flush=True)
-    try:
-        await stopped.wait()
-    finally:
-        server.close()
-        for session in list(service.connections):
-            if isinstance(session, AioHTTPSession):  # all are, on this server
-                session.abort()
-        # (since 3.12 this waits for the connections too)
-        await server.wait_closed()
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Minimal HTTP/1.1 server (asynframe asynchat example).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any free port (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="port to bind, 0 for any free port (default: %(default)s)")
     parser.add_argument("--loop", choices=LOOPS, default="asynframe",
                         help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
     args = parser.parse_args(argv)
-
-    if args.loop == "asynframe":
-        run_asynframe(args.host, args.port)
-        return 0
+    service = HTTPService()  # on asyncio/uvloop: shared by every session
     try:
-        loop = new_event_loop(args.loop)
+        loops.run_server(
+            args.loop, args.host, args.port,
+            asyncore_server=lambda host, port: make_server(port, host),
+            protocol_factory=lambda: AioHTTPSession(service),
+            on_listening=lambda address: print("listening on %s:%d" % address, flush=True),
+        )
     except ImportError as exc:
         parser.error("--loop %s: %s" % (args.loop, exc))
-    try:
-        loop.run_until_complete(serve_until_stopped(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        loop.close()
     return 0
 
 

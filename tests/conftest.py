@@ -9,43 +9,87 @@ not a skip (``test_core_guard.py`` says so once, clearly).
 ``ref_asynchat`` is the behaviour the cores are held to: the stdlib
 ``asynchat`` up to 3.11, the ``pyasynchat`` backport (which installs a module
 named ``asynchat``) from 3.12 on.
+
+Both cores for the layers above the core: the asyncore/asynchat/aio layers
+bind their core when they are imported, so one process tests one core.  Test
+files of those layers are marked ``api_layer``; when a session ran on the
+compiled core and passed, the tests it selected from those files run once
+more, in one child pytest with ``ASYNFRAME_NO_EXTENSIONS=1``, whose output
+goes straight to the terminal and whose failure fails the session.
+``ASYNFRAME_PURE_RERUN=0`` turns that off (CI sets it where a whole
+pure-core pass follows anyway).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import subprocess
 import sys
 import tempfile
-import time
-import warnings
 
 import pytest
 
+from support import (
+    NO_EXTENSIONS,
+    PURE_RERUN_ENV,
+    REQUIRE_EXTENSIONS,
+    file_data,
+    import_c_core,
+    load_reference_asynchat,
+)
 
-def env_flag(name: str) -> bool:
-    """Same reading as ``asynframe._core``: set, non-empty and not ``0``."""
-    return os.environ.get(name, "") not in ("", "0")
-
-
-NO_EXTENSIONS = env_flag("ASYNFRAME_NO_EXTENSIONS")
-REQUIRE_EXTENSIONS = env_flag("ASYNFRAME_REQUIRE_EXTENSIONS")
+# a bound for the child run, far above its usual 3-4 minutes
+PURE_RERUN_TIMEOUT = 1800
 
 
 def pytest_configure(config):
     # Keep the per-test bounds meaningful as markers even without the plugin.
     if not config.pluginmanager.hasplugin("timeout"):
         config.addinivalue_line("markers", "timeout(seconds): per-test time bound (pytest-timeout)")
+    config.addinivalue_line(
+        "markers", "api_layer: tests the asyncore/asynchat/aio layers; re-run on the pure core")
 
 
-def _import_c_core():
-    """The compiled core, or None with the reason it is not usable."""
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the tests that will run
+def pytest_collection_modifyitems(session, config, items):
+    session.config._af_api_layer_ids = [
+        item.nodeid for item in items if item.get_closest_marker("api_layer") is not None
+    ]
+
+
+def _pure_rerun_wanted(session) -> bool:
+    if os.environ.get(PURE_RERUN_ENV, "") != "" or NO_EXTENSIONS:
+        return False  # the child itself, turned off, or already pure
+    if session.config.option.collectonly or session.testsfailed:
+        return False
     try:
-        return importlib.import_module("asynframe._core_c"), None
-    except ImportError as exc:  # not built in this install
-        return None, "asynframe._core_c cannot be imported: %s" % (exc,)
+        import asynframe
+    except ImportError:
+        return False
+    return bool(asynframe.USING_C_CORE and getattr(session.config, "_af_api_layer_ids", None))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus != 0 or not _pure_rerun_wanted(session):
+        return
+    ids = session.config._af_api_layer_ids
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "the %d api_layer tests again, pure core forced" % len(ids))
+    env = dict(os.environ, ASYNFRAME_NO_EXTENSIONS="1", **{PURE_RERUN_ENV: "1"})
+    env.pop("ASYNFRAME_REQUIRE_EXTENSIONS", None)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids]
+    try:
+        child = subprocess.run(command, cwd=str(session.config.rootpath), env=env,
+                               timeout=PURE_RERUN_TIMEOUT)
+        failed = child.returncode != 0
+    except subprocess.TimeoutExpired:
+        failed = True
+    if failed:
+        if reporter is not None:
+            reporter.write_sep("=", "pure-core re-run FAILED (its report is above)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(
@@ -61,7 +105,7 @@ def core(request):
         return importlib.import_module("asynframe._core_py")
     if NO_EXTENSIONS:
         pytest.skip("ASYNFRAME_NO_EXTENSIONS is set: the compiled core is not tested")
-    module, reason = _import_c_core()
+    module, reason = import_c_core()
     if module is None:
         if REQUIRE_EXTENSIONS:
             pytest.fail("ASYNFRAME_REQUIRE_EXTENSIONS=1 but " + reason, pytrace=False)
@@ -75,35 +119,12 @@ def both_cores():
     pure = importlib.import_module("asynframe._core_py")
     if NO_EXTENSIONS:
         pytest.skip("ASYNFRAME_NO_EXTENSIONS is set: the compiled core is not tested")
-    module, reason = _import_c_core()
+    module, reason = import_c_core()
     if module is None:
         if REQUIRE_EXTENSIONS:
             pytest.fail("ASYNFRAME_REQUIRE_EXTENSIONS=1 but " + reason, pytrace=False)
         pytest.skip(reason)
     return module, pure
-
-
-def load_reference_asynchat():
-    """The real asynchat module (never asynframe's stand-in), or None."""
-    # asynframe.install() may have put its own modules under these names;
-    # the reference must be the original, so import it past them.
-    saved = {}
-    for name in ("asyncore", "asynchat"):
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "__asynframe__", False):
-            saved[name] = sys.modules.pop(name)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                module = importlib.import_module("asynchat")
-            except ImportError:
-                return None
-        if getattr(module, "__asynframe__", False) or not hasattr(module, "async_chat"):
-            return None
-        return module
-    finally:
-        sys.modules.update(saved)
 
 
 @pytest.fixture(scope="session")
@@ -115,39 +136,6 @@ def ref_asynchat():
             pytest.skip("reference asynchat unavailable: pip install pyasynchat")
         pytest.skip("reference asynchat unavailable")
     return module
-
-
-# -- re-running a whole file on the pure core ---------------------------------
-# The asyncore/asynchat/aio layers bind their core at import, so one process
-# tests one core.  Files testing those layers end with a test that runs the
-# whole file again under ASYNFRAME_NO_EXTENSIONS=1; this marker in the
-# child's environment stops the recursion.
-PURE_RERUN_ENV = "ASYNFRAME_PURE_RERUN"
-IN_PURE_RERUN = os.environ.get(PURE_RERUN_ENV) == "1"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def rerun_file_with_pure_core(path: str, timeout: float) -> None:
-    """Run the test file *path* again with the pure core; assert it passed."""
-    import asynframe
-
-    if IN_PURE_RERUN:
-        pytest.skip("this is the pure-core re-run")
-    if not asynframe.USING_C_CORE:
-        pytest.skip("this process already runs the pure core")
-    env = dict(os.environ, ASYNFRAME_NO_EXTENSIONS="1", **{PURE_RERUN_ENV: "1"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider", "-x"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-    )
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    print(tail)
-    assert proc.returncode == 0, "pure-core re-run failed:\n" + tail
-    assert " passed" in tail and " failed" not in tail, tail
-
-
-# -- loop helpers shared by the layer tests --------------------------------------
-both_poll_modes = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 
 
 @pytest.fixture
@@ -162,39 +150,6 @@ def smap():
         asyncore.close_all(m, ignore_all=True)
 
 
-def run_until(cond, m, timeout=20.0, use_poll=False, step=0.05):
-    """Iterate the loop on *m* until cond() holds; fail after *timeout* seconds."""
-    from asynframe import asyncore
-
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("loop condition not reached in %.1fs" % timeout)
-        asyncore.loop(step, use_poll, map=m, count=1)
-
-
-# -- file data shared by the push_file tests -------------------------------------------
-HAS_SENDFILE = hasattr(os, "sendfile")
-FILE_DATA_SIZE = 2 << 20
-
-
-def pattern(n, seed=0):
-    """n bytes that do not repeat with a short period (offset errors show)."""
-    out = bytearray()
-    i = seed
-    while len(out) < n:
-        out += i.to_bytes(4, "little")
-        i += 1
-    return bytes(out[:n])
-
-
-@functools.lru_cache(maxsize=1)
-def file_data() -> bytes:
-    """What ``data_file`` holds: ``pattern(FILE_DATA_SIZE)``."""
-    # built on first use, once: most test runs never touch a file
-    return pattern(FILE_DATA_SIZE)
-
-
 @pytest.fixture
 def data_file():
     """A temporary binary file holding ``file_data()``, closed at teardown."""
@@ -205,8 +160,11 @@ def data_file():
     f.close()
 
 
-def refuse_file_reads(monkeypatch):
-    """Fail the test if a queued file is read instead of sent with sendfile()."""
-    def refuse(*args):
-        raise AssertionError("the file was read, not sent with sendfile()")
-    monkeypatch.setattr(os, "pread", refuse)
+@pytest.fixture
+def fast_switching():
+    """With a GIL: threads switch every microsecond, so they interleave between
+    (not inside) calls as densely as they can; restored at teardown."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)

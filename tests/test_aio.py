@@ -13,7 +13,7 @@ server's transport writes are counted: at most one per read batch), a
 length-prefixed protocol switching between int and bytes terminators in its
 callbacks, a None terminator, ``max_frame``, a large producer with
 ``close_when_done``, flow control against a client that does not read, TLS,
-and two differential checks on the strategies of ``test_differential.py``
+and two differential checks on the strategies of ``framing_scenarios.py``
 (random streams, chunkings, terminator changes from the callbacks): through
 a real transport the frames are those the scanner gives when fed directly,
 and the callbacks are exactly the reference asynchat's for the same reads
@@ -23,9 +23,9 @@ framed_reader cases use ``asyncio.start_server``/``asyncio.open_connection``.
 
 Both cores: ``asynframe.aio`` binds its framing core when ``asynframe`` is
 first imported, so one process tests one core (the compiled one unless
-``ASYNFRAME_NO_EXTENSIONS`` is set).  ``test_rerun_with_pure_core`` runs this
-file again in a subprocess with ``ASYNFRAME_NO_EXTENSIONS=1`` and asserts it
-passed; the ``ASYNFRAME_PURE_RERUN`` marker stops the recursion.
+``ASYNFRAME_NO_EXTENSIONS`` is set); the file is marked ``api_layer``, so a
+compiled-core session runs its tests again with the pure core forced
+(tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ import ssl
 import time
 
 import pytest
-
-import _certs
-from conftest import IN_PURE_RERUN, rerun_file_with_pure_core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,9 +47,12 @@ import asynframe
 from asynframe import aio
 from asynframe.aio import ChatProtocol, FrameTooLarge, framed_reader
 
+import _certs
+
 # the strategies of the core's differential tests: same streams, same cuts,
 # and the same reference: the real asynchat fed without a socket
-from test_differential import KEEP, chunkings, reference_frames, run_reference, streams, terminators
+from framing_scenarios import KEEP, chunkings, reference_frames, run_reference, streams, terminators
+from support import NO_EXTENSIONS
 
 try:
     import uvloop
@@ -62,7 +62,7 @@ except ImportError:  # optional: the uvloop cases are skipped
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(30)]
 
 LOOP_PARAMS = [
     pytest.param("asyncio", id="asyncio"),
@@ -1373,14 +1373,10 @@ def test_producer_str_needs_use_encoding():
 
 
 def test_core_matches_environment():
-    if IN_PURE_RERUN or os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):
+    if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
     assert type(Plain()._scanner).__module__.endswith(
         "_core_c" if asynframe.USING_C_CORE else "_core_py"
     )
 
 
-@pytest.mark.timeout(150)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    rerun_file_with_pure_core(HERE, timeout=140)

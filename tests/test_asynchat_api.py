@@ -15,9 +15,9 @@ ours.  The rest check what only asynframe has (``_af_queue.stats``, modes).
 
 Both cores: ``asynframe.asynchat`` binds its framing core when ``asynframe``
 is first imported, so one process tests one core (the compiled one unless
-``ASYNFRAME_NO_EXTENSIONS`` is set).  ``test_rerun_with_pure_core`` runs this
-file again in a subprocess with ``ASYNFRAME_NO_EXTENSIONS=1`` and asserts it
-passed; the ``ASYNFRAME_PURE_RERUN`` marker stops the recursion.
+``ASYNFRAME_NO_EXTENSIONS`` is set); the file is marked ``api_layer``, so a
+compiled-core session runs its tests again with the pure core forced
+(tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import pytest
 import asynframe
 from asynframe import _core, asynchat, asyncore
 
-from conftest import IN_PURE_RERUN, rerun_file_with_pure_core, load_reference_asynchat
+from support import NO_EXTENSIONS, load_reference_asynchat
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(30)]
 
 
 class Impl:
@@ -522,14 +522,27 @@ def test_str_terminator_needs_use_encoding():
 
 # -- both cores ------------------------------------------------------------------------
 def test_core_matches_environment():
-    if IN_PURE_RERUN or os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):
+    if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
     assert type(asynchat.async_chat(map={})._af_scanner).__module__.endswith(
         "_core_c" if asynframe.USING_C_CORE else "_core_py"
     )
 
 
-@pytest.mark.timeout(120)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    rerun_file_with_pure_core(HERE, timeout=110)
+
+
+# -- the modules' namespaces -----------------------------------------------------------
+# Names only the stdlib modules have for their own deprecation warning.
+STDLIB_ONLY = {"_DEPRECATION_MSG", "_deprecated", "__warningregistry__"}
+
+
+def test_every_stdlib_module_name_is_there():
+    # Code written for asyncore/asynchat reads module attributes too
+    # (asyncore.ECONNRESET, asyncore._exception in CPython's test_asyncore,
+    # asyncore.select): every name the stdlib modules have, asynframe's have.
+    ref = load_reference_asynchat()
+    if ref is None:
+        pytest.skip("no reference asynchat/asyncore (pip install pyasynchat on 3.12+)")
+    for ours, theirs in ((asynchat, ref), (asyncore, ref.asyncore)):
+        missing = sorted(set(dir(theirs)) - set(dir(ours)) - STDLIB_ONLY)
+        assert not missing, "%s lacks %s" % (ours.__name__, missing)

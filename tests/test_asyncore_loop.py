@@ -10,12 +10,11 @@ time, and every map is emptied with ``close_all`` when a test ends.
 
 Both cores: ``asynframe.asyncore``/``asynchat`` bind the framing core when
 ``asynframe`` is first imported, so one process tests one core (the compiled
-one unless ``ASYNFRAME_NO_EXTENSIONS`` is set).  ``test_rerun_with_pure_core``
-runs this whole file again in a subprocess with ``ASYNFRAME_NO_EXTENSIONS=1``
-and asserts it passed; the ``ASYNFRAME_PURE_RERUN`` marker in the child's
-environment keeps it from recursing.  The scripted exchange is also replayed
-under each core (and the stdlib asyncore where there is one) in subprocesses
-and the JSON event logs compared.
+one unless ``ASYNFRAME_NO_EXTENSIONS`` is set); the file is marked
+``api_layer``, so a compiled-core session runs its tests again with the pure
+core forced (tests/conftest.py). The scripted exchange is also replayed under
+each core (and the stdlib asyncore where there is one) in subprocesses and the
+JSON event logs compared.
 """
 
 from __future__ import annotations
@@ -33,10 +32,12 @@ import warnings
 
 import pytest
 
-from conftest import IN_PURE_RERUN, both_poll_modes, rerun_file_with_pure_core, run_until
-
 import asynframe
 from asynframe import asynchat, asyncore
+
+from support import IN_PURE_RERUN, NO_EXTENSIONS, both_poll_modes, run_until
+
+pytestmark = pytest.mark.api_layer
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -1098,15 +1099,9 @@ def test_halfclose_and_reset_logs_agree_across_cores_and_stdlib():
 
 # -- both cores ---------------------------------------------------------------------
 def test_core_matches_environment():
-    if IN_PURE_RERUN or os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):
+    if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
         assert asynframe.CORE_IMPLEMENTATION == "python"
-
-
-@pytest.mark.timeout(240)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    rerun_file_with_pure_core(HERE, timeout=230)
 
 
 if __name__ == "__main__":

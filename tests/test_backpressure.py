@@ -7,8 +7,8 @@ back, and everything arrives intact once the client reads.  Other
 connections are served meanwhile.  Without limits nothing changes (stock
 asynchat semantics; CPython's suites check that in test_cpython_suites.py).
 
-Both cores: this file re-runs itself under ``ASYNFRAME_NO_EXTENSIONS=1``
-(``test_rerun_with_pure_core``), as the other layer tests do.
+Both cores: the file is marked ``api_layer``, so a compiled-core session runs
+its tests again with the pure core forced (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import pytest
 import asynframe
 from asynframe import _poller, asynchat, asyncore
 
-from conftest import IN_PURE_RERUN, rerun_file_with_pure_core
+from support import NO_EXTENSIONS
 
 HERE = os.path.abspath(__file__)
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 HIGH = 64 * 1024
 LOW = 16 * 1024
@@ -481,11 +481,7 @@ def test_derived_marks(pair):
 
 # -- both cores ------------------------------------------------------------------------
 def test_core_matches_environment():
-    if IN_PURE_RERUN or os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):
+    if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
 
 
-@pytest.mark.timeout(180)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    rerun_file_with_pure_core(HERE, timeout=170)

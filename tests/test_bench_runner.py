@@ -26,8 +26,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "benchmarks" / "run.py"
 SCENARIOS = ["pipelined", "reqresp"]
-ALL_SERVERS = ["asynframe-c", "asynframe-py", "stdlib-asynchat", "asynframe-aio", "asynframe-uvloop", "asyncio-protocol",
-               "asyncio-streams", "uvloop", "twisted"]
+ALL_SERVERS = ["asynframe-c", "asynframe-py", "stdlib-asynchat", "asynframe-aio", "asynframe-uvloop",
+               "asyncio-protocol", "asyncio-streams", "uvloop", "twisted"]
 
 # Run in a clean interpreter: which peers can the benchmark servers import?
 _PROBE = r"""

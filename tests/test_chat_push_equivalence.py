@@ -4,7 +4,7 @@ With the compiled loop active (compiled core on epoll), ``async_chat.push``
 is ``asynframe._loop_c.chat_push``, and after each event the loop settles a
 stock channel's registration with its own copy of the interest rule
 (``_loop_c.chat_interest``).  The behaviour they must reproduce is the Python
-``async_chat.push`` (kept in ``_poller.PYTHON_TWINS``) and
+``async_chat.push`` (kept as ``async_chat._af_python_push``) and
 ``asynchat._chat_interest``.
 
 Each case builds one channel state twice, each channel over its own
@@ -37,8 +37,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import _certs
 from asynframe import _core_py, _poller, asynchat, asyncore
+
+import _certs
 
 COMPILED_LOOP = _poller.LOOP_IMPLEMENTATION == "c"
 
@@ -51,7 +52,7 @@ if COMPILED_LOOP:
     from asynframe import _loop_c
 
     COMPILED_PUSH = asynchat.async_chat.push
-    PYTHON_PUSH = _poller.PYTHON_TWINS["push"]
+    PYTHON_PUSH = asynchat.async_chat._af_python_push
 
 SNDBUF = 4096
 # far more than the kernel takes from a socket with SNDBUF: the rest stays queued

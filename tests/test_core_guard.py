@@ -14,7 +14,7 @@ import pytest
 import asynframe
 from asynframe import _core
 
-from conftest import NO_EXTENSIONS, REQUIRE_EXTENSIONS
+from support import NO_EXTENSIONS, REQUIRE_EXTENSIONS
 
 
 def test_flag_matches_implementation():

@@ -35,7 +35,7 @@ import sys
 
 import pytest
 
-from conftest import NO_EXTENSIONS
+from support import NO_EXTENSIONS
 
 # test_ftplib before test_poplib, which imports its SSLConnection
 SUITES = (
@@ -206,7 +206,7 @@ class SuiteRun:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 out, err = self.proc.communicate()
-                raise AssertionError("suite run timed out:\n" + err[-3000:])
+                raise AssertionError("suite run timed out:\n" + err[-3000:]) from None
             assert self.proc.returncode == 0, "runner failed:\n" + err[-3000:]
             self._result = json.loads(out.strip().splitlines()[-1])
         return self._result

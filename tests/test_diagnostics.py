@@ -22,14 +22,14 @@ import time
 
 import pytest
 
-from conftest import both_poll_modes, rerun_file_with_pure_core, run_until
-
 import asynframe
-from asynframe import asynchat, asyncore, diagnostics
+from asynframe import _channel_log, asynchat, asyncore, diagnostics
+
+from support import both_poll_modes, run_until
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 
 @pytest.fixture(autouse=True)
@@ -427,8 +427,8 @@ def test_trace_producers_and_plain_dispatchers(smap, trace_log):
 def test_nothing_formatted_when_off(smap, use_poll, handler, monkeypatch):
     """Tracing off: no trace record is made and no dump is computed."""
     calls = []
-    monkeypatch.setattr(diagnostics, "_dump", lambda data: calls.append(data) or "")
-    monkeypatch.setattr(diagnostics, "_emit", lambda *a: calls.append(a))
+    monkeypatch.setattr(_channel_log, "_dump", lambda data: calls.append(data) or "")
+    monkeypatch.setattr(_channel_log, "_emit", lambda *a: calls.append(a))
     handler_ = Records()
     log = logging.getLogger("asynframe.trace")
     log.addHandler(handler_)
@@ -475,7 +475,7 @@ def test_global_switch_reaches_existing_channels(trace_log):
 def test_trace_on_but_logger_quiet_formats_nothing(smap, monkeypatch):
     """Traced channel, DEBUG disabled on the logger: no dump is made."""
     calls = []
-    monkeypatch.setattr(diagnostics, "_dump", lambda data: calls.append(data) or "")
+    monkeypatch.setattr(_channel_log, "_dump", lambda data: calls.append(data) or "")
     log = logging.getLogger("asynframe.trace")
     old = log.level
     log.setLevel(logging.INFO)
@@ -493,5 +493,3 @@ def test_trace_on_but_logger_quiet_formats_nothing(smap, monkeypatch):
     assert calls == []
 
 
-def test_rerun_with_pure_core():
-    rerun_file_with_pure_core(HERE, timeout=55)

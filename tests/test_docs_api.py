@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NO_EXTENSIONS, REQUIRE_EXTENSIONS
+from support import NO_EXTENSIONS, REQUIRE_EXTENSIONS
 
 API_DIR = Path(__file__).resolve().parent.parent / "docs" / "api"
 HEADING = re.compile(r"^#{2,4} `([A-Za-z_][\w.]*)(\((.*)\))?`\s*$", re.M)

@@ -24,12 +24,12 @@ import time
 
 import pytest
 
-from conftest import both_poll_modes, rerun_file_with_pure_core
-
 from asynframe import asynchat, asyncore
 
+from support import both_poll_modes
+
 HERE = os.path.abspath(__file__)
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 PATTERN = bytes(range(256)) * 4096  # 1 MiB
 
@@ -381,5 +381,3 @@ def test_descriptor_reused_within_one_iteration(use_poll):
         asyncore.close_all(m, ignore_all=True)
 
 
-def test_rerun_with_pure_core():
-    rerun_file_with_pure_core(HERE, timeout=55)

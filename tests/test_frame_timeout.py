@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from conftest import both_poll_modes, rerun_file_with_pure_core, run_until
-
 from asynframe import aio, asynchat, asyncore
+
+from support import both_poll_modes, run_until
 
 try:
     import uvloop
@@ -29,7 +29,7 @@ except ImportError:  # optional: the uvloop case is skipped
 
 HERE = os.path.abspath(__file__)
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 
 class Lines(asynchat.async_chat):
@@ -189,6 +189,3 @@ def test_chat_protocol_cuts_a_trickled_frame(loop_name):
     assert 0.5 <= elapsed < 2.0, elapsed
 
 
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see the conftest)."""
-    rerun_file_with_pure_core(HERE, timeout=120)

@@ -25,9 +25,11 @@ import struct
 
 import pytest
 
-from conftest import both_poll_modes, rerun_file_with_pure_core, run_until
-
 from asynframe import asynchat, asyncore
+
+from support import both_poll_modes, run_until
+
+pytestmark = pytest.mark.api_layer
 
 HERE = os.path.abspath(__file__)
 # Far more than loopback socket buffers hold (a few MB at most).
@@ -298,7 +300,3 @@ def test_reset_mid_send_closes_only_that_channel(smap, use_poll):
 
 
 # -- both cores ---------------------------------------------------------------------
-@pytest.mark.timeout(300)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    rerun_file_with_pure_core(HERE, timeout=290)

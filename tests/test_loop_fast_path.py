@@ -1,13 +1,14 @@
 """The loop's compiled fast path for stock ``async_chat`` channels (asynframe._loop_c).
 
-Every behaviour test runs a scenario twice in this process: once on a
-channel that may take the fast path and once on the same channel with
+Every behaviour test runs a scenario twice in this process: once on a channel
+that may take the fast path and once on the same channel with
 ``_af_generic_path = True`` (always asyncore's Python dispatch), and asserts
-the two event logs are equal.  With the compiled core the first run must
+the two event logs are equal. With the compiled core the first run must
 actually take the fast path (``MapPoller.fast_dispatches``); with the pure
 core there is no fast path and those assertions are skipped, not passed:
-``test_counters_*`` are C-only, and ``test_rerun_with_pure_core`` runs this
-whole file again under ``ASYNFRAME_NO_EXTENSIONS=1``.
+``test_counters_*`` are C-only, and the file is marked ``api_layer``, so a
+compiled-core session runs its tests again with the pure core forced
+(tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import time
 
 import pytest
 
-from conftest import IN_PURE_RERUN, both_poll_modes, rerun_file_with_pure_core
-
 import asynframe
 from asynframe import _poller, asynchat, asyncore
+
+from support import both_poll_modes
+
+pytestmark = pytest.mark.api_layer
 
 HERE = os.path.abspath(__file__)
 FAST = _poller.LOOP_IMPLEMENTATION == "c"
@@ -409,7 +412,7 @@ def test_counters_settled_channels_stay_out_of_refresh(smap):
         poller = _poller.poller_for(smap)
         asyncore.loop(0.0, True, map=smap, count=1)
         echo_line(smap, b, b"x\r\n", True)
-        checks, iterations = poller.interest_checks, poller.iterations
+        checks = poller.interest_checks
         dispatched = poller.fast_dispatches
         for i in range(20):
             echo_line(smap, b, b"y\r\n", True)
@@ -468,9 +471,3 @@ def test_generic_path_attribute_is_documented_default():
     assert asynchat.async_chat(map={})._af_generic_path is False
 
 
-@pytest.mark.timeout(120)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    if IN_PURE_RERUN:
-        pytest.skip("this is the pure-core re-run")
-    rerun_file_with_pure_core(HERE, timeout=110)

@@ -25,11 +25,11 @@ import pytest
 import asynframe
 from asynframe import asynchat, asyncore
 
-from conftest import HAS_SENDFILE, IN_PURE_RERUN, file_data, refuse_file_reads, rerun_file_with_pure_core
+from support import HAS_SENDFILE, NO_EXTENSIONS, file_data, refuse_file_reads
 
 HERE = os.path.abspath(__file__)
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 DATA = file_data()  # what the data_file fixture holds
 
@@ -260,11 +260,7 @@ def test_errors_raise_and_queue_nothing(pairs, tmp_path):
 
 # -- both cores ------------------------------------------------------------------------
 def test_core_matches_environment():
-    if IN_PURE_RERUN or os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):
+    if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
 
 
-@pytest.mark.timeout(180)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    rerun_file_with_pure_core(HERE, timeout=170)

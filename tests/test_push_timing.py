@@ -28,7 +28,7 @@ import time
 import pytest
 
 import _certs
-from conftest import load_reference_asynchat
+from support import load_reference_asynchat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "push_timing_server.py")

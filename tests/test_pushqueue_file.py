@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from conftest import HAS_SENDFILE, file_data, refuse_file_reads
+from support import HAS_SENDFILE, file_data, refuse_file_reads
 
 pytestmark = pytest.mark.timeout(60)
 

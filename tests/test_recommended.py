@@ -15,9 +15,11 @@ import socket
 
 import pytest
 
-from conftest import rerun_file_with_pure_core, run_until
-
 from asynframe import diagnostics
+
+from support import run_until
+
+pytestmark = pytest.mark.api_layer
 
 HERE = os.path.abspath(__file__)
 README = os.path.join(os.path.dirname(HERE), os.pardir, "README.md")
@@ -96,5 +98,3 @@ def test_half_closed_peer_gets_its_reply(handler_class, smap):
         assert data == b"ping\r\n"
 
 
-def test_rerun_with_pure_core():
-    rerun_file_with_pure_core(HERE, timeout=120)

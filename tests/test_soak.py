@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from conftest import env_flag
+from support import env_flag
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALE = float(os.environ.get("ASYNFRAME_SOAK_SCALE", "1"))

@@ -15,9 +15,11 @@ import sys
 
 import pytest
 
-from conftest import IN_PURE_RERUN, ROOT, both_poll_modes, rerun_file_with_pure_core, run_until
-
 from asynframe import _poller, asynchat, asyncore
+
+from support import ROOT, both_poll_modes, run_until
+
+pytestmark = pytest.mark.api_layer
 
 HERE = os.path.abspath(__file__)
 
@@ -151,8 +153,3 @@ def test_environment_switch():
     assert out.stdout.split() == ["True", "True"]
 
 
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1."""
-    if IN_PURE_RERUN:
-        pytest.skip("this is the pure-core re-run")
-    rerun_file_with_pure_core(HERE, timeout=110)

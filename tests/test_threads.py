@@ -20,7 +20,7 @@ import threading
 
 import pytest
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fast_switching")]
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 THREADS = 4
@@ -30,13 +30,6 @@ THREADS = 4
 def compiled(both_cores):
     return both_cores[0]
 
-
-@pytest.fixture(autouse=True)
-def fast_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
 
 
 def run_threads(target, count=THREADS):

@@ -9,8 +9,8 @@ Timing is asserted with generous bounds: the machine running the suite may
 be loaded.  What must not happen (a chatty channel cut for idleness) is
 checked with events, not wall-clock margins.
 
-Both cores: as in test_asyncore_loop.py, ``test_rerun_with_pure_core`` runs
-this whole file again with ``ASYNFRAME_NO_EXTENSIONS=1``.
+Both cores: the file is marked ``api_layer``, so a compiled-core session runs
+its tests again with the pure core forced (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import time
 
 import pytest
 
-from conftest import both_poll_modes, rerun_file_with_pure_core, run_until
-
-import asynframe
 from asynframe import _poller, asynchat, asyncore
+
+from support import both_poll_modes, run_until
+
+pytestmark = pytest.mark.api_layer
 
 HERE = os.path.abspath(__file__)
 
@@ -655,8 +656,3 @@ def test_connect_timeout_set_while_connecting(smap):
 
 
 # -- both cores ---------------------------------------------------------------------
-@pytest.mark.timeout(300)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    assert asynframe.CORE_IMPLEMENTATION in ("c", "python")
-    rerun_file_with_pure_core(HERE, timeout=290)

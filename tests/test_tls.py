@@ -17,10 +17,10 @@ WANT_READ; close_when_done and close_notify, clean and ragged EOF; a 64 MiB
 transfer (1 GiB with ``-m huge``) through TLS and plain connections with
 matching SHA-256.
 
-Both cores: the asyncore/asynchat layer binds its core at import, so
-``test_rerun_with_pure_core`` runs this file again under
-``ASYNFRAME_NO_EXTENSIONS=1`` (see tests/conftest.py).  Loopback only; every
-map is emptied with ``close_all`` at the end of each test.
+Both cores: the asyncore/asynchat layer binds its core at import, so the file
+is marked ``api_layer``, so a compiled-core session runs its tests again with
+the pure core forced (tests/conftest.py). Loopback only; every map is emptied
+with ``close_all`` at the end of each test.
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ import time
 
 import pytest
 
-import _certs
-from conftest import IN_PURE_RERUN, env_flag, rerun_file_with_pure_core, run_until
-
 import asynframe
 from asynframe import _poller, _tls, asynchat, asyncore
 
+import _certs
+from support import NO_EXTENSIONS, env_flag, run_until
+
 HERE = os.path.abspath(__file__)
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 
 # -- fixtures and helpers ------------------------------------------------------------
@@ -809,7 +809,7 @@ def read_until(raw, tls, incoming, predicate):
         except ssl.SSLWantReadError:
             data = raw.recv(65536)
             if not data:
-                raise EOFError(got[-200:])
+                raise EOFError(got[-200:]) from None
             incoming.write(data)
     return got
 
@@ -1030,6 +1030,70 @@ def test_plain_close_sends_close_notify(certs, smap):
     assert client.lines == [b"hello"] and client.socket.close_notify_received
 
 
+# -- the state machine ----------------------------------------------------------------------------
+class StateRecorder(EchoServer):
+    """Records the TLS state at each step a server goes through."""
+
+    def __init__(self, sock, m, ctx):
+        Chat.__init__(self, sock, m)
+        self.start_tls(ctx, server_side=True, handshake_timeout=30)
+        self.states = [self.socket.state]
+        self.timer_at_start = self.socket._handshake_timer is not None
+
+    def handle_tls_established(self):
+        self.states.append(self.socket.state)
+        self.timer_when_open = self.socket._handshake_timer
+        Chat.handle_tls_established(self)
+
+    def line_received(self, line):
+        self.lines.append(line)
+        self.push(b"BYE\n")
+        self.close_when_done()
+
+    def close(self):
+        if self._af_tls is not None:
+            self.states.append(self.socket.state)
+        Chat.close(self)
+        if self._af_tls is not None:
+            self.states.append(self.socket.state)
+
+
+def test_states_in_order_and_the_timer_only_while_handshaking(certs, smap):
+    from asynframe._tls import TLSState
+
+    listener = Listener(smap, lambda s, m: StateRecorder(s, m, certs["server"]))
+    client = EchoClient(smap, listener.port, certs["client"], lines=[b"QUIT"])
+    run_until(lambda: "close" in client.events and listener.handlers
+              and "close" in listener.handlers[0].events, smap)
+    server = listener.handlers[0]
+    # accepted sockets are connected: start_tls() begins the handshake at once
+    assert server.states == [TLSState.HANDSHAKING, TLSState.OPEN, TLSState.SHUTDOWN, TLSState.CLOSED]
+    assert server.timer_at_start and server.timer_when_open is None
+    assert repr(server.socket).startswith("<TLSSocket closed")
+    assert client.lines == [b"BYE"] and client.socket.close_notify_received
+
+
+def test_a_move_the_table_does_not_allow_is_refused(certs, smap):
+    from asynframe._tls import _NEXT, TLSState
+
+    listener = Listener(smap, lambda s, m: StateRecorder(s, m, certs["server"]))
+    client = EchoClient(smap, listener.port, certs["client"])
+    run_until(lambda: client.tls_open and listener.handlers and listener.handlers[0].tls_open, smap)
+    layer = listener.handlers[0].socket
+    assert layer.state is TLSState.OPEN
+    for target in TLSState:
+        if target not in _NEXT[TLSState.OPEN]:
+            with pytest.raises(RuntimeError, match="TLS state open cannot go to"):
+                layer._enter(target)
+            assert layer.state is TLSState.OPEN
+    # every state but CLOSED has a way to CLOSED, and CLOSED is final
+    assert all(TLSState.CLOSED in _NEXT[state] for state in TLSState if state is not TLSState.CLOSED)
+    assert not _NEXT[TLSState.CLOSED]
+    client.close()
+    run_until(lambda: "close" in listener.handlers[0].events, smap)
+    assert layer.state is TLSState.CLOSED
+
+
 # -- large transfers -------------------------------------------------------------------------------
 class Source:
     """Producer of *total* pseudo-random bytes, each 256 KiB block stamped with its index."""
@@ -1118,11 +1182,7 @@ def test_transfer_1gib_tls_and_plain(certs, smap, request):
 
 # -- both cores --------------------------------------------------------------------------------------
 def test_core_matches_environment():
-    if IN_PURE_RERUN:
+    if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
 
 
-@pytest.mark.timeout(300)
-def test_rerun_with_pure_core():
-    """Run this file again with ASYNFRAME_NO_EXTENSIONS=1 (see module doc)."""
-    rerun_file_with_pure_core(HERE, timeout=290)

@@ -19,8 +19,6 @@ import time
 
 import pytest
 
-from conftest import rerun_file_with_pure_core
-
 from asynframe import workers
 
 psutil = pytest.importorskip("psutil")
@@ -28,6 +26,7 @@ psutil = pytest.importorskip("psutil")
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 pytestmark = [
+    pytest.mark.api_layer,
     pytest.mark.timeout(90),
     pytest.mark.skipif(not hasattr(os, "fork"), reason="workers need fork()"),
 ]
@@ -170,5 +169,3 @@ def test_bad_arguments():
         workers.serve(None, ("127.0.0.1", 0), workers=1)
 
 
-def test_rerun_with_pure_core():
-    rerun_file_with_pure_core(HERE, timeout=85)

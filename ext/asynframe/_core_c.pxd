@@ -80,7 +80,12 @@ cdef class FrameScanner:
     cdef int _deliver_frame_end(self, object target, object chunk) except -1
     cdef object _join_incoming(self)
     cdef int _overflow(self, object target, Py_ssize_t size) except -1
-    cdef bint _frame_follows(self)
+    # The C-level API of the compiled loop (asynframe._loop_c): the Python
+    # methods of the same name without the c_, once their arguments are
+    # checked.  The loop calls these and never touches the fields above.
+    cdef long long c_fill(self, long long fd, Py_ssize_t size) except -2
+    cdef int c_process(self, object target) except -1
+    cdef bint c_frame_follows(self)
 
 
 # A file range queued by push_file(): sent with sendfile() from `offset` when it
@@ -119,6 +124,14 @@ cdef class PushQueue:
     cdef Py_ssize_t _send_fd(self, long long fd) except -1
     cdef object _encode(self, object text)
 
+    # The C-level API of the compiled loop: push(), pop_close(), bool() and
+    # send(fd) without their argument conversion.
+    cdef int c_push(self, object data) except -1
+    cdef bint c_close_pending(self)
+    cdef bint c_pop_close(self)
+    cdef bint c_has_items(self)
+    cdef Py_ssize_t c_send(self, long long fd) except -1
 
-# ac_in_buffer_size / fill()'s size as a read's byte count (_core_checks.check_read_size)
+
+# ac_in_buffer_size / fill()'s size as a read's byte count (_core_common.check_read_size)
 cdef Py_ssize_t read_size(object size) except -1

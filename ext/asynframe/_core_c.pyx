@@ -21,13 +21,16 @@ from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
-import errno as _errno
-import io as _io
 import os as _os
-import stat as _stat
 
-from asynframe._core_checks import MAX_READ as _CHECKS_MAX_READ
-from asynframe._core_checks import check_chunk_size, check_count, check_read_size, check_terminator
+from asynframe._core_common import MAX_READ as _CHECKS_MAX_READ
+from asynframe._core_common import (
+    DEFAULT_READ_SIZE, FILE_READ_SIZE, IOV_MAX, MODE_CALLBACKS,
+    MODE_COLLECT, MODE_FRAMES, SEND_BUDGET, SENDFILE_MAX, check_chunk_size,
+    check_count, check_file, check_mode, check_read_size, check_terminator, read_file_range,
+)
+from asynframe._core_common import HAS_SENDFILE as _SHARED_HAS_SENDFILE
+from asynframe._core_common import NO_SENDFILE as _NO_SENDFILE
 
 cdef extern from "_sockio.h":
     ctypedef struct af_iovec:
@@ -43,24 +46,10 @@ cdef extern from *:
 
 IMPLEMENTATION = "c"
 
-MODE_CALLBACKS = 0
-MODE_COLLECT = 1
-MODE_FRAMES = 2
-
-# Upper bound on the buffers handed to one sendmsg(): IOV_MAX on Linux and the BSDs.
-IOV_MAX = C_IOV_MAX
-# One flush stops gathering once this many bytes are lined up (see _core_py).
-cdef Py_ssize_t C_SEND_BUDGET = 1 << 20
-SEND_BUDGET = C_SEND_BUDGET
-DEFAULT_READ_SIZE = 65536
-# One read from a queued file when it cannot go out with sendfile() (see _core_py).
-FILE_READ_SIZE = 65536
-SENDFILE_MAX = 1 << 30
-_NO_SENDFILE = frozenset(
-    getattr(_errno, name) for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP")
-    if hasattr(_errno, name))
-cdef bint _HAS_SENDFILE = hasattr(_os, "sendfile")
-cdef bint _HAS_PREAD = hasattr(_os, "pread")
+# The shared constants, as C values for the hot paths (C_IOV_MAX sizes an
+# array, so it is a compile-time constant checked against the shared one).
+cdef Py_ssize_t C_SEND_BUDGET = SEND_BUDGET
+cdef bint _HAS_SENDFILE = _SHARED_HAS_SENDFILE
 
 cdef enum:
     # receive buffers larger than this are freed when a scan empties them
@@ -76,6 +65,10 @@ cdef enum:
     FILES_READ = 0
     FILES_STOP_SENDFILE = 1
     FILES_STOP_ALL = 2
+
+if C_IOV_MAX != IOV_MAX or (C_MODE_CALLBACKS, C_MODE_COLLECT, C_MODE_FRAMES) != (
+        MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES):
+    raise ImportError("asynframe._core_c was built against other _core_common constants")
 
 
 cdef inline Py_ssize_t _find(const char *hay, Py_ssize_t hlen,
@@ -136,12 +129,6 @@ def find_prefix_at_end(haystack, needle):
     return length
 
 
-cdef int _check_mode(object mode) except -1:
-    if mode not in (C_MODE_CALLBACKS, C_MODE_COLLECT, C_MODE_FRAMES):
-        raise ValueError("unknown scanner mode %r" % (mode,))
-    return mode
-
-
 @cython.final
 cdef class FrameScanner:
     """Split an incoming byte stream at the current terminator.
@@ -171,8 +158,8 @@ cdef class FrameScanner:
     callback drops the rest of the data being scanned.
     """
 
-    def __cinit__(self, int mode=C_MODE_CALLBACKS):
-        self._mode = _check_mode(mode)
+    def __cinit__(self, mode=MODE_CALLBACKS):
+        self._mode = check_mode(mode)
         self._kind = TERM_NONE
         self._term = None
         self._incoming = []
@@ -199,7 +186,7 @@ cdef class FrameScanner:
     @mode.setter
     @cython.critical_section
     def mode(self, mode):
-        self._mode = _check_mode(mode)
+        self._mode = check_mode(mode)
 
     @cython.critical_section
     def set_terminator(self, term, encoding=None):
@@ -296,9 +283,9 @@ cdef class FrameScanner:
         sent it before seeing any reply to this one (it pipelines).
         async_chat coalesces the replies of such frames into one send.
         """
-        return self._frame_follows()
+        return self.c_frame_follows()
 
-    cdef bint _frame_follows(self):
+    cdef bint c_frame_follows(self):
         cdef Py_ssize_t avail
         if self._scan_data == NULL or self._clears != self._scan_clears:
             return False
@@ -450,14 +437,18 @@ cdef class FrameScanner:
         Returns the byte count, 0 at end of file, -1 when the read would block.
         Other errors raise ``OSError``.
         """
-        cdef long long fd
-        cdef af_ssize_t got
         if self._busy:
             raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
         cdef Py_ssize_t count = read_size(size)
-        fd = sock if isinstance(sock, int) else sock.fileno()
-        self._reserve(count)
-        got = af_recv(fd, self._buf + self._end, count)
+        return self.c_fill(sock if isinstance(sock, int) else sock.fileno(), count)
+
+    cdef long long c_fill(self, long long fd, Py_ssize_t size) except -2:
+        # fill() once its arguments are checked (the compiled loop's read)
+        cdef af_ssize_t got
+        if self._busy:
+            raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
+        self._reserve(size)
+        got = af_recv(fd, self._buf + self._end, size)
         if got < 0:
             if errno == EAGAIN or errno == EWOULDBLOCK:
                 return -1
@@ -470,8 +461,13 @@ cdef class FrameScanner:
         """Scan the bytes in ``pending``, calling back *target*."""
         if self._busy:
             raise RuntimeError("FrameScanner.process() called from inside one of its callbacks")
+        self.c_process(target)
+
+    cdef int c_process(self, object target) except -1:
+        # process() once its caller knows no scan is running
         if self._end > self._start:
             self._scan_buffer(target)
+        return 0
 
     @cython.critical_section
     def receive(self, target, sock, Py_ssize_t size=DEFAULT_READ_SIZE):
@@ -749,46 +745,6 @@ cdef class FrameScanner:
 
 
 @cython.final
-cdef tuple _check_file(object file, object offset, object count):
-    """Validate ``push_file`` arguments: (descriptor or -1, offset, byte count)."""
-    mode = getattr(file, "mode", "b")
-    if isinstance(file, _io.TextIOBase) or isinstance(mode, str) and "b" not in mode:
-        raise TypeError("push_file needs a file opened in binary mode, not %r" % (file,))
-    if not (hasattr(file, "read") and hasattr(file, "seek")):
-        raise TypeError(
-            "push_file needs a binary file object with read() and seek(), not %s"
-            % type(file).__name__)
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError("offset must be an int, not %s" % type(offset).__name__)
-    if offset < 0:
-        raise ValueError("offset must be >= 0, not %d" % offset)
-    if count is not None:
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise TypeError("count must be an int or None, not %s" % type(count).__name__)
-        if count < 0:
-            raise ValueError("count must be >= 0 or None, not %d" % count)
-    if hasattr(file, "readable") and not file.readable():
-        raise ValueError("push_file needs a file open for reading")
-    if hasattr(file, "seekable") and not file.seekable():
-        raise ValueError("push_file needs a seekable file (offsets are absolute)")
-    # Only a file whose bytes are those of its descriptor may go through
-    # sendfile(): gzip and friends also answer fileno() (see _core_py).
-    fd = -1
-    if isinstance(file, (_io.FileIO, _io.BufferedReader, _io.BufferedRandom)) and isinstance(
-            getattr(file, "raw", file), _io.FileIO):
-        fd = file.fileno()
-    if count is None:
-        if fd >= 0 and _stat.S_ISREG(_os.fstat(fd).st_mode):
-            size = _os.fstat(fd).st_size
-        else:
-            position = file.tell()
-            size = file.seek(0, _io.SEEK_END)
-            file.seek(position)
-        count = max(0, size - offset)
-    return fd, offset, count
-
-
-@cython.final
 @cython.auto_pickle(False)  # it wraps an open file: nothing to pickle
 cdef class FileProducer:
     """*count* bytes of a binary *file* from *offset*, queued by ``PushQueue.push_file``.
@@ -799,7 +755,7 @@ cdef class FileProducer:
     """
 
     def __init__(self, file, offset=0, count=None, close=True):
-        fd, offset, count = _check_file(file, offset, count)
+        fd, offset, count = check_file(file, offset, count)
         self.file = file
         self.offset = offset
         self.remaining = count
@@ -825,16 +781,7 @@ cdef class FileProducer:
             size = self.remaining
         if size <= 0:
             return b""
-        if self._fd >= 0 and _HAS_PREAD:
-            data = _os.pread(self._fd, size, self.offset)
-        else:
-            self.file.seek(self.offset)
-            data = self.file.read(size)
-            if data and not PyBytes_CheckExact(data):
-                if not isinstance(data, (bytes, bytearray, memoryview)):
-                    raise TypeError("file.read() must return bytes, not %s" % type(data).__name__)
-                data = bytes(data)
-            data = data[:size] if data else b""
+        data = read_file_range(self.file, self._fd, self.offset, size)
         if data:
             self.offset += PyBytes_GET_SIZE(data)
             self.remaining -= PyBytes_GET_SIZE(data)
@@ -887,7 +834,7 @@ cdef class PushQueue:
 
     @cython.critical_section
     def __bool__(self):
-        return PyList_GET_SIZE(self._items) > self._head
+        return self.c_has_items()
 
     @property
     def buffered(self):
@@ -907,6 +854,9 @@ cdef class PushQueue:
     @cython.critical_section
     def push(self, data):
         """Queue bytes-like *data*; empty data is ignored."""
+        self.c_push(data)
+
+    cdef int c_push(self, object data) except -1:
         cdef Py_ssize_t size
         if not PyBytes_CheckExact(data):
             if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -917,6 +867,7 @@ cdef class PushQueue:
             PyList_Append(self._items, data)
             self._buffered += size
             self._pushes += 1
+        return 0
 
     @cython.critical_section
     def push_producer(self, producer):
@@ -1001,17 +952,27 @@ cdef class PushQueue:
     @cython.critical_section
     def close_pending(self):
         """True when the close sentinel is at the head of the queue."""
+        return self.c_close_pending()
+
+    cdef bint c_close_pending(self):
         return (PyList_GET_SIZE(self._items) > self._head
                 and <object>PyList_GET_ITEM(self._items, self._head) is None)
 
     @cython.critical_section
     def pop_close(self):
         """Remove the close sentinel at the head; True if there was one."""
-        if self.close_pending:
+        return self.c_pop_close()
+
+    cdef bint c_pop_close(self):
+        if self.c_close_pending():
             self._head += 1
             self._compact()
             return True
         return False
+
+    cdef bint c_has_items(self):
+        # bool(queue): anything queued, close sentinel included
+        return PyList_GET_SIZE(self._items) > self._head
 
     @cython.critical_section
     def snapshot(self):
@@ -1228,10 +1189,12 @@ cdef class PushQueue:
         Returns the byte count the kernel took; 0 when it would block or
         nothing is ready.  Other socket errors propagate as ``OSError``.
         """
-        cdef long long fd
+        return self.c_send(sock if isinstance(sock, int) else sock.fileno())
+
+    cdef Py_ssize_t c_send(self, long long fd) except -1:
+        # send() to a descriptor (the compiled loop's write)
         if self._pulling:
             raise RuntimeError("PushQueue.send() called from a producer's more()")
-        fd = sock if isinstance(sock, int) else sock.fileno()
         return self._send_fd(fd)
 
     cdef Py_ssize_t _send_fd(self, long long fd) except -1:

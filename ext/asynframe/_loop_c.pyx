@@ -18,23 +18,17 @@
 # Everything else goes through asyncore's read/write/_exception/readwrite.
 
 cimport cython
-from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_CheckExact
 from cpython.dict cimport PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc
 
 from asynframe._core_c cimport FrameScanner, PushQueue, read_size
 
-import os as _os
-
-cdef extern from "_sockio.h":
-    ctypedef long long af_ssize_t
-    af_ssize_t af_recv(long long fd, char *buf, size_t n)
-    int EWOULDBLOCK
+from asynframe import _events
 
 IMPLEMENTATION = "c"
 
@@ -96,24 +90,29 @@ cdef class _ClassInfo:
     cdef dict defaults      # name in _STATE_NAMES -> the class's value
 
 
+# Set once by configure(), when asynchat defines async_chat and before any
+# loop runs; read-only afterwards, so loops in several threads share them.
 cdef bint _configured = False
 cdef tuple _stock = ()          # the functions named by _STOCK_NAMES, in order
-cdef dict _class_info = {}      # type -> _ClassInfo
-cdef _ClassInfo _last_info = None   # the last one used: one server usually serves one class
-cdef PyObject *_last_class = NULL
-cdef object _plain_socket = None
 cdef object _stock_initiate_send = None
 cdef tuple _stock_expt = ()     # the handle_expt/handle_expt_event that only log
-cdef object _read = None, _write = None, _expt = None, _readwrite = None
-cdef object _to_poll_flags = None
-cdef object _touch = None
-# what the last successful _fast_socket() found (see there)
-cdef FrameScanner _last_scanner = None
-cdef PushQueue _last_queue = None
-cdef object _last_attrs = None
-cdef object _reraised = ()
-cdef object _disconnected = frozenset()
-cdef int IN = 1, OUT = 4, PRI = 2, ERR = 8, HUP = 16
+cdef object _plain_socket = None
+
+# Class descriptions, shared by every loop: a _ClassInfo is never changed once
+# made, and a stale one (its class changed) is replaced, not updated.
+cdef dict _class_info = {}      # type -> _ClassInfo
+
+# the loop layer's rules (asynframe._events), as asyncore exports them
+cdef object _read = _events.read
+cdef object _write = _events.write
+cdef object _expt = _events.exception
+cdef object _readwrite = _events.readwrite
+cdef object _to_poll_flags = _events.to_poll_flags
+cdef object _reraised = _events.RERAISED
+cdef object _disconnected = _events.DISCONNECTED
+cdef int IN = _events.IN, OUT = _events.OUT, PRI = _events.PRI
+cdef int ERR = _events.ERR, HUP = _events.HUP
+
 # _af_dispatching during a compiled read: the FrameScanner being scanned
 # (replies to pipelined frames may be held), or this with holding turned off
 # (hold_pipelined_replies false).  Python's handle_read sets True.  Either
@@ -121,45 +120,54 @@ cdef int IN = 1, OUT = 4, PRI = 2, ERR = 8, HUP = 16
 cdef object _FAST_READ = 2
 
 
-def configure(chat_class, plain_socket, dispatch, to_poll_flags, reraised,
-              disconnected, touch, int in_, int out, int pri, int err, int hup):
-    """Bind the Python side: called once by ``_poller.enable_fast_path``.
+@cython.final
+cdef class _Event:
+    # What _fast_socket() found out about the channel being served, for the
+    # calls that follow before any Python code runs, and the last class
+    # described (one server usually serves one class).  One per dispatch()
+    # call: other loops, in other threads or nested in a handler, have their own.
+    cdef object attrs           # the channel's instance dict, or None
+    cdef _ClassInfo info        # its class's description
+    cdef FrameScanner scanner
+    cdef PushQueue queue
+    cdef type last_class
+    cdef _ClassInfo last_info
 
-    Returns the compiled twins of *chat_class* methods, by name, for the
-    caller to install.
+
+def configure(chat_class, plain_socket):
+    """Describe the stock channel: called once, by ``_poller.enable_fast_path``.
+
+    *chat_class* is async_chat: a channel whose class keeps its methods named
+    in ``_STOCK_NAMES`` takes the fast path.  *plain_socket* is the socket
+    type read and written directly.
     """
-    global _configured, _stock, _plain_socket, _stock_initiate_send, _touch
-    global _read, _write, _expt, _readwrite, _to_poll_flags, _reraised, _disconnected
-    global IN, OUT, PRI, ERR, HUP
-    _touch = touch
+    global _configured, _stock, _stock_initiate_send, _stock_expt, _plain_socket
+    if _configured:
+        if _stock_initiate_send is chat_class.initiate_send and _plain_socket is plain_socket:
+            return
+        raise RuntimeError("asynframe._loop_c is already configured for another class")
     _stock = tuple([getattr(chat_class, name) for name in _STOCK_NAMES])
     _stock_initiate_send = chat_class.initiate_send
-    global _stock_expt
     _stock_expt = (chat_class.handle_expt, chat_class.handle_expt_event)
     _plain_socket = plain_socket
-    _read, _write, _expt, _readwrite = dispatch
-    _to_poll_flags = to_poll_flags
-    _reraised = reraised
-    _disconnected = disconnected
-    IN, OUT, PRI, ERR, HUP = in_, out, pri, err, hup
-    _class_info.clear()
-    global _last_class, _last_info
-    _last_class = NULL
-    _last_info = None
     _configured = True
-    # tracebacks, bound-method reprs and help() then name the method the
-    # application called, as with the Python push it replaces
-    chat_push.__doc__ = chat_class.push.__doc__
-    chat_push.__name__ = chat_class.push.__name__
-    chat_push.__qualname__ = chat_class.push.__qualname__
-    chat_push.__module__ = chat_class.push.__module__
-    return {"push": chat_push}
+
+
+def chat_push_like(python_push):
+    """The compiled ``push``, named and documented as *python_push*.
+
+    asynchat puts the result in async_chat's class body: tracebacks,
+    bound-method reprs and help() name the method the application called.
+    """
+    chat_push.__doc__ = python_push.__doc__
+    chat_push.__name__ = python_push.__name__
+    chat_push.__qualname__ = python_push.__qualname__
+    chat_push.__module__ = python_push.__module__
+    return chat_push
 
 
 def chat_push(self, data):
     # async_chat.push, without its Python frame: called once per reply.
-    cdef PushQueue q
-    cdef Py_ssize_t size
     if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
     cdef _ClassInfo info = _info_of(type(self))
@@ -167,15 +175,7 @@ def chat_push(self, data):
     cdef object attrs = _instance_dict(self) if plain else None
     queue = _state(self, attrs, info, "_af_queue") if plain else self._af_queue
     if type(queue) is PushQueue:
-        q = <PushQueue>queue
-        if PyBytes_CheckExact(data):
-            size = PyBytes_GET_SIZE(data)
-            if size:
-                q._items.append(data)
-                q._buffered += size
-                q._pushes += 1
-        else:
-            q.push(data)
+        (<PushQueue>queue).c_push(data)
     else:
         queue.push(data)
     dispatching = _state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching
@@ -183,7 +183,7 @@ def chat_push(self, data):
         if type(dispatching) is FrameScanner:
             # this channel's own compiled read, holding allowed: the value is
             # the scanner being scanned (one lookup per push, as before)
-            if (<FrameScanner>dispatching)._frame_follows():
+            if (<FrameScanner>dispatching).c_frame_follows():
                 return  # held: the peer pipelines (asynchat.py)
             # dispatch() settles the interest afterwards: no _touch needed
             _initiate_send(self, queue)
@@ -194,7 +194,7 @@ def chat_push(self, data):
         # async_chat.handle_read in Python
         scanner = _state(self, attrs, info, "_af_scanner") if plain else self._af_scanner
         if type(scanner) is FrameScanner:
-            follows = (<FrameScanner>scanner)._frame_follows()
+            follows = (<FrameScanner>scanner).c_frame_follows()
         else:
             follows = scanner.frame_follows()
         if follows and self.hold_pipelined_replies:
@@ -203,20 +203,26 @@ def chat_push(self, data):
 
 
 cdef _ClassInfo _info_of(type cls):
-    global _last_class, _last_info
-    cdef PyObject *cached
+    # a strong reference from the dict: another thread may replace the entry
     cdef unsigned int version = _version_of(cls)
-    if <PyObject *>cls == _last_class and version != 0 and version == _last_info.version:
-        return _last_info
-    cached = _lookup(_class_info, cls)
-    if cached != NULL and version != 0 and version == (<_ClassInfo>cached).version:
-        info = <_ClassInfo>cached
-    else:
-        info = _describe(cls)
-        _class_info[cls] = info
-    # a borrowed pointer: _class_info keeps the class alive
-    _last_class = <PyObject *>cls
-    _last_info = info
+    cdef object cached = _class_info.get(cls)
+    if cached is not None and version != 0 and version == (<_ClassInfo>cached).version:
+        return <_ClassInfo>cached
+    info = _describe(cls)
+    _class_info[cls] = info
+    return info
+
+
+cdef inline _ClassInfo _info_for(_Event event, type cls):
+    # _info_of(cls), remembering the last class of this dispatch() call
+    cdef unsigned int version
+    if cls is event.last_class:
+        version = _version_of(cls)
+        if version != 0 and version == event.last_info.version:
+            return event.last_info
+    info = _info_of(cls)
+    event.last_class = cls
+    event.last_info = info
     return info
 
 
@@ -325,10 +331,14 @@ cdef inline int _set_state(object obj, object attrs, _ClassInfo info, str name, 
     return 0
 
 
-cdef object _fast_socket(object obj):
-    """The channel's plain socket if it may take the fast path, else None."""
+cdef object _fast_socket(_Event event, object obj):
+    """The channel's plain socket if it may take the fast path, else None.
+
+    On success *event* holds what was read, for the calls that follow
+    before any Python code runs.
+    """
     cdef object attrs
-    cdef _ClassInfo info = _info_of(type(obj))
+    cdef _ClassInfo info = _info_for(event, type(obj))
     if not (info.flags & CLASS_FAST):
         return None
     attrs = _instance_dict(obj)
@@ -348,18 +358,16 @@ cdef object _fast_socket(object obj):
     queue = _state(obj, attrs, info, "_af_queue")
     if type(scanner) is not FrameScanner or type(queue) is not PushQueue:
         return None
-    # for the caller, which uses them before any Python code runs
-    global _last_scanner, _last_queue, _last_attrs
-    _last_scanner = scanner
-    _last_queue = queue
-    _last_attrs = attrs
+    event.attrs = attrs
+    event.info = info
+    event.scanner = <FrameScanner>scanner
+    event.queue = <PushQueue>queue
     return sock
 
 
-cdef int _interest(object obj) except -2:
+cdef int _interest(object obj, _ClassInfo info) except -2:
     """async_chat's interest (asynchat._chat_interest) or -1 if it must be asked."""
     cdef object attrs
-    cdef _ClassInfo info = _info_of(type(obj))
     if not (info.flags & CLASS_CHAT_MASK):
         return -1
     attrs = _instance_dict(obj)
@@ -378,9 +386,8 @@ cdef int _interest(object obj) except -2:
     return IN
 
 
-cdef bint _wants_urgent(object obj) except -1:
+cdef bint _wants_urgent(object obj, _ClassInfo info) except -1:
     # _poller.wants_urgent, for a channel _interest() just described
-    cdef _ClassInfo info = _info_of(type(obj))
     if info.flags & CLASS_WANTS_URGENT:
         return True
     attrs = _instance_dict(obj)
@@ -392,7 +399,7 @@ def chat_interest(obj):
     """What the compiled dispatch takes as *obj*'s interest when it settles a
     channel after an event, or -1 where it leaves that to MapPoller._refresh
     (asynchat._chat_interest).  For the twin tests: the two must agree."""
-    return _interest(obj)
+    return _interest(obj, _info_of(type(obj)))
 
 
 cdef int _initiate_send(object obj, object queue=None) except -1:
@@ -407,11 +414,8 @@ cdef int _initiate_send(object obj, object queue=None) except -1:
         _stock_initiate_send(obj)
         return 0
     q = <PushQueue>queue
-    while PyList_GET_SIZE(q._items) > q._head and _state(obj, attrs, info, "connected"):
-        if <object>PyList_GET_ITEM(q._items, q._head) is None:
-            # the close sentinel (pop_close)
-            q._head += 1
-            q._compact()
+    while q.c_has_items() and _state(obj, attrs, info, "connected"):
+        if q.c_pop_close():
             obj.handle_close()
             return 0
         sock = _state(obj, attrs, info, "socket")
@@ -419,53 +423,42 @@ cdef int _initiate_send(object obj, object queue=None) except -1:
             # a callback swapped the socket: the Python method from here on
             _stock_initiate_send(obj)
             return 0
-        if q._pulling:
-            raise RuntimeError("PushQueue.send() called from a producer's more()")
         try:
-            q._send_fd(sock.fileno())
+            q.c_send(sock.fileno())
         except OSError as why:
             obj._af_socket_error(why)
             return 0
-        if not (PyList_GET_SIZE(q._items) > q._head
-                and <object>PyList_GET_ITEM(q._items, q._head) is None):
+        if not q.c_close_pending():
             break
-        # a producer's more() ran Python code: read the state afresh
+        # the close sentinel is next, and a producer's more() may have run
+        # Python code: read the state afresh before closing
         attrs = _instance_dict(obj)
     return 0
 
 
-cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
-    # handle_read_event -> async_chat.handle_read of a connected channel
-    # _fast_socket() just read the instance dict, and no Python code ran since
-    cdef object attrs = _last_attrs
-    cdef _ClassInfo info = _info_of(type(obj))
+cdef int _fast_read(_Event event, object obj, object sock) except -1:
+    # handle_read_event -> async_chat.handle_read of a connected channel;
+    # _fast_socket() just filled *event*, and no Python code ran since
+    cdef object attrs = event.attrs
+    cdef _ClassInfo info = event.info
+    cdef FrameScanner scanner = event.scanner
     cdef Py_ssize_t size
-    cdef af_ssize_t got
-    cdef int err
-    if scanner._busy:
-        raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
+    cdef long long got
     size = read_size(_state(obj, attrs, info, "ac_in_buffer_size"))
     try:
-        fd = sock.fileno()
-        scanner._reserve(size)
-        got = af_recv(fd, scanner._buf + scanner._end, size)
-        if got < 0:
-            err = errno
-            if err == EAGAIN or err == EWOULDBLOCK:
-                return 0
-            raise OSError(err, _os.strerror(err))
+        got = scanner.c_fill(sock.fileno(), size)
     except OSError as why:
         obj._af_socket_error(why)
         return 0
-    scanner._end += got
+    if got < 0:
+        return 0  # would block
     if got == 0:
         obj._af_peer_eof()
         return 0
     _set_state(obj, attrs, info, "_af_dispatching",
                scanner if _state(obj, attrs, info, "hold_pipelined_replies") else _FAST_READ)
     try:
-        if scanner._end > scanner._start:
-            scanner._scan_buffer(obj)
+        scanner.c_process(obj)
     except Exception:
         # as async_chat.handle_read: held replies to the frames before the
         # failing one go out before handle_error closes the channel
@@ -475,7 +468,7 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     finally:
         # the callbacks may have replaced anything, even the instance dict
         attrs = _instance_dict(obj)
-        info = _info_of(type(obj))
+        info = _info_for(event, type(obj))
         _set_state(obj, attrs, info, "_af_dispatching", False)
     queue = _state(obj, attrs, info, "_af_queue")
     if queue:
@@ -486,15 +479,14 @@ cdef int _fast_read(object obj, object sock, FrameScanner scanner) except -1:
     return 0
 
 
-cdef int _fast_readwrite(object obj, object sock, int flags) except -1:
+cdef int _fast_readwrite(_Event event, object obj, object sock, int flags) except -1:
     # asyncore.readwrite without hang-up/error/urgent flags (those go generic)
-    cdef FrameScanner scanner = _last_scanner
-    cdef PushQueue queue = _last_queue
+    cdef PushQueue queue = event.queue
     try:
         if flags & IN:
-            _fast_read(obj, sock, scanner)
-            if flags & OUT and _fast_socket(obj) is not None:
-                queue = _last_queue
+            _fast_read(event, obj, sock)
+            if flags & OUT and _fast_socket(event, obj) is not None:
+                queue = event.queue
             else:
                 queue = None
         if flags & OUT:
@@ -514,10 +506,10 @@ cdef int _fast_readwrite(object obj, object sock, int flags) except -1:
     return 0
 
 
-cdef int _select_read(object obj, object sock) except -1:
+cdef int _select_read(_Event event, object obj, object sock) except -1:
     # asyncore.read
     try:
-        _fast_read(obj, sock, _last_scanner)
+        _fast_read(event, obj, sock)
     except _reraised:
         raise
     except BaseException:
@@ -525,10 +517,10 @@ cdef int _select_read(object obj, object sock) except -1:
     return 0
 
 
-cdef int _select_write(object obj) except -1:
+cdef int _select_write(_Event event, object obj) except -1:
     # asyncore.write
     try:
-        _initiate_send(obj, _last_queue)
+        _initiate_send(obj, event.queue)
     except _reraised:
         raise
     except BaseException:
@@ -536,19 +528,21 @@ cdef int _select_write(object obj) except -1:
     return 0
 
 
-cdef int _after(object poller, dict socket_map, dict known, dict dirty, object fd,
+cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd,
                 object obj, bint pri) except -1:
     # What _refresh would do for the channel, when it would do nothing: leave
     # it out of ``dirty``.  Anything else (interest changed, channel gone or
     # replaced, predicates to ask) is left to _refresh as in the pure twin.
     cdef int mask
     cdef PyObject *entry
+    cdef _ClassInfo info
     if _lookup(socket_map, fd) != <PyObject *>obj:
         # closed meanwhile: a new channel on this descriptor is already dirty
         return 0
-    mask = _interest(obj)
+    info = _info_for(event, type(obj))
+    mask = _interest(obj, info)
     if mask >= 0:
-        if mask and pri and _wants_urgent(obj):
+        if mask and pri and _wants_urgent(obj, info):
             mask |= PRI
         entry = _lookup(known, fd)
         # _interest() runs no Python code: the map still holds obj
@@ -563,7 +557,6 @@ cdef int _after(object poller, dict socket_map, dict known, dict dirty, object f
 @cython.wraparound(False)
 def dispatch(poller, list events, bint poll_semantics):
     """Deliver *events* (epoll's ``[(fd, flags)]``) as ``MapPoller._dispatch_generic`` does."""
-    global _last_scanner, _last_queue, _last_attrs
     cdef dict known = poller.known
     cdef dict socket_map = poller.map
     cdef dict dirty = poller.dirty
@@ -576,12 +569,13 @@ def dispatch(poller, list events, bint poll_semantics):
     cdef PyObject *entry
     cdef list objs = []
     cdef list fds = []
-    cdef list socks
-    cdef int flags, registered
+    cdef int flags
+    cdef _Event event
     if not _configured:
         raise RuntimeError("asynframe._loop_c.configure() was not called")
     if n == 0:
         return
+    event = _Event()
     flags_of = <int *>malloc(n * sizeof(int) * 2)
     if flags_of == NULL:
         raise MemoryError()
@@ -609,14 +603,14 @@ def dispatch(poller, list events, bint poll_semantics):
                 flags = flags_of[i]
                 sock = None
                 if not (flags & ~(IN | OUT)):
-                    sock = _fast_socket(obj)
+                    sock = _fast_socket(event, obj)
                 if sock is not None:
                     fast += 1
-                    _fast_readwrite(obj, sock, flags)
+                    _fast_readwrite(event, obj, sock, flags)
                 else:
                     generic += 1
                     _readwrite(obj, _to_poll_flags(flags))
-                settled += _after(poller, socket_map, known, dirty, fd, obj, pri)
+                settled += _after(event, socket_map, known, dirty, fd, obj, pri)
         else:
             # asyncore.poll(): all reads, then all writes, then exceptions
             for i in range(count):
@@ -624,10 +618,10 @@ def dispatch(poller, list events, bint poll_semantics):
                 fd = <object>PyList_GET_ITEM(fds, i)
                 if (flags_of[i] & (IN | ERR | HUP) and registered_of[i] & IN
                         and _lookup(socket_map, fd) == <PyObject *>obj):
-                    sock = _fast_socket(obj)
+                    sock = _fast_socket(event, obj)
                     if sock is not None:
                         fast += 1
-                        _select_read(obj, sock)
+                        _select_read(event, obj, sock)
                     else:
                         generic += 1
                         _read(obj)
@@ -636,9 +630,9 @@ def dispatch(poller, list events, bint poll_semantics):
                 fd = <object>PyList_GET_ITEM(fds, i)
                 if (flags_of[i] & (OUT | ERR | HUP) and registered_of[i] & OUT
                         and _lookup(socket_map, fd) == <PyObject *>obj):
-                    if _fast_socket(obj) is not None:
+                    if _fast_socket(event, obj) is not None:
                         fast += 1
-                        _select_write(obj)
+                        _select_write(event, obj)
                     else:
                         generic += 1
                         _write(obj)
@@ -649,14 +643,11 @@ def dispatch(poller, list events, bint poll_semantics):
                     generic += 1
                     _expt(obj)
             for i in range(count):
-                settled += _after(poller, socket_map, known, dirty,
+                settled += _after(event, socket_map, known, dirty,
                                   <object>PyList_GET_ITEM(fds, i),
                                   <object>PyList_GET_ITEM(objs, i), pri)
     finally:
         free(flags_of)
-        _last_scanner = None
-        _last_queue = None
-        _last_attrs = None
         poller.fast_dispatches += fast
         poller.generic_dispatches += generic
         # a channel settled here had its interest evaluated, as _refresh would

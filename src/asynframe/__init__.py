@@ -47,7 +47,8 @@ def install(force: bool = False) -> bool:
     happens only with ``force=True``.  Returns True if the names now resolve
     to asynframe.  Call it before the legacy code imports them.
     """
-    from . import asynchat as _asynchat, asyncore as _asyncore
+    from . import asynchat as _asynchat
+    from . import asyncore as _asyncore
 
     # The two names must resolve to one implementation: asynframe's channels
     # are served by asynframe's loop only.  Where just one is missing (3.12+

@@ -44,6 +44,7 @@ def poller_name() -> str:
 
 def facts() -> List[Tuple[str, str]]:
     import asynframe
+
     from . import _poller, asynchat  # noqa: F401  (asynchat enables the compiled loop)
 
     try:

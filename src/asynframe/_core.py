@@ -16,8 +16,18 @@ NO_EXTENSIONS = os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0")
 
 if TYPE_CHECKING:
     from ._core_py import (
-        DEFAULT_READ_SIZE, FILE_READ_SIZE, IOV_MAX, MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES,
-        SEND_BUDGET, SENDFILE_MAX, FileProducer, FrameScanner, PushQueue, find_prefix_at_end,
+        DEFAULT_READ_SIZE,
+        FILE_READ_SIZE,
+        IOV_MAX,
+        MODE_CALLBACKS,
+        MODE_COLLECT,
+        MODE_FRAMES,
+        SEND_BUDGET,
+        SENDFILE_MAX,
+        FileProducer,
+        FrameScanner,
+        PushQueue,
+        find_prefix_at_end,
     )
     IMPLEMENTATION: str
 elif NO_EXTENSIONS or platform.python_implementation() != "CPython":

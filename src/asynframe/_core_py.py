@@ -19,42 +19,29 @@ Two objects make up the core:
 
 from __future__ import annotations
 
-import errno
-import io
 import os
-import stat
 from collections import deque
 from typing import Any, Deque, List, Optional, Tuple, Union, cast
 
-from ._core_checks import check_chunk_size, check_count, check_read_size, check_terminator
-
-# One-frame-at-a-time delivery modes of FrameScanner; see its docstring.
-MODE_CALLBACKS = 0
-MODE_COLLECT = 1
-MODE_FRAMES = 2
-
-# Upper bound on the number of buffers handed to one sendmsg(); Linux and the
-# BSDs all accept 1024 (IOV_MAX), and past a few hundred the gain is nil.
-IOV_MAX = 1024
-# One flush stops gathering once this many bytes are lined up: the kernel will
-# not take much more than its socket buffer anyway, and pulling producers
-# further ahead would only buffer their output in user space.
-SEND_BUDGET = 1 << 20
-# Default size of one read into the scanner (asynchat reads 65536 too).
-DEFAULT_READ_SIZE = 65536
-# One read from a queued file when it cannot go out with sendfile()
-# (asynchat's ac_out_buffer_size).
-FILE_READ_SIZE = 65536
-# Most bytes asked of one sendfile(); the socket buffer takes far less anyway.
-SENDFILE_MAX = 1 << 30
-# sendfile() errors that mean "not for this pair of descriptors": the file is
-# read and sent instead, as asyncio's sendfile falls back.
-_NO_SENDFILE = frozenset(
-    getattr(errno, name) for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP")
-    if hasattr(errno, name)
+from ._core_common import (
+    DEFAULT_READ_SIZE,
+    FILE_READ_SIZE,
+    IOV_MAX,
+    MODE_CALLBACKS,
+    MODE_COLLECT,
+    MODE_FRAMES,
+    SEND_BUDGET,
+    SENDFILE_MAX,
+    check_chunk_size,
+    check_count,
+    check_file,
+    check_mode,
+    check_read_size,
+    check_terminator,
+    read_file_range,
 )
-_HAS_SENDFILE = hasattr(os, "sendfile")
-_HAS_PREAD = hasattr(os, "pread")
+from ._core_common import HAS_SENDFILE as _HAS_SENDFILE
+from ._core_common import NO_SENDFILE as _NO_SENDFILE
 
 IMPLEMENTATION = "python"
 
@@ -107,7 +94,7 @@ class FrameScanner:
     )
 
     def __init__(self, mode: int = MODE_CALLBACKS) -> None:
-        self._mode = _check_mode(mode)
+        self._mode = check_mode(mode)
         # bytes, or the int count still to come (0 once reached), or None
         self._term: Any = None
         self._held = b""
@@ -136,7 +123,7 @@ class FrameScanner:
 
     @mode.setter
     def mode(self, mode: int) -> None:
-        self._mode = _check_mode(mode)
+        self._mode = check_mode(mode)
 
     def set_terminator(self, term: _TerminatorType, encoding: Optional[str] = None) -> None:
         """Set the terminator; *encoding* converts a str terminator to bytes."""
@@ -479,57 +466,7 @@ class FrameScanner:
         target.frame_too_large(size)
 
 
-def _check_mode(mode: int) -> int:
-    if mode not in (MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES):
-        raise ValueError("unknown scanner mode %r" % (mode,))
-    return mode
-
-
-
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-
-
-def _check_file(file: Any, offset: Any, count: Any) -> Tuple[int, int, int]:
-    """Validate ``push_file`` arguments: (descriptor or -1, offset, byte count)."""
-    mode = getattr(file, "mode", "b")
-    if isinstance(file, io.TextIOBase) or isinstance(mode, str) and "b" not in mode:
-        raise TypeError("push_file needs a file opened in binary mode, not %r" % (file,))
-    if not (hasattr(file, "read") and hasattr(file, "seek")):
-        raise TypeError(
-            "push_file needs a binary file object with read() and seek(), not %s"
-            % type(file).__name__
-        )
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError("offset must be an int, not %s" % type(offset).__name__)
-    if offset < 0:
-        raise ValueError("offset must be >= 0, not %d" % offset)
-    if count is not None:
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise TypeError("count must be an int or None, not %s" % type(count).__name__)
-        if count < 0:
-            raise ValueError("count must be >= 0 or None, not %d" % count)
-    # a closed file raises ValueError here, which says so
-    if hasattr(file, "readable") and not file.readable():
-        raise ValueError("push_file needs a file open for reading")
-    if hasattr(file, "seekable") and not file.seekable():
-        raise ValueError("push_file needs a seekable file (offsets are absolute)")
-    # Only a file whose bytes are those of its descriptor may go through
-    # sendfile(): gzip and friends also answer fileno(), with the fd of the
-    # compressed file under them.
-    fd = -1
-    if isinstance(file, (io.FileIO, io.BufferedReader, io.BufferedRandom)) and isinstance(
-        getattr(file, "raw", file), io.FileIO
-    ):
-        fd = file.fileno()
-    if count is None:
-        if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
-            size = os.fstat(fd).st_size
-        else:
-            position = file.tell()
-            size = file.seek(0, io.SEEK_END)
-            file.seek(position)
-        count = max(0, size - offset)
-    return fd, offset, count
 
 
 class FileProducer:
@@ -550,7 +487,7 @@ class FileProducer:
     __slots__ = ("_file", "_offset", "_remaining", "_owns", "_fd", "_sendfile", "_closed")
 
     def __init__(self, file: Any, offset: int = 0, count: Optional[int] = None, close: bool = True) -> None:
-        fd, offset, count = _check_file(file, offset, count)
+        fd, offset, count = check_file(file, offset, count)
         self._file = file
         self._offset = offset
         self._remaining = count
@@ -596,16 +533,7 @@ class FileProducer:
         size = min(size, self._remaining)
         if size <= 0:
             return b""
-        if self._fd >= 0 and _HAS_PREAD:
-            data = os.pread(self._fd, size, self._offset)
-        else:
-            self._file.seek(self._offset)
-            data = self._file.read(size)
-            if data and data.__class__ is not bytes:
-                if not isinstance(data, _BYTES_LIKE):
-                    raise TypeError("file.read() must return bytes, not %s" % type(data).__name__)
-                data = bytes(data)
-            data = data[:size] if data else b""
+        data = read_file_range(self._file, self._fd, self._offset, size)
         if data:
             self._offset += len(data)
             self._remaining -= len(data)

@@ -33,26 +33,10 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ._timers import LoopTimers, Wakeup
-
-IN = getattr(select, "EPOLLIN", 1)
-PRI = getattr(select, "EPOLLPRI", 2)
-OUT = getattr(select, "EPOLLOUT", 4)
-ERR = getattr(select, "EPOLLERR", 8)
-HUP = getattr(select, "EPOLLHUP", 16)
-# Not an epoll flag: in a TLS channel's interest (asynframe._tls) it means
-# "input is already buffered in user space", delivered as a read event
-# without waiting for the descriptor.
-BUFFERED = 1 << 40
-
-# The poll() flag values asyncore.readwrite() tests; on Linux they equal the
-# epoll ones, elsewhere they are translated.
-POLLIN = getattr(select, "POLLIN", 1)
-POLLPRI = getattr(select, "POLLPRI", 2)
-POLLOUT = getattr(select, "POLLOUT", 4)
-POLLERR = getattr(select, "POLLERR", 8)
-POLLHUP = getattr(select, "POLLHUP", 16)
-POLLNVAL = getattr(select, "POLLNVAL", 32)
+from . import _core, _events
+from ._events import BUFFERED, ERR, HUP, IN, OUT, PRI
+from ._events import to_poll_flags as _to_poll_flags
+from ._timers import LoopTimers, TimerHandle, Wakeup, check_delay, monotonic
 
 
 class _EpollBackend:
@@ -438,7 +422,7 @@ class MapPoller:
             events = list(merged.items())
         if self.wakeup_fd >= 0 and timers is not None:
             wakeup_fd = self.wakeup_fd
-            for fd, flags in events:
+            for fd, _flags in events:
                 if fd == wakeup_fd:
                     timers.drain()
                     break
@@ -451,7 +435,8 @@ class MapPoller:
 
     def _dispatch_generic(self, events: List[Tuple[int, int]], poll_semantics: bool) -> None:
         """Deliver the events of one wait (the pure twin of ``_loop_c.dispatch``)."""
-        read, write, _exception, readwrite = _DISPATCH
+        read, write, _exception, readwrite = (_events.read, _events.write,
+                                              _events.exception, _events.readwrite)
         known = self.known
         ready = []
         for fd, flags in events:
@@ -465,7 +450,7 @@ class MapPoller:
         socket_map = self.map
         dirty = self.dirty
         if poll_semantics:
-            for fd, obj, flags, registered in ready:
+            for fd, obj, flags, _registered in ready:
                 if socket_map.get(fd) is not obj:
                     continue
                 self.generic_dispatches += 1
@@ -482,11 +467,11 @@ class MapPoller:
                 if flags & (OUT | ERR | HUP) and registered & OUT and socket_map.get(fd) is obj:
                     self.generic_dispatches += 1
                     write(obj)
-            for fd, obj, flags, registered in ready:
+            for fd, obj, flags, _registered in ready:
                 if flags & PRI and socket_map.get(fd) is obj:
                     self.generic_dispatches += 1
                     _exception(obj)
-            for fd, obj, flags, registered in ready:
+            for fd, obj, _flags, _registered in ready:
                 # a channel closed meanwhile must not hide a new one that
                 # got its descriptor number in this same iteration
                 if socket_map.get(fd) is obj:
@@ -505,67 +490,39 @@ class MapPoller:
         self.backend.close()
 
 
-def _to_poll_flags(flags: int) -> int:
-    result = 0
-    if flags & IN:
-        result |= POLLIN
-    if flags & OUT:
-        result |= POLLOUT
-    if flags & PRI:
-        result |= POLLPRI
-    if flags & ERR:
-        result |= POLLERR
-    if flags & HUP:
-        result |= POLLHUP
-    return result
-
-
-# asyncore's read, write, _exception and readwrite, bound by asyncore at import
-_DISPATCH: Tuple[Any, ...] = ()
-
 # The compiled dispatch (asynframe._loop_c) once enable_fast_path() bound it;
 # None: MapPoller._dispatch_generic delivers every event.
 _fast: Any = None
-#: The async_chat methods enable_fast_path() replaced with compiled twins, by
-#: name: the behaviour those twins must reproduce (tests compare the two).
-PYTHON_TWINS: Dict[str, Callable[..., Any]] = {}
 #: "c" when ready lists are dispatched by the compiled loop, else "python".
 LOOP_IMPLEMENTATION = "python"
 
 
-def enable_fast_path(chat_class: type) -> None:
-    """Let stock *chat_class* channels skip Python event dispatch (asynchat calls this).
+def compiled_loop() -> Any:
+    """The compiled loop module (asynframe._loop_c) if it can serve, else None.
 
-    Only with the compiled core (the loop's C code reaches into its objects;
-    ``ASYNFRAME_NO_EXTENSIONS=1`` therefore turns both off) and on epoll.
-    *chat_class* also gets the compiled twins of the methods called once per
-    message (``push``).
+    Only with the compiled core (the loop's C code calls the core's C-level
+    API; ``ASYNFRAME_NO_EXTENSIONS=1`` therefore turns both off) and on epoll.
     """
-    global _fast, LOOP_IMPLEMENTATION
-    from . import _core, asyncore
-
     if _core.IMPLEMENTATION != "c" or Backend is not _EpollBackend:
-        return
+        return None
     try:
         from . import _loop_c
     except ImportError:  # an install built before the loop had its extension
+        return None
+    return _loop_c
+
+
+def enable_fast_path(chat_class: type) -> None:
+    """Let stock *chat_class* channels skip Python event dispatch (asynchat calls
+    this once, after defining async_chat).  A no-op where ``compiled_loop()``
+    is None."""
+    global _fast, LOOP_IMPLEMENTATION
+    loop_c = compiled_loop()
+    if loop_c is None:
         return
-    twins = _loop_c.configure(
-        chat_class, socket.socket, _DISPATCH, _to_poll_flags, asyncore._reraised_exceptions,
-        asyncore._DISCONNECTED, asyncore._touch, IN, OUT, PRI, ERR, HUP,
-    )
-    for name, function in twins.items():
-        original = getattr(chat_class, name)
-        if original is not function:  # a second call must not record the twin itself
-            PYTHON_TWINS[name] = original
-        setattr(chat_class, name, function)
-    _fast = _loop_c
+    loop_c.configure(chat_class, socket.socket)
+    _fast = loop_c
     LOOP_IMPLEMENTATION = "c"
-
-
-def bind_dispatch(*functions: Any) -> None:
-    global _DISPATCH
-    _DISPATCH = functions
 
 
 # Guards creating and dropping pollers, timers and wakeup descriptors, which
@@ -577,6 +534,17 @@ _lock = threading.RLock()
 # empty after a loop, or when more than _MAX_CUSTOM maps are in use.
 _pollers: Dict[int, MapPoller] = {}
 _MAX_CUSTOM = 16
+
+
+def call_later(socket_map: Dict[Any, Any], delay: float, callback: Callable[..., Any],
+               args: Tuple[Any, ...]) -> TimerHandle:
+    """Schedule ``callback(*args)`` on the loop of *socket_map* (asyncore.call_later)."""
+    when = check_delay(delay)
+    if not callable(callback):
+        raise TypeError("callback must be callable, not %s" % type(callback).__name__)
+    poller = poller_for(socket_map)
+    assert poller is not None
+    return poller.get_timers().call_at(monotonic() + when, callback, args)
 
 
 def poller_for(socket_map: Dict[Any, Any], create: bool = True) -> Optional[MapPoller]:

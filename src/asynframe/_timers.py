@@ -29,19 +29,14 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Tuple, Type
+from typing import Any, Callable, Deque, List, Optional, Tuple
+
+from ._events import RERAISED, report_callback_error
 
 monotonic = time.monotonic
 
 # Rebuild the heap once cancelled entries are this many and the majority.
 _COMPACT_MIN = 64
-
-# Set by asyncore: called inside an ``except`` block with the callback that
-# raised; reports the error without stopping the loop.
-report_error: Callable[[Any], None] = lambda callback: None  # noqa: E731
-# Exceptions that leave the loop instead of being reported (asyncore's).
-reraised: Tuple[Type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
-
 
 class TimerHandle:
     """A callback scheduled by ``asyncore.call_later``.
@@ -271,10 +266,10 @@ class LoopTimers:
 def _invoke(callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
     try:
         callback(*args)
-    except reraised:
+    except RERAISED:
         raise
     except BaseException:
-        report_error(callback)
+        report_callback_error(callback)
 
 
 def check_delay(delay: Any, what: str = "delay") -> float:

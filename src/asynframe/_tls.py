@@ -37,6 +37,7 @@ version and context options make OpenSSL say about it (``_tell_eof``).
 
 from __future__ import annotations
 
+import enum
 import socket
 import ssl
 import weakref
@@ -44,8 +45,8 @@ from errno import EBADF, ECONNRESET, EPIPE
 from typing import Any, Optional
 
 from . import _poller
+from ._events import DISCONNECTED as _DISCONNECTED
 from ._timers import check_delay
-from .asyncore import _DISCONNECTED
 
 # One SSL write: four full records.  A caller's larger buffer is taken in
 # pieces of this size, so the ciphertext backlog stays bounded.
@@ -55,7 +56,26 @@ BACKLOG_LIMIT = 65536
 # Ciphertext read from the socket per read event.
 RAW_READ = 65536 + 4096
 
-_WAIT_CONNECT, _HANDSHAKE, _OPEN, _CLOSED = range(4)
+
+
+class TLSState(enum.Enum):
+    """Where a ``TLSSocket`` is; ``TLSSocket._enter`` is the only way to move."""
+
+    CONNECTING = "connecting"    # start_tls() came before the TCP connection was made
+    HANDSHAKING = "handshaking"  # the handshake timer runs while here
+    OPEN = "open"                # application data both ways
+    SHUTDOWN = "shutdown"        # our close_notify is written: data still comes in, none goes out
+    CLOSED = "closed"            # the plain socket is closed
+
+
+CONNECTING, HANDSHAKING, OPEN, SHUTDOWN, CLOSED = TLSState
+_NEXT = {
+    CONNECTING: frozenset({HANDSHAKING, CLOSED}),
+    HANDSHAKING: frozenset({OPEN, CLOSED}),
+    OPEN: frozenset({SHUTDOWN, CLOSED}),
+    SHUTDOWN: frozenset({CLOSED}),
+    CLOSED: frozenset(),
+}
 
 #: seconds a handshake may take before handle_tls_handshake_timeout() (asyncio's default)
 DEFAULT_HANDSHAKE_TIMEOUT = 60.0
@@ -101,7 +121,7 @@ class TLSSocket:
         self.raw = raw
         self.close_notify_received = False
         self._owner = weakref.ref(channel)
-        self._phase = _WAIT_CONNECT
+        self._state = CONNECTING
         # ciphertext (and plaintext queued before the upgrade) not yet sent
         self._backlog = bytearray()
         # the plaintext of a write that met WANT_READ: OpenSSL wants exactly
@@ -115,7 +135,6 @@ class TLSSocket:
         self._eof_told = False
         self._eof_next = False
         self._lost = False
-        self._close_notify_sent = False
         self._established = False
         # started with the handshake, cancelled when it ends (either way)
         self.handshake_timeout: Optional[float] = None
@@ -149,9 +168,34 @@ class TLSSocket:
             "%s has no attribute %r (plain socket I/O would bypass TLS)" % (type(self).__name__, name)
         )
 
+    @property
+    def state(self) -> TLSState:
+        """The ``TLSState`` this socket is in."""
+        return self._state
+
     def __repr__(self) -> str:
-        phase = ("connecting", "handshaking", "open", "closed")[self._phase]
-        return "<TLSSocket %s fd=%s>" % (phase, self.raw.fileno())
+        return "<TLSSocket %s fd=%s>" % (self._state.value, self.raw.fileno())
+
+    # -- the one place the state changes -------------------------------------------
+    def _enter(self, state: TLSState) -> None:
+        """Move to *state*: a move ``_NEXT`` does not allow is a bug (RuntimeError).
+
+        What belongs to a state starts and ends here: the handshake timer
+        runs exactly while HANDSHAKING, and OPEN marks the handshake done.
+        """
+        current = self._state
+        if state not in _NEXT[current]:
+            raise RuntimeError("TLS state %s cannot go to %s" % (current.value, state.value))
+        if current is HANDSHAKING:
+            self._cancel_handshake_timer()
+        self._state = state
+        if state is HANDSHAKING:
+            channel = self._owner()
+            if self.handshake_timeout is not None and channel is not None:
+                self._handshake_timer = _poller.call_later(
+                    channel._map, self.handshake_timeout, self._handshake_expired, ())
+        elif state is OPEN:
+            self._established = True
 
     # -- plumbing ----------------------------------------------------------------
     def _touch(self) -> None:
@@ -237,18 +281,13 @@ class TLSSocket:
             self.incoming.write(held)
 
     def _begin(self, channel: Any) -> None:
-        self._phase = _HANDSHAKE
-        if self.handshake_timeout is not None:
-            from .asyncore import call_later
-
-            self._handshake_timer = call_later(
-                self.handshake_timeout, self._handshake_expired, map=channel._map)
+        self._enter(HANDSHAKING)
         self._handshake_step(channel)
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         channel = self._owner()
-        if self._phase == _HANDSHAKE and channel is not None and channel.socket is self:
+        if self._state is HANDSHAKING and channel is not None and channel.socket is self:
             channel.handle_tls_handshake_timeout()
 
     def _cancel_handshake_timer(self) -> None:
@@ -280,9 +319,7 @@ class TLSSocket:
                     return
                 raise
             break
-        self._phase = _OPEN
-        self._established = True
-        self._cancel_handshake_timer()
+        self._enter(OPEN)
         if not self._flush():
             channel.handle_close()
             return
@@ -307,7 +344,7 @@ class TLSSocket:
         self._touch()
 
     def _send_close_notify(self) -> None:
-        self._close_notify_sent = True
+        self._enter(SHUTDOWN)
         try:
             self.ssl_object.unwrap()
         except ssl.SSLWantReadError:
@@ -322,9 +359,9 @@ class TLSSocket:
             raise ValueError("flags are not supported on a TLS socket")
         if buffersize < 0:
             raise ValueError("negative buffersize in recv")
-        phase = self._phase
-        if phase != _OPEN:
-            if phase == _CLOSED:
+        state = self._state
+        if state is not OPEN and state is not SHUTDOWN:
+            if state is CLOSED:
                 raise OSError(EBADF, "TLS socket is closed")
             # (not connected yet counts as handshaking: start_tls() called
             # from handle_connect() sees the stock handlers read and write)
@@ -409,13 +446,13 @@ class TLSSocket:
         """Encrypt up to 64 KiB of *data*; returns how many plaintext bytes were taken."""
         if flags:
             raise ValueError("flags are not supported on a TLS socket")
-        phase = self._phase
-        if phase != _OPEN:
-            if phase == _CLOSED:
+        state = self._state
+        if state is not OPEN:
+            if state is CLOSED:
                 raise OSError(EBADF, "TLS socket is closed")
+            if state is SHUTDOWN:
+                raise BrokenPipeError(EPIPE, "TLS close_notify already sent")
             raise BlockingIOError("TLS handshake in progress")
-        if self._close_notify_sent:
-            raise BrokenPipeError(EPIPE, "TLS close_notify already sent")
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
@@ -442,19 +479,17 @@ class TLSSocket:
 
     def close(self) -> None:
         """Best effort, never blocking: close_notify and the backlog get one send, then the socket closes."""
-        phase = self._phase
-        if phase == _CLOSED:
+        if self._state is CLOSED:
             return
-        self._phase = _CLOSED
-        self._cancel_handshake_timer()
         try:
-            if phase == _OPEN and not self._close_notify_sent and not self._lost:
+            if self._state is OPEN and not self._lost:
                 self._send_close_notify()
             if not self._lost:
                 self._flush()
         except OSError:
             pass
         finally:
+            self._enter(CLOSED)
             self._backlog = bytearray()
             self._retry = None
             self.raw.close()
@@ -496,12 +531,12 @@ class TLSSocket:
     def _connect_event(self, channel: Any) -> None:
         if not channel.connected and channel.connecting:
             channel.handle_connect_event()
-        if channel.connected and self._phase == _WAIT_CONNECT:
+        if channel.connected and self._state is CONNECTING:
             self._begin(channel)
 
     def read_event(self, channel: Any) -> None:
-        phase = self._phase
-        if phase == _OPEN:
+        state = self._state
+        if state is OPEN or state is SHUTDOWN:
             self._buffered = False
             if self._app_mask & _IN:
                 channel.handle_read()
@@ -514,34 +549,34 @@ class TLSSocket:
                 if self._retry is not None:
                     self._retry_write()
                 self._buffered = bool(self.incoming.pending)
-        elif phase == _HANDSHAKE:
+        elif state is HANDSHAKING:
             self._adopt()
             if not self._pull():
                 channel.handle_close()
                 return
             self._handshake_step(channel)
-        elif phase == _WAIT_CONNECT:
+        elif state is CONNECTING:
             self._connect_event(channel)
 
     def write_event(self, channel: Any) -> None:
-        phase = self._phase
-        if phase == _OPEN:
+        state = self._state
+        if state is OPEN or state is SHUTDOWN:
             if not self._flush():
                 channel.handle_close()
                 return
             if self._retry is None and self._app_mask & _OUT and len(self._backlog) < BACKLOG_LIMIT:
                 channel.handle_write()
-        elif phase == _HANDSHAKE:
+        elif state is HANDSHAKING:
             if not self._flush():
                 channel.handle_close()
-        elif phase == _WAIT_CONNECT:
+        elif state is CONNECTING:
             self._connect_event(channel)
 
     def interest(self, channel: Any, app_mask: int) -> int:
         """What the socket must wait for, given the channel's own *app_mask*."""
         self._app_mask = app_mask
-        phase = self._phase
-        if phase == _OPEN:
+        state = self._state
+        if state is OPEN or state is SHUTDOWN:
             mask = app_mask
             if self._backlog:
                 mask |= _OUT
@@ -553,7 +588,7 @@ class TLSSocket:
             if self._buffered and app_mask & _IN:
                 mask |= _BUFFERED
             return mask
-        if phase == _HANDSHAKE:
+        if state is HANDSHAKING:
             # the handshake decides, whatever the channel's predicates say
             mask = _IN
             if self._backlog:
@@ -561,7 +596,7 @@ class TLSSocket:
             if self._adopt_from is not None:
                 mask |= _BUFFERED
             return mask
-        if phase == _WAIT_CONNECT:
+        if state is CONNECTING:
             if channel.connected:
                 # connected after start_tls() (called from handle_connect):
                 # the next write event starts the handshake
@@ -572,11 +607,12 @@ class TLSSocket:
     def ready_to_close(self, channel: Any) -> bool:
         """``close_when_done`` reached its sentinel: True once close_notify is
         out, False while it (or earlier ciphertext) waits for the kernel."""
-        if self._phase != _OPEN or self._lost:
+        state = self._state
+        if (state is not OPEN and state is not SHUTDOWN) or self._lost:
             return True
         if self._retry is not None:
             return False
-        if not self._close_notify_sent:
+        if state is OPEN:
             self._send_close_notify()
         if not self._flush():
             return True

@@ -66,9 +66,10 @@ from collections import deque
 from typing import Any, Deque, List, Optional, cast
 
 from ._chat_common import delivery_mode, take_class_default
-from ._frame_timeout import FrameTimeout
-from ._core import MODE_CALLBACKS as MODE_CALLBACKS, MODE_COLLECT as MODE_COLLECT
+from ._core import MODE_CALLBACKS as MODE_CALLBACKS
+from ._core import MODE_COLLECT as MODE_COLLECT
 from ._core import MODE_FRAMES, FrameScanner
+from ._frame_timeout import FrameTimeout
 
 __all__ = ["ChatProtocol", "FrameTooLarge", "framed_reader", "FramedReader"]
 

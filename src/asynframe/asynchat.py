@@ -46,15 +46,21 @@ from typing import Any, Deque, Dict, List, Optional
 from . import _poller, asyncore
 from ._chat_common import delivery_mode, take_class_default
 from ._core import MODE_CALLBACKS, FrameScanner, PushQueue
+from ._core import find_prefix_at_end as find_prefix_at_end
+from ._events import DISCONNECTED as _DISCONNECTED
+from ._events import IN as _IN
+from ._events import OUT as _OUT
+from ._events import touch as _touch
 from ._flow import WriteFlowControl
 from ._frame_timeout import FrameTimeout
-from ._core import find_prefix_at_end as find_prefix_at_end
+from ._timers import monotonic as _monotonic
 
 __asynframe__ = True
 __all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
 
-_DISCONNECTED = asyncore._DISCONNECTED
 _PLAIN_SOCKET = socket.socket
+# the compiled loop (asynframe._loop_c) where it serves, else None
+_compiled_loop = _poller.compiled_loop()
 
 
 class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
@@ -81,6 +87,8 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     #: ``self.socket`` directly, or blocks until the peer reacts to its
     #: reply, while the peer may have pipelined further requests.
     hold_pipelined_replies = True
+    # which methods protocol tracing wraps (_channel_log.trace_channel)
+    _af_trace_kind = "chat"
 
     # set by _af_setup() before any use
     _af_scanner: FrameScanner = None  # type: ignore[assignment]
@@ -239,7 +247,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     def _af_peer_eof(self) -> None:
         if self._af_drain_on_eof and self._af_queue and self.connected:
             self._af_eof = True
-            asyncore._touch(self)  # interest becomes write-only
+            _touch(self)  # interest becomes write-only
             self.initiate_send()
         else:
             self.handle_close()
@@ -269,7 +277,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     def producer_fifo(self, items: Any) -> None:
         self._af_setup()
         self._af_queue.replace(items)
-        asyncore._touch(self)
+        _touch(self)
         if self._af_limited:
             self._af_flow()
 
@@ -310,7 +318,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
                     self._af_peer_eof()
                 return
             if self._af_idle_timeout is not None:
-                self._af_last_activity = asyncore._monotonic()
+                self._af_last_activity = _monotonic()
             data = None
         else:
             try:
@@ -383,7 +391,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
             self._af_socket_error(why)
             return False
         if sent and self._af_idle_timeout is not None:
-            self._af_last_activity = asyncore._monotonic()
+            self._af_last_activity = _monotonic()
         return True
 
     def _af_socket_error(self, why: OSError) -> None:
@@ -410,6 +418,13 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         if self._af_holds_reply():
             return  # held: the peer pipelines (see the module doc)
         self.initiate_send()
+
+    # With the compiled loop, push is its compiled twin: the same rule without
+    # a Python frame per reply.  The Python method above is the specification
+    # (tests/test_chat_push_equivalence.py runs both through every branch).
+    _af_python_push = push
+    if _compiled_loop is not None:
+        push = _compiled_loop.chat_push_like(push)
 
     def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None,
                   *, close: bool = True) -> None:
@@ -453,7 +468,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     def close_when_done(self) -> None:
         """Close the channel once everything queued so far has been sent."""
         self._af_queue.push_close()
-        asyncore._touch(self)
+        _touch(self)
 
     def initiate_send(self) -> None:
         """Send what the socket takes now (one send), or act on the close sentinel."""
@@ -487,7 +502,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
             # drain_on_eof: all sent after the peer's end of file
             self.handle_close()
             return
-        asyncore._touch(self)
+        _touch(self)
         if self._af_limited:
             self._af_flow()
 
@@ -516,13 +531,13 @@ def _delivery_mode(cls: type) -> int:
 
 def _chat_interest(obj: Any) -> int:
     if obj.accepting:
-        return _poller.IN
+        return _IN
     if obj._af_eof:
-        return _poller.OUT
+        return _OUT
     # no read interest while write-paused: the peer is held back by TCP
-    mask = 0 if obj._af_writing_paused else _poller.IN
+    mask = 0 if obj._af_writing_paused else _IN
     if obj._af_queue or not obj.connected:
-        return mask | _poller.OUT
+        return mask | _OUT
     return mask
 
 

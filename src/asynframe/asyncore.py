@@ -22,26 +22,49 @@ once per channel on the poll2 path too.
 
 from __future__ import annotations
 
-import logging
 import os
+import select  # noqa: F401  (asyncore's namespace: code written for it reads asyncore.select)
 import socket
 import sys
+import time  # noqa: F401  (asyncore's namespace, as above)
 import warnings
-from errno import (
-    EAGAIN, EALREADY, EBADF, ECONNABORTED, ECONNRESET, EINPROGRESS, EINVAL, EISCONN,
-    EMFILE, ENFILE, ENOBUFS, ENOMEM, ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode,
+from errno import (  # the errno names asyncore's namespace offers, used here or not
+    EAGAIN,
+    EALREADY,
+    EBADF,
+    ECONNABORTED,
+    ECONNRESET,  # noqa: F401
+    EINPROGRESS,
+    EINVAL,
+    EISCONN,
+    EMFILE,
+    ENFILE,
+    ENOBUFS,
+    ENOMEM,
+    ENOTCONN,
+    EPIPE,  # noqa: F401
+    ESHUTDOWN,  # noqa: F401
+    EWOULDBLOCK,
+    errorcode,
 )
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from . import _poller, _timers, diagnostics as _diag
+from . import _channel_log as _diag
+from . import _poller, _timers
 from ._core import PushQueue
+from ._events import DISCONNECTED as _DISCONNECTED
+from ._events import RERAISED as _reraised_exceptions
+from ._events import ExitNow as ExitNow
+from ._events import exception as _exception  # noqa: F401  (asyncore's name; test_asyncore calls it)
+from ._events import read as read
+from ._events import readwrite as readwrite
+from ._events import touch as _touch
+from ._events import write as write
 from ._flow import WriteFlowControl
-from ._poller import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI
 from ._timers import TimerHandle as TimerHandle
+from ._timers import monotonic as _monotonic
 
 __asynframe__ = True
-
-_DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF})
 
 socket_map: Dict[Any, Any] = {}
 _OWN_MODULES = frozenset({"asynframe.asyncore", "asynframe.asynchat"})
@@ -54,116 +77,6 @@ def _strerror(err: int) -> str:
         if err in errorcode:
             return errorcode[err]
         return "Unknown error %s" % err
-
-
-class ExitNow(Exception):
-    """Raised by a handler to leave the loop; never swallowed by it."""
-
-
-_reraised_exceptions = (ExitNow, KeyboardInterrupt, SystemExit)
-
-
-def read(obj: Any) -> None:
-    """Deliver a read event to *obj*; errors go to its ``handle_error``."""
-    try:
-        obj.handle_read_event()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
-
-
-def write(obj: Any) -> None:
-    """Deliver a write event to *obj*; errors go to its ``handle_error``."""
-    try:
-        obj.handle_write_event()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
-
-
-def _exception(obj: Any) -> None:
-    try:
-        obj.handle_expt_event()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
-
-
-def _closed_since(obj: Any, sock: Any) -> bool:
-    # A dispatcher that had *sock* and closed it (or replaced it: clients
-    # reconnecting in handle_close) in an earlier handler of this event.
-    return sock is not None and (
-        getattr(obj, "_fileno", 0) is None or getattr(obj, "socket", None) is not sock
-    )
-
-
-def _unread_data(sock: Any) -> bool:
-    # A hang-up that comes with readable data (the peer's FIN after its last
-    # bytes, on a socket we shut down for writing) is not acted on while
-    # bytes remain: the read handler gets them at the next iterations and
-    # closes on the end of file, as the select() path does.
-    if not isinstance(sock, socket.socket):
-        return False
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)))
-    except (OSError, ValueError):
-        return False
-
-
-def readwrite(obj: Any, flags: int) -> None:
-    """Deliver the events in poll() *flags* to *obj*, as asyncore.poll2 does.
-
-    Unlike asyncore, once a handler closed the channel the remaining events
-    of *flags* are dropped: asyncore would call ``handle_close`` a second
-    time for a hang-up that comes with the end of file or the reset its
-    read handler already closed on.  And a hang-up with bytes still unread
-    waits for the read handler to reach the end of file, instead of closing
-    with data lost.
-    """
-    sock = getattr(obj, "socket", None)
-    try:
-        if flags & POLLIN:
-            obj.handle_read_event()
-        if flags & POLLOUT and not _closed_since(obj, sock):
-            obj.handle_write_event()
-        if flags & POLLPRI and not _closed_since(obj, sock):
-            obj.handle_expt_event()
-        if flags & (POLLHUP | POLLERR | POLLNVAL) and not _closed_since(obj, sock):
-            if not (flags & POLLIN and flags & POLLHUP == flags & (POLLHUP | POLLERR | POLLNVAL)
-                    and _unread_data(sock)):
-                obj.handle_close()
-    except OSError as e:
-        if e.errno not in _DISCONNECTED:
-            obj.handle_error()
-        elif not _closed_since(obj, sock):
-            obj.handle_close()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
-
-
-_poller.bind_dispatch(read, write, _exception, readwrite)
-
-_logger = logging.getLogger("asynframe")
-
-
-def _report_callback_error(callback: Any) -> None:
-    # A bound method of a channel is that channel's code: its handle_error
-    # reports it and closes that channel only, as for its event handlers.
-    # Any other callback has no channel to blame: log it, loop on.
-    owner = getattr(callback, "__self__", None)
-    if isinstance(owner, dispatcher):
-        owner.handle_error()
-    else:
-        _logger.error("exception in loop callback %r", callback, exc_info=True)
-
-
-_timers.report_error = _report_callback_error
-_timers.reraised = _reraised_exceptions
 
 
 def call_later(delay: float, callback: Callable[..., Any], *args: Any,
@@ -183,14 +96,9 @@ def call_later(delay: float, callback: Callable[..., Any], *args: Any,
     that channel; through the ``asynframe`` logger otherwise) and the loop
     goes on.  ``close_all(map)`` cancels the map's timers.
     """
-    when = _timers.check_delay(delay)
-    if not callable(callback):
-        raise TypeError("callback must be callable, not %s" % type(callback).__name__)
     if map is None:
         map = socket_map
-    poller = _poller.poller_for(map)
-    assert poller is not None
-    return poller.get_timers().call_at(_timers.monotonic() + when, callback, args)
+    return _poller.call_later(map, delay, callback, args)
 
 
 def call_soon_threadsafe(callback: Callable[..., Any], *args: Any,
@@ -266,15 +174,6 @@ def loop(
         _poller.release(map, keep=socket_map)
 
 
-def _touch(channel: Any) -> None:
-    poller = channel._af_poller
-    if poller is not None:
-        poller.touch(channel)
-
-
-_monotonic = _timers.monotonic
-
-
 # accept() failures that mean "no descriptor or memory now": pause, retry
 _ACCEPT_EXHAUSTED = frozenset({EMFILE, ENFILE, ENOBUFS, ENOMEM})
 ACCEPT_BACKOFF_FIRST = 0.005
@@ -312,6 +211,10 @@ class dispatcher:
     _af_dispatching: Any = False
 
     debug = False
+    # what the loop's error reporting recognises as a channel (_events)
+    _af_is_channel = True
+    # which methods protocol tracing wraps (_channel_log.trace_channel)
+    _af_trace_kind = "plain"
     connected = False
     accepting = False
     connecting = False
@@ -913,6 +816,8 @@ class dispatcher_with_send(WriteFlowControl, dispatcher):
     ``asynframe._flow``) bounds that buffer by pausing reads.
     """
 
+    _af_trace_kind = "queued"
+
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         self._af_queue = PushQueue()
         dispatcher.__init__(self, sock, map)
@@ -1045,7 +950,8 @@ if os.name == "posix":
 
         def __del__(self) -> None:
             if self.fd >= 0:
-                warnings.warn("unclosed file %r" % self, ResourceWarning, source=self)
+                # no stacklevel: a finalizer has no caller to point at (as asyncore)
+                warnings.warn("unclosed file %r" % self, ResourceWarning, source=self)  # noqa: B028
             self.close()
 
         def recv(self, *args: Any) -> bytes:
