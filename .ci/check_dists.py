@@ -73,13 +73,16 @@ def wheel_names(path: str) -> List[str]:
 def check_common(names: List[str]) -> List[str]:
     problems = []
     for wanted in ["asynframe/__init__.py", "asynframe/_core_py.py", "asynframe/py.typed",
-                   "asynframe/_core_c.pyi"]:
+                   "asynframe/_core_c.pyi", "asynframe/bench/runner.py", "asynframe/bench/loadgen.py",
+                   "asynframe/bench/servers/asynchat_echo.py", "asynframe/bench/servers/_lifecycle.py"]:
         if wanted not in names:
             problems.append("missing " + wanted)
     problems += ["extension source in the wheel: " + f for f in matching(names, EXTENSION_SOURCES)]
     problems += ["not part of the package: " + f
                  for f in names if not f.startswith(("asynframe/", "asynframe-"))]
     problems += ["cache in the wheel: " + f for f in matching(names, ["*.pyc", "*/__pycache__/*"])]
+    if not any(f.endswith(".dist-info/entry_points.txt") for f in names):
+        problems.append("no entry_points.txt: the asynframe-bench command is missing")
     return problems
 
 

@@ -1,4 +1,4 @@
-"""The benchmark runner (benchmarks/run.py) works end to end.
+"""The benchmark runner (asynframe.bench: benchmarks/run.py, asynframe-bench) works end to end.
 
 A tiny run (two scenarios, 0.3 s windows, a few connections) must produce a
 well-formed JSON document and table in which every installed server was
@@ -238,3 +238,23 @@ def test_interrupt_kills_children(tmp_path):
     time.sleep(0.2)
     assert not [k for k in kids if _alive_benchmark_process(k)]
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_the_command_the_module_and_the_script_are_one_runner():
+    # asynframe-bench (the wheel's console script), python -m asynframe.bench
+    # and benchmarks/run.py all run asynframe.bench.runner.main
+    from importlib.metadata import entry_points
+
+    scripts = entry_points(group="console_scripts") if sys.version_info >= (3, 10) else \
+        entry_points().get("console_scripts", [])
+    bench = [ep for ep in scripts if ep.name == "asynframe-bench"]
+    assert [ep.value for ep in bench] == ["asynframe.bench.runner:main"]
+    listings = [
+        subprocess.run(argv + ["--list"], capture_output=True, text=True, timeout=30, cwd=str(REPO))
+        for argv in ([sys.executable, "-m", "asynframe.bench"], [sys.executable, str(RUN)])
+    ]
+    assert all(out.returncode == 0 for out in listings), [out.stderr for out in listings]
+    assert listings[0].stdout == listings[1].stdout
+    for server in ALL_SERVERS:
+        assert "  %s " % server in listings[0].stdout

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 NO_EXTENSIONS = os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0")
 
 if TYPE_CHECKING:
-    from ._core_py import (
+    # the constants are the twins' shared ones
+    from ._core_common import (
         DEFAULT_READ_SIZE,
         FILE_READ_SIZE,
         IOV_MAX,
@@ -24,11 +25,8 @@ if TYPE_CHECKING:
         MODE_FRAMES,
         SEND_BUDGET,
         SENDFILE_MAX,
-        FileProducer,
-        FrameScanner,
-        PushQueue,
-        find_prefix_at_end,
     )
+    from ._core_py import FileProducer, FrameScanner, PushQueue, find_prefix_at_end
     IMPLEMENTATION: str
 elif NO_EXTENSIONS or platform.python_implementation() != "CPython":
     from ._core_py import *  # noqa: F401,F403

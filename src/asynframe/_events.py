@@ -173,7 +173,7 @@ def report_callback_error(callback: Any) -> None:
     owner = getattr(callback, "__self__", None)
     # a class-level marker, read on the type: dispatcher's __getattr__
     # delegation must not make a socket-like owner look like a channel
-    if getattr(type(owner), "_af_is_channel", False):
+    if owner is not None and getattr(type(owner), "_af_is_channel", False):
         owner.handle_error()
     else:
         _logger.error("exception in loop callback %r", callback, exc_info=True)

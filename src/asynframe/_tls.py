@@ -44,7 +44,7 @@ import weakref
 from errno import EBADF, ECONNRESET, EPIPE
 from typing import Any, Optional
 
-from . import _poller
+from . import _events, _poller
 from ._events import DISCONNECTED as _DISCONNECTED
 from ._timers import check_delay
 
@@ -80,9 +80,9 @@ _NEXT = {
 #: seconds a handshake may take before handle_tls_handshake_timeout() (asyncio's default)
 DEFAULT_HANDSHAKE_TIMEOUT = 60.0
 
-_IN = _poller.IN
-_OUT = _poller.OUT
-_BUFFERED = _poller.BUFFERED
+_IN = _events.IN
+_OUT = _events.OUT
+_BUFFERED = _events.BUFFERED
 
 # Socket calls that are safe to pass through: none of them moves payload
 # bytes, which must all go through TLS.

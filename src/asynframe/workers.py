@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import asyncore
+from . import _events, asyncore
 
 __all__ = ["serve", "has_reuse_port"]
 
@@ -91,7 +91,7 @@ def _worker(factory: Callable[[socket.socket], Any], sock: socket.socket,
         server = factory(sock)
         if isinstance(server, asyncore.dispatcher) and not server.accepting:
             server.accepting = True
-            asyncore._touch(server)
+            _events.touch(server)
         os.write(ready_fd, b"r")
         os.close(ready_fd)
         asyncore.loop(timeout=timeout, use_poll=use_poll)
