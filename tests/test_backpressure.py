@@ -433,6 +433,48 @@ def test_overridden_readable_still_sees_the_pause(pair):
         p.close()
 
 
+class BigReplier(Replier):
+    """Each small request is answered with 100 KB: an amplifying protocol."""
+
+    def found_terminator(self):
+        line = b"".join(self.buf)
+        self.buf = []
+        i = int(line.split()[1])
+        self.push(reply(i) * 100)
+        self.served += 1
+        self.peak = max(self.peak, self.get_write_buffer_size())
+
+
+def test_frames_already_read_wait_while_paused(env):
+    # 30 requests in one packet ask for 3 MB: once the replies cross the high
+    # mark, the requests after that one stay unread in the input buffer
+    # (writing paused stops delivery, not only reading) until it drains
+    m, socks = env
+    server = Server(m, BigReplier)
+    client = connect(server.port, socks)
+    while not server.channels:
+        spin(m)
+    chan = server.channels[0]
+    count = 30
+    client.sendall(b"".join(request(i) for i in range(count)))
+    for _ in range(20):
+        spin(m)
+    assert chan.writing_paused
+    # what the kernel's buffers took let a few more through, not all 30
+    assert chan.served < 10 and chan.peak <= HIGH + 100 * REPLY_LEN
+    assert chan._af_scanner.pending  # the other requests, kept back
+    received = bytearray()
+    expected = b"".join(reply(i) * 100 for i in range(count))
+    deadline = time.monotonic() + 30
+    while len(received) < len(expected):
+        assert time.monotonic() < deadline, "%d of %d bytes" % (len(received), len(expected))
+        spin(m)
+        recv_all(client, received)
+        assert chan.get_write_buffer_size() <= HIGH + 100 * REPLY_LEN
+    assert bytes(received) == expected
+    assert chan.served == count and chan.peak <= HIGH + 100 * REPLY_LEN
+
+
 @pytest.mark.parametrize("args, exc, words", [
     (("64k",), TypeError, "high must be an int"),
     ((1.5,), TypeError, "high must be an int"),

@@ -21,7 +21,9 @@ cimport cython
 from cpython.bytes cimport PyBytes_CheckExact
 from cpython.dict cimport PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsUnsignedLong
 from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdlib cimport free, malloc
@@ -45,7 +47,7 @@ _STOCK_NAMES = (
 _STATE_NAMES = (
     "connected", "accepting", "socket", "_af_generic_path", "_af_scanner",
     "_af_queue", "_af_dispatching", "_af_limited", "ac_in_buffer_size",
-    "hold_pipelined_replies",
+    "hold_pipelined_replies", "_af_poller",
 )
 
 cdef enum:
@@ -173,6 +175,14 @@ def chat_push(self, data):
     cdef _ClassInfo info = _info_of(type(self))
     cdef bint plain = info.flags & CLASS_PLAIN_GETATTR
     cdef object attrs = _instance_dict(self) if plain else None
+    poller = _state(self, attrs, info, "_af_poller") if plain else self._af_poller
+    if poller is not None:
+        owner = poller.loop_thread
+        if owner is not None and PyLong_AsUnsignedLong(owner) != PyThread_get_thread_ident():
+            # another thread runs this channel's loop: the Python push hands
+            # the data over (_poller.off_loop_thread, one rule for both)
+            self._af_python_push(data)
+            return
     queue = _state(self, attrs, info, "_af_queue") if plain else self._af_queue
     if type(queue) is PushQueue:
         (<PushQueue>queue).c_push(data)
@@ -198,6 +208,8 @@ def chat_push(self, data):
         else:
             follows = scanner.frame_follows()
         if follows and self.hold_pipelined_replies:
+            if _state(self, attrs, info, "_af_limited") if plain else self._af_limited:
+                self._af_flow()  # held replies count toward the high mark too
             return
     self.initiate_send()
 

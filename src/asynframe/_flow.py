@@ -8,8 +8,12 @@ buffer fills, TCP's window closes, and the peer is held back by its own
 ``send``.  Once the queue drains to *low* bytes or fewer, reading resumes.
 ``pause_writing``/``resume_writing`` are called at those two crossings (once
 each per crossing) so that a producer feeding the channel from elsewhere
-can hold back too.  Names and defaults follow asyncio's transports, except
-that a channel starts without limits, as asyncore did.
+can hold back too.  Frames already received when the pause begins are not
+delivered either (an async_chat scanning a read stops after the current
+frame): a peer that pipelines many cheap requests for large replies gets
+replies for about *high* bytes, not for everything it sent in one packet.
+Names and defaults follow asyncio's transports, except that a channel
+starts without limits, as asyncore did.
 """
 
 from __future__ import annotations
@@ -125,13 +129,21 @@ class WriteFlowControl:
                 self._af_writing_paused = False
                 self._af_limited = self._af_high >= 0
                 self._af_touch()
+                self._af_resume_delivery()
                 self.resume_writing()
         elif self._af_high < 0:
             self._af_limited = False
         elif size > self._af_high:
             self._af_writing_paused = True
             self._af_touch()
+            self._af_stop_delivery()
             self.pause_writing()
+
+    def _af_stop_delivery(self) -> None:
+        """Paused: input already received is not delivered either (async_chat)."""
+
+    def _af_resume_delivery(self) -> None:
+        """Resumed: deliver what was kept back (async_chat)."""
 
     def _af_touch(self) -> None:
         # readiness interest changed: the loop's persistent registration

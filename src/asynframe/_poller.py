@@ -38,6 +38,8 @@ from ._events import BUFFERED, ERR, HUP, IN, OUT, PRI
 from ._events import to_poll_flags as _to_poll_flags
 from ._timers import LoopTimers, TimerHandle, Wakeup, check_delay, monotonic
 
+_get_ident = threading.get_ident
+
 
 class _EpollBackend:
     """epoll, used directly: it reports urgent data (EPOLLPRI), selectors can't."""
@@ -202,6 +204,9 @@ class MapPoller:
         # backend only, never put in the map nor counted in ``registered``
         self.timers: Optional[LoopTimers] = None
         self.wakeup_fd = -1
+        # the thread polling this map: set by every iteration, cleared when
+        # asyncore.loop() returns; calls from other threads are handed to it
+        self.loop_thread: Optional[int] = None
 
     # -- timers ------------------------------------------------------------------
     def get_timers(self) -> LoopTimers:
@@ -393,6 +398,7 @@ class MapPoller:
         error conditions call handle_close) over asyncore.poll's (they show
         up as readable/writable, as select() reports them).
         """
+        self.loop_thread = _get_ident()
         self._refresh()
         timers = self.timers
         if timers is not None:
@@ -547,6 +553,32 @@ def call_later(socket_map: Dict[Any, Any], delay: float, callback: Callable[...,
     return poller.get_timers().call_at(monotonic() + when, callback, args)
 
 
+def call_soon_threadsafe(socket_map: Dict[Any, Any], callback: Callable[..., Any],
+                         args: Tuple[Any, ...]) -> None:
+    """Have the loop of *socket_map* call ``callback(*args)`` (asyncore.call_soon_threadsafe)."""
+    if not callable(callback):
+        raise TypeError("callback must be callable, not %s" % type(callback).__name__)
+    with _lock:
+        # under the lock: the loop thread may drop an idle poller meanwhile
+        poller = poller_for(socket_map)
+        assert poller is not None
+        timers = poller.ensure_wakeup()
+        timers.call_soon_threadsafe(callback, args)
+
+
+def off_loop_thread(channel: Any) -> bool:
+    """True when *channel*'s map is being polled by a thread other than this one.
+
+    Then a call that changes the channel (push, close, ...) is handed to the
+    loop's thread with ``call_soon_threadsafe`` instead of racing it.
+    """
+    poller = channel._af_poller
+    if poller is None:
+        return False
+    owner = poller.loop_thread
+    return owner is not None and owner != _get_ident()
+
+
 def poller_for(socket_map: Dict[Any, Any], create: bool = True) -> Optional[MapPoller]:
     poller = _pollers.get(id(socket_map))
     if poller is not None and poller.map is socket_map:
@@ -560,8 +592,10 @@ def poller_for(socket_map: Dict[Any, Any], create: bool = True) -> Optional[MapP
                 return poller  # another thread made it meanwhile
             _drop(id(socket_map))  # a dead map's id was reused
         if len(_pollers) > _MAX_CUSTOM:
-            # pollers holding timers keep them: those are not dropped
-            idle = [key for key, p in _pollers.items() if not p.has_pending_timers()]
+            # pollers holding timers keep them, and a loop running in another
+            # thread keeps its poller: those are not dropped
+            idle = [key for key, p in _pollers.items()
+                    if not p.has_pending_timers() and p.loop_thread is None]
             for key in idle[: len(_pollers) - _MAX_CUSTOM]:
                 _drop(key)
         poller = _pollers[id(socket_map)] = MapPoller(socket_map)

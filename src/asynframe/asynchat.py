@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from functools import partial as _partial
 from typing import Any, Deque, Dict, List, Optional
 
 from . import _poller, asyncore
 from ._chat_common import delivery_mode, take_class_default
 from ._core import MODE_CALLBACKS, FrameScanner, PushQueue
 from ._core import find_prefix_at_end as find_prefix_at_end
+from ._core_common import check_file as _check_file
 from ._events import DISCONNECTED as _DISCONNECTED
 from ._events import IN as _IN
 from ._events import OUT as _OUT
@@ -332,6 +334,10 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
                 data = data.encode(self.encoding)
             if not data:
                 return
+        self._af_deliver(scanner, sock, data)
+
+    def _af_deliver(self, scanner: FrameScanner, sock: Any, data: Optional[bytes]) -> None:
+        # the frames of one read (data None: the bytes the core holds)
         timed = self._af_frame_timeout is not None
         frames_before = scanner.frame_count if timed else 0
         cls = type(self)
@@ -340,6 +346,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         coalesce = (type(sock) is _PLAIN_SOCKET and cls.send is asyncore.dispatcher.send
                     and cls.initiate_send is async_chat.initiate_send)
         self._af_dispatching = coalesce
+        self._af_scanning = True
         try:
             if data is None:
                 scanner.process(self)
@@ -356,16 +363,41 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
             raise
         finally:
             self._af_dispatching = False
+            self._af_scanning = False
         if coalesce and self._af_queue:
             self.initiate_send()
         if timed and self._af_frame_timeout is not None and self.connected:
             self._af_frame_check(frames_before)
 
+    # -- write-buffer limits and the input (asynframe._flow) ------------------
+    # True while a read's frames are being delivered
+    _af_scanning = False
+
+    def _af_stop_delivery(self) -> None:
+        # the high mark was crossed by a reply to one frame of a read: the
+        # frames after it stay in the input buffer until writing resumes
+        if self._af_scanning:
+            self._af_scanner.stop()
+
+    def _af_resume_delivery(self) -> None:
+        scanner = self._af_scanner
+        if scanner is not None and scanner.pending:
+            # from the loop, not from inside the send that drained the queue
+            self._af_call_later(0, self._af_deliver_kept)
+
+    def _af_deliver_kept(self) -> None:
+        if self.connected and not self._af_writing_paused and not self._af_eof:
+            self._af_deliver(self._af_scanner, self.socket, None)
+
     def _af_holds_reply(self) -> bool:
         # push/push_file/push_with_producer: inside a coalescing read, with
         # another complete frame already buffered (the peer pipelines)
-        return bool(self._af_dispatching and self.hold_pipelined_replies
-                    and self._af_scanner.frame_follows())
+        if not (self._af_dispatching and self.hold_pipelined_replies
+                and self._af_scanner.frame_follows()):
+            return False
+        if self._af_limited:
+            self._af_flow()  # held replies count toward the high mark too
+        return True
 
     def _af_release(self) -> None:
         # Something the peer or the socket object can observe comes next
@@ -411,9 +443,17 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         self.close()
 
     def push(self, data: Any) -> None:
-        """Queue *data* (bytes, bytearray or memoryview) for sending."""
+        """Queue *data* (bytes, bytearray or memoryview) for sending.
+
+        From a thread other than the one running the channel's loop, the
+        data (copied: the caller may reuse its buffer) is handed to the loop,
+        which is woken and pushes it; see docs/hardening.md, "Threads".
+        """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+        if _poller.off_loop_thread(self):
+            _poller.call_soon_threadsafe(self._map, self.push, (bytes(data),))
+            return
         self._af_queue.push(data)
         if self._af_holds_reply():
             return  # held: the peer pipelines (see the module doc)
@@ -440,6 +480,11 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         for a text or non-file object, ValueError for a negative offset or
         count, an unreadable or unseekable file; the file is left open then.
         """
+        if _poller.off_loop_thread(self):
+            _check_file(file, offset, count)  # bad arguments fail here, in the caller
+            _poller.call_soon_threadsafe(
+                self._map, _partial(self.push_file, file, offset, count, close=close), ())
+            return
         self._af_queue.push_file(file, offset, count, close)
         if close:
             self._af_owns_files = True
@@ -449,6 +494,9 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
 
     def push_with_producer(self, producer: Any) -> None:
         """Queue a producer: an object whose ``more()`` returns data, b"" at the end."""
+        if _poller.off_loop_thread(self):
+            _poller.call_soon_threadsafe(self._map, self.push_with_producer, (producer,))
+            return
         queue = self._af_queue
         queue.encoding = self.encoding if self.use_encoding else None
         queue.push_producer(producer)
@@ -467,6 +515,9 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
 
     def close_when_done(self) -> None:
         """Close the channel once everything queued so far has been sent."""
+        if _poller.off_loop_thread(self):
+            _poller.call_soon_threadsafe(self._map, self.close_when_done, ())
+            return
         self._af_queue.push_close()
         _touch(self)
 
@@ -515,6 +566,9 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
 
     def close(self) -> None:
         """Close the socket (``dispatcher.close``) and the files ``push_file`` owns."""
+        if _poller.off_loop_thread(self):
+            _poller.call_soon_threadsafe(self._map, self.close, ())
+            return
         # a channel reused after close (reconnecting clients) reads again
         self._af_eof = False
         if self._af_frame_timer is not None:

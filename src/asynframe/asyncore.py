@@ -111,16 +111,9 @@ def call_soon_threadsafe(callback: Callable[..., Any], *args: Any,
     for ``call_later``.  Calls not run yet when ``close_all(map)`` is called
     are dropped.
     """
-    if not callable(callback):
-        raise TypeError("callback must be callable, not %s" % type(callback).__name__)
     if map is None:
         map = socket_map
-    with _poller._lock:
-        # under the lock: the loop thread may drop an idle poller meanwhile
-        poller = _poller.poller_for(map)
-        assert poller is not None
-        timers = poller.ensure_wakeup()
-        timers.call_soon_threadsafe(callback, args)
+    _poller.call_soon_threadsafe(map, callback, args)
 
 
 def _check_timeout(seconds: Any, what: str) -> Optional[float]:
@@ -171,6 +164,8 @@ def loop(
                 poller.poll_once(timeout, use_poll)
                 count = count - 1
     finally:
+        # no loop runs any more: calls from other threads act directly again
+        poller.loop_thread = None
         _poller.release(map, keep=socket_map)
 
 
@@ -516,6 +511,10 @@ class dispatcher:
         self._af_dispatching = False
 
     def close(self) -> None:
+        if _poller.off_loop_thread(self):
+            # another thread runs this channel's loop: it closes the channel
+            _poller.call_soon_threadsafe(self._map, self.close, ())
+            return
         if self._af_dispatching:
             self._af_release()
         self.connected = False
