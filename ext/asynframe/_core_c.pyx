@@ -28,9 +28,9 @@ from asynframe._core_common import (
     DEFAULT_READ_SIZE, FILE_READ_SIZE, IOV_MAX, MODE_CALLBACKS,
     MODE_COLLECT, MODE_FRAMES, SEND_BUDGET, SENDFILE_MAX, check_chunk_size,
     check_count, check_file, check_mode, check_read_size, check_terminator, read_file_range,
+    sendfile_once,
 )
 from asynframe._core_common import HAS_SENDFILE as _SHARED_HAS_SENDFILE
-from asynframe._core_common import NO_SENDFILE as _NO_SENDFILE
 
 cdef extern from "_sockio.h":
     ctypedef struct af_iovec:
@@ -131,31 +131,10 @@ def find_prefix_at_end(haystack, needle):
 
 @cython.final
 cdef class FrameScanner:
-    """Split an incoming byte stream at the current terminator.
+    """Split an incoming byte stream at the current terminator (compiled).
 
-    The terminator is bytes (any length), an int (a byte count that counts
-    down as data arrives, like asynchat's ``terminator`` attribute), or
-    ``None``/``0``/``b""`` (no framing: everything is delivered).
-
-    How data reaches the *target* object passed to ``feed``/``buffer_updated``
-    depends on *mode*:
-
-    ``MODE_CALLBACKS``
-        ``target.collect_incoming_data(chunk)`` then ``target.found_terminator()``,
-        call for call what asynchat makes.
-    ``MODE_COLLECT``
-        The scanner appends chunks to its own ``incoming`` list (what asynchat's
-        ``_collect_incoming_data`` does) and calls ``target.found_terminator()``;
-        ``get_data()`` joins and empties the list (asynchat's ``_get_data``).
-    ``MODE_FRAMES``
-        One call per frame: ``target.frame_received(frame)`` with the whole
-        frame assembled, terminator excluded.  Without a terminator each chunk
-        of stream data is handed over as it arrives.
-
-    Changing the terminator or the mode inside a callback applies to the very
-    next byte.  Bytes that might be the start of a split terminator are held
-    back (``pending``) until the next read decides.  ``clear()`` inside a
-    callback drops the rest of the data being scanned.
+    The contract, word for word the same in both cores, is the pure twin's
+    docstring (``asynframe._core_py.FrameScanner``) and docs/api/core.md.
     """
 
     def __cinit__(self, mode=MODE_CALLBACKS):
@@ -397,6 +376,14 @@ cdef class FrameScanner:
         cdef _RetiredBlock *node
         if view.internal == <void *>self._buf:
             self._exports -= 1
+            if (self._exports == 0 and self._end == 0 and not self._lent and not self._busy
+                    and self._cap > IDLE_BUFFER_MAX):
+                # the transport let go of the area after buffer_updated()
+                # emptied it (asyncio releases its view only then): an idle
+                # connection keeps no receive buffer
+                free(self._buf)
+                self._buf = NULL
+                self._cap = 0
             return
         link = &self._retired
         while link[0] != NULL:
@@ -417,7 +404,9 @@ cdef class FrameScanner:
         if self._busy:
             raise RuntimeError("get_buffer() called from inside a scanner callback")
         self._reserve(size)
-        return memoryview(self)
+        view = memoryview(self)
+        self._lent = True
+        return view
 
     @cython.critical_section
     def buffer_updated(self, target, Py_ssize_t nbytes):
@@ -426,17 +415,13 @@ cdef class FrameScanner:
             raise RuntimeError("FrameScanner.buffer_updated() called from inside one of its callbacks")
         if nbytes < 0 or nbytes > self._cap - self._end:
             raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, self._cap - self._end))
+        self._lent = False
         self._end += nbytes
         self._scan_buffer(target)
 
     @cython.critical_section
     def fill(self, sock, size=DEFAULT_READ_SIZE):
-        """``recv`` up to *size* bytes from *sock* (socket or fd) into the buffer.
-
-        The bytes join ``pending`` unscanned; ``process()`` scans them.
-        Returns the byte count, 0 at end of file, -1 when the read would block.
-        Other errors raise ``OSError``.
-        """
+        """``recv`` up to *size* bytes from *sock* into the buffer (see the pure twin)."""
         if self._busy:
             raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
         cdef Py_ssize_t count = read_size(size)
@@ -804,24 +789,11 @@ cdef str _kind(object item):
 
 
 cdef class PushQueue:
-    """Ordered output queue: byte strings, producers and the close sentinel.
+    """Ordered output queue: byte strings, producers and the close sentinel (compiled).
 
-    ``send(sock)`` hands as many queued bytes as it can to one scatter-gather
-    ``sendmsg`` (at most ``IOV_MAX`` buffers, about ``SEND_BUDGET`` bytes),
-    pulling producers (objects with ``more()``) only when their turn comes.
-    A partially sent buffer is resumed from an offset, never copied.  The close
-    sentinel (queued by ``push_close``) is reported by ``close_pending`` once
-    everything queued before it has been sent.  A producer's ``more()`` may
-    push or ``clear()`` (its output is dropped with the rest then), but
-    ``send``/``next_chunk``/``consume`` from inside it raise RuntimeError.
-
-    ``push_file`` queues a range of a file (a ``FileProducer``): when it
-    reaches the head, ``send()`` hands it to one ``os.sendfile`` per call.
-
-    ``buffered`` is the number of bytes queued as data (producers count once
-    they have been pulled; a queued file counts its unsent bytes).
-    *encoding*, when given, turns str data from producers into bytes, as
-    asynchat's ``use_encoding`` does.
+    Scatter-gather sends with ``sendmsg``, lazy producers, ``sendfile`` for
+    queued files; the contract is the pure twin's docstring
+    (``asynframe._core_py.PushQueue``) and docs/api/core.md.
     """
 
     def __cinit__(self, encoding=None):
@@ -1025,13 +997,10 @@ cdef class PushQueue:
         """One sendfile() of the file range at the head."""
         cdef Py_ssize_t sent
         self._sendfiles += 1
-        try:
-            sent = _os.sendfile(fd, entry._fd, entry.offset, min(entry.remaining, SENDFILE_MAX))
-        except (BlockingIOError, InterruptedError):
+        sent = sendfile_once(fd, entry._fd, entry.offset, entry.remaining)
+        if sent == -1:
             return 0
-        except OSError as exc:
-            if exc.errno not in _NO_SENDFILE:
-                raise
+        if sent == -2:
             # this pair of descriptors cannot: read the file instead
             entry._sendfile = False
             return self._send_fd(fd)

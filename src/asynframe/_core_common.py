@@ -159,6 +159,24 @@ def check_file(file: Any, offset: Any, count: Any) -> Tuple[int, int, int]:
     return fd, offset, count
 
 
+def sendfile_once(sock_fd: int, file_fd: int, offset: int, remaining: int) -> int:
+    """One ``os.sendfile`` of at most *remaining* bytes from *offset*.
+
+    The bytes sent (0 at end of file), ``-1`` when it would block, ``-2``
+    when this pair of descriptors cannot use sendfile (the file is to be
+    read and sent instead, as asyncio's sendfile falls back); any other
+    error raises.
+    """
+    try:
+        return os.sendfile(sock_fd, file_fd, offset, min(remaining, SENDFILE_MAX))
+    except (BlockingIOError, InterruptedError):
+        return -1
+    except OSError as exc:
+        if exc.errno not in NO_SENDFILE:
+            raise
+        return -2
+
+
 def read_file_range(file: Any, fd: int, offset: int, size: int) -> bytes:
     """At most *size* bytes of *file* from absolute *offset*, as bytes.
 

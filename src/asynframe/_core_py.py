@@ -31,7 +31,7 @@ from ._core_common import (
     MODE_COLLECT,
     MODE_FRAMES,
     SEND_BUDGET,
-    SENDFILE_MAX,
+    SENDFILE_MAX,  # noqa: F401  (part of the core's public names)
     check_chunk_size,
     check_count,
     check_file,
@@ -39,9 +39,9 @@ from ._core_common import (
     check_read_size,
     check_terminator,
     read_file_range,
+    sendfile_once,
 )
 from ._core_common import HAS_SENDFILE as _HAS_SENDFILE
-from ._core_common import NO_SENDFILE as _NO_SENDFILE
 
 IMPLEMENTATION = "python"
 
@@ -890,13 +890,10 @@ class PushQueue:
         """One sendfile() of the file range at the head."""
         fd = sock if isinstance(sock, int) else sock.fileno()
         self._sendfiles += 1
-        try:
-            sent = os.sendfile(fd, entry._fd, entry._offset, min(entry._remaining, SENDFILE_MAX))
-        except (BlockingIOError, InterruptedError):
+        sent = sendfile_once(fd, entry._fd, entry._offset, entry._remaining)
+        if sent == -1:
             return 0
-        except OSError as exc:
-            if exc.errno not in _NO_SENDFILE:
-                raise
+        if sent == -2:
             # this pair of descriptors cannot: read the file instead
             entry._sendfile = False
             return self.send(sock)

@@ -106,6 +106,21 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
     # Set up by _setup(); None on the class so that a subclass __init__
     # that forgot super().__init__() is caught up by connection_made().
     _scanner: Any = None
+    # Per-connection state with its resting value on the class: an idle
+    # connection's instance dict holds only what differs (issue: a 100k-
+    # connection server pays every byte here 100k times).
+    # pushes made while a read is scanned, written in one call afterwards
+    _coalesced: Any = ()
+    # producers, bytes queued behind them, and None (the close sentinel);
+    # a deque once something waits
+    _waiting: Any = ()
+    _dispatching = False
+    _pumping = False
+    _resuming = False
+    _writing_paused = False
+    # reading was paused by pause_writing (not by the application)
+    _reading_paused = False
+    _closing = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,18 +150,20 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
             # found_terminator() calls this once per frame: binding the core's
             # method saves a Python frame on every call
             self._get_data = scanner.get_data  # type: ignore[method-assign]
-        # pushes made while a read is scanned, written in one call afterwards
-        self._coalesced: List[bytes] = []
-        self._dispatching = False
-        # producers, bytes queued behind them, and None: the close sentinel
-        self._waiting: Deque[Any] = deque()
-        self._pumping = False
-        self._resuming = False
-        self._writing_paused = False
-        # reading was paused by pause_writing (not by the application)
-        self._reading_paused = False
-        self._closing = False
         return scanner
+
+    def _drop_waiting(self) -> None:
+        # emptied in place: a producer's more() running in _pump() holds it
+        waiting = self._waiting
+        if waiting:
+            waiting.clear()
+
+    def _wait(self, item: Any) -> None:
+        # queue *item* behind the producers (the deque is made on first use)
+        waiting = self._waiting
+        if waiting.__class__ is not deque:
+            waiting = self._waiting = deque()
+        waiting.append(item)
 
     # -- asyncio protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -205,8 +222,8 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         self._closing = True
         if self._af_frame_timer is not None:
             self._af_cancel_frame_timer()
-        self._waiting.clear()
-        self._coalesced = []
+        self._drop_waiting()
+        self._coalesced = ()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -327,9 +344,13 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
             return
         if self._waiting or self.transport is None:
             # behind a producer (or before the connection): wait in line
-            self._waiting.append(data)
+            self._wait(data)
         elif self._dispatching:
-            self._coalesced.append(data)
+            coalesced = self._coalesced
+            if coalesced:
+                coalesced.append(data)
+            else:
+                self._coalesced = [data]
         else:
             self.transport.write(data)
 
@@ -342,7 +363,7 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
             raise TypeError("producer must have a more() method, not %s" % type(producer).__name__)
         if self._closing:
             return
-        self._waiting.append(producer)
+        self._wait(producer)
         if not self._dispatching:
             self._pump()
 
@@ -350,7 +371,7 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         """Close once everything queued so far has been handed to the transport."""
         if self._closing:
             return
-        self._waiting.append(None)
+        self._wait(None)
         if not self._dispatching:
             self._pump()
 
@@ -361,8 +382,8 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
     def discard_buffers(self) -> None:
         """Drop input not yet delivered and output not yet handed to the transport."""
         self._scanner.clear()
-        self._coalesced = []
-        self._waiting.clear()
+        self._coalesced = ()
+        self._drop_waiting()
 
     def close(self) -> None:
         """Close the transport: what was pushed is still sent, producers are dropped.
@@ -378,8 +399,8 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         if self._dispatching:
             self._scanner.stop()
         transport = self.transport
-        coalesced, self._coalesced = self._coalesced, []
-        self._waiting.clear()
+        coalesced, self._coalesced = self._coalesced, ()
+        self._drop_waiting()
         if transport is not None:
             if coalesced:
                 # pushed during this read: outside a callback they would be in
@@ -409,7 +430,7 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         try:
             coalesced = self._coalesced
             if coalesced:
-                self._coalesced = []
+                self._coalesced = ()
                 if len(coalesced) == 1:
                     transport.write(coalesced[0])
                 else:
