@@ -115,11 +115,9 @@ cdef object _disconnected = _events.DISCONNECTED
 cdef int IN = _events.IN, OUT = _events.OUT, PRI = _events.PRI
 cdef int ERR = _events.ERR, HUP = _events.HUP
 
-# _af_dispatching during a compiled read: the FrameScanner being scanned
-# (replies to pipelined frames may be held), or this with holding turned off
-# (hold_pipelined_replies false).  Python's handle_read sets True.  Either
-# way chat_push may send with _initiate_send.
-cdef object _FAST_READ = 2
+# _af_dispatching during a compiled read is the dispatch's _Event (its
+# scanner, queue and hold flag are the channel's); Python's handle_read sets
+# True or False.  Either way chat_push may send with _initiate_send.
 
 
 @cython.final
@@ -132,6 +130,10 @@ cdef class _Event:
     cdef _ClassInfo info        # its class's description
     cdef FrameScanner scanner
     cdef PushQueue queue
+    # _fast_read(): the channel's hold_pipelined_replies; while its frames
+    # are delivered the event itself is the channel's _af_dispatching, so
+    # its push finds the scanner and queue here with no lookup
+    cdef bint hold
     cdef type last_class
     cdef _ClassInfo last_info
 
@@ -172,35 +174,51 @@ def chat_push(self, data):
     # async_chat.push, without its Python frame: called once per reply.
     if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+    cdef PyObject *marker
+    cdef _Event event
+    cdef object own = _instance_dict(self)
+    if own is not None:
+        marker = _lookup(own, "_af_dispatching")
+        if marker != NULL and type(<object>marker) is _Event:
+            # this channel's own compiled read (so its loop's thread): the
+            # dispatch's event holds the scanner and queue, no lookups
+            event = <_Event>marker
+            event.queue.c_push(data)
+            if event.hold and event.scanner.c_frame_follows():
+                return  # held: the peer pipelines (asynchat.py)
+            # dispatch() settles the interest afterwards: no _touch needed
+            _initiate_send(self, event.queue)
+            return
     cdef _ClassInfo info = _info_of(type(self))
     cdef bint plain = info.flags & CLASS_PLAIN_GETATTR
     cdef object attrs = _instance_dict(self) if plain else None
-    poller = _state(self, attrs, info, "_af_poller") if plain else self._af_poller
-    if poller is not None:
-        owner = poller.loop_thread
-        if owner is not None and PyLong_AsUnsignedLong(owner) != PyThread_get_thread_ident():
-            # another thread runs this channel's loop: the Python push hands
-            # the data over (_poller.off_loop_thread, one rule for both)
-            self._af_python_push(data)
-            return
+    dispatching = _state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching
+    if type(dispatching) is _Event:
+        # this channel's own compiled read (its loop's thread): no lookups
+        event = <_Event>dispatching
+        event.queue.c_push(data)
+        if event.hold and event.scanner.c_frame_follows():
+            return  # held: the peer pipelines (asynchat.py)
+        # dispatch() settles the interest afterwards: no _touch needed
+        _initiate_send(self, event.queue)
+        return
+    if not dispatching:
+        # (inside the channel's own read, the loop's thread is the caller:
+        # the replies of the hot paths pay no thread check)
+        poller = _state(self, attrs, info, "_af_poller") if plain else self._af_poller
+        if poller is not None:
+            owner = poller.loop_thread
+            if owner is not None and PyLong_AsUnsignedLong(owner) != PyThread_get_thread_ident():
+                # another thread runs this channel's loop: the Python push
+                # hands the data over (_poller.off_loop_thread, one rule)
+                self._af_python_push(data)
+                return
     queue = _state(self, attrs, info, "_af_queue") if plain else self._af_queue
     if type(queue) is PushQueue:
         (<PushQueue>queue).c_push(data)
     else:
         queue.push(data)
-    dispatching = _state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching
     if dispatching:
-        if type(dispatching) is FrameScanner:
-            # this channel's own compiled read, holding allowed: the value is
-            # the scanner being scanned (one lookup per push, as before)
-            if (<FrameScanner>dispatching).c_frame_follows():
-                return  # held: the peer pipelines (asynchat.py)
-            # dispatch() settles the interest afterwards: no _touch needed
-            _initiate_send(self, queue)
-            return
-        if dispatching is _FAST_READ:
-            _initiate_send(self, queue)  # a compiled read, holding turned off
-            return
         # async_chat.handle_read in Python
         scanner = _state(self, attrs, info, "_af_scanner") if plain else self._af_scanner
         if type(scanner) is FrameScanner:
@@ -467,8 +485,8 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
     if got == 0:
         obj._af_peer_eof()
         return 0
-    _set_state(obj, attrs, info, "_af_dispatching",
-               scanner if _state(obj, attrs, info, "hold_pipelined_replies") else _FAST_READ)
+    event.hold = bool(_state(obj, attrs, info, "hold_pipelined_replies"))
+    _set_state(obj, attrs, info, "_af_dispatching", event)
     try:
         scanner.c_process(obj)
     except Exception:

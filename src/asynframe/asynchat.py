@@ -451,7 +451,8 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
-        if _poller.off_loop_thread(self):
+        # (inside the channel's own read the caller is the loop's thread)
+        if not self._af_dispatching and _poller.off_loop_thread(self):
             _poller.call_soon_threadsafe(self._map, self.push, (bytes(data),))
             return
         self._af_queue.push(data)
