@@ -170,37 +170,35 @@ def chat_push_like(python_push):
     return chat_push
 
 
+cdef int _push_in_read(object channel, _Event event, object data) except -1:
+    # a push from the channel's own compiled read (so from its loop's
+    # thread): the dispatch's event holds the scanner and queue
+    event.queue.c_push(data)
+    if event.hold and event.scanner.c_frame_follows():
+        return 0  # held: the peer pipelines (asynchat.py)
+    # dispatch() settles the interest afterwards: no _touch needed
+    _initiate_send(channel, event.queue)
+    return 0
+
+
 def chat_push(self, data):
     # async_chat.push, without its Python frame: called once per reply.
     if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
     cdef PyObject *marker
-    cdef _Event event
     cdef object own = _instance_dict(self)
     if own is not None:
+        # the marker is found in the instance dict without describing the class
         marker = _lookup(own, "_af_dispatching")
         if marker != NULL and type(<object>marker) is _Event:
-            # this channel's own compiled read (so its loop's thread): the
-            # dispatch's event holds the scanner and queue, no lookups
-            event = <_Event>marker
-            event.queue.c_push(data)
-            if event.hold and event.scanner.c_frame_follows():
-                return  # held: the peer pipelines (asynchat.py)
-            # dispatch() settles the interest afterwards: no _touch needed
-            _initiate_send(self, event.queue)
+            _push_in_read(self, <_Event>marker, data)
             return
     cdef _ClassInfo info = _info_of(type(self))
     cdef bint plain = info.flags & CLASS_PLAIN_GETATTR
     cdef object attrs = _instance_dict(self) if plain else None
     dispatching = _state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching
     if type(dispatching) is _Event:
-        # this channel's own compiled read (its loop's thread): no lookups
-        event = <_Event>dispatching
-        event.queue.c_push(data)
-        if event.hold and event.scanner.c_frame_follows():
-            return  # held: the peer pipelines (asynchat.py)
-        # dispatch() settles the interest afterwards: no _touch needed
-        _initiate_send(self, event.queue)
+        _push_in_read(self, <_Event>dispatching, data)
         return
     if not dispatching:
         # (inside the channel's own read, the loop's thread is the caller:
