@@ -317,9 +317,10 @@ def test_huge_push_reaches_a_reading_client(server_factory):
     assert victim_round(server)
     growth = (server.rss() - server.rss0) / MB
     peak = (server.peak_rss() - server.rss0) / MB
-    # the reply itself is one 100 MiB bytes object; the queue adds no copy
+    # the reply itself is one 100 MiB bytes object; the queue adds no copy.
+    # (RSS afterwards is not bounded here: an allocator may keep the freed
+    # block, as free-threaded CPython's mimalloc does)
     assert peak < 1.25 * size / MB, peak
-    assert growth < 16, growth
     record("one 100 MiB push", "sent whole, no copy queued", victim_ok=True,
            peak_rss_growth_mib=round(peak, 1), rss_growth_after_mib=round(growth, 1))
 
