@@ -447,7 +447,8 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
 
         From a thread other than the one running the channel's loop, the
         data (copied: the caller may reuse its buffer) is handed to the loop,
-        which is woken and pushes it; see docs/hardening.md, "Threads".
+        which is woken and pushes it; see docs/hardening.md, "Which calls are
+        thread-safe".
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
