@@ -12,19 +12,15 @@ named ``asynchat``) from 3.12 on.
 
 Both cores for the layers above the core: the asyncore/asynchat/aio layers
 bind their core when they are imported, so one process tests one core.  Test
-files of those layers are marked ``api_layer``; when a session ran on the
-compiled core and passed, the tests it selected from those files run once
-more, in one child pytest with ``ASYNFRAME_NO_EXTENSIONS=1``, whose output
-goes straight to the terminal and whose failure fails the session.
-``ASYNFRAME_PURE_RERUN=0`` turns that off (CI sets it where a whole
-pure-core pass follows anyway).
+files of those layers are marked ``api_layer``, and the README's test command
+runs them a second time, as a second pytest command with
+``ASYNFRAME_NO_EXTENSIONS=1 ... -m api_layer`` (CI runs the whole suite pure
+instead where it has the time).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
 import sys
 import tempfile
 
@@ -32,15 +28,11 @@ import pytest
 
 from support import (
     NO_EXTENSIONS,
-    PURE_RERUN_ENV,
     REQUIRE_EXTENSIONS,
     file_data,
     import_c_core,
     load_reference_asynchat,
 )
-
-# a bound for the child run, far above its usual 3-4 minutes
-PURE_RERUN_TIMEOUT = 1800
 
 
 def pytest_configure(config):
@@ -48,48 +40,7 @@ def pytest_configure(config):
     if not config.pluginmanager.hasplugin("timeout"):
         config.addinivalue_line("markers", "timeout(seconds): per-test time bound (pytest-timeout)")
     config.addinivalue_line(
-        "markers", "api_layer: tests the asyncore/asynchat/aio layers; re-run on the pure core")
-
-
-@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the tests that will run
-def pytest_collection_modifyitems(session, config, items):
-    session.config._af_api_layer_ids = [
-        item.nodeid for item in items if item.get_closest_marker("api_layer") is not None
-    ]
-
-
-def _pure_rerun_wanted(session) -> bool:
-    if os.environ.get(PURE_RERUN_ENV, "") != "" or NO_EXTENSIONS:
-        return False  # the child itself, turned off, or already pure
-    if session.config.option.collectonly or session.testsfailed:
-        return False
-    try:
-        import asynframe
-    except ImportError:
-        return False
-    return bool(asynframe.USING_C_CORE and getattr(session.config, "_af_api_layer_ids", None))
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if exitstatus != 0 or not _pure_rerun_wanted(session):
-        return
-    ids = session.config._af_api_layer_ids
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_sep("=", "the %d api_layer tests again, pure core forced" % len(ids))
-    env = dict(os.environ, ASYNFRAME_NO_EXTENSIONS="1", **{PURE_RERUN_ENV: "1"})
-    env.pop("ASYNFRAME_REQUIRE_EXTENSIONS", None)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids]
-    try:
-        child = subprocess.run(command, cwd=str(session.config.rootpath), env=env,
-                               timeout=PURE_RERUN_TIMEOUT)
-        failed = child.returncode != 0
-    except subprocess.TimeoutExpired:
-        failed = True
-    if failed:
-        if reporter is not None:
-            reporter.write_sep("=", "pure-core re-run FAILED (its report is above)", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        "markers", "api_layer: tests the asyncore/asynchat/aio layers; run again with the pure core forced")
 
 
 @pytest.fixture(

@@ -30,10 +30,7 @@ REQUIRE_EXTENSIONS = env_flag("ASYNFRAME_REQUIRE_EXTENSIONS")
 
 # The asyncore/asynchat/aio layers bind their core at import, so one process
 # tests one core.  Test files of those layers carry the ``api_layer`` marker;
-# conftest.py runs them once more in a child pytest with the pure core
-# forced at the end of a compiled-core session.  The child sees this set.
-PURE_RERUN_ENV = "ASYNFRAME_PURE_RERUN"
-IN_PURE_RERUN = os.environ.get(PURE_RERUN_ENV) == "1"
+# the README's test command runs them again with the pure core forced.
 
 
 def import_c_core():

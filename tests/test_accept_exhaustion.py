@@ -20,7 +20,7 @@ import pytest
 
 psutil = pytest.importorskip("psutil")
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(120)]
 
 SERVER = r"""
 import resource, socket, sys

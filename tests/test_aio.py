@@ -24,8 +24,8 @@ framed_reader cases use ``asyncio.start_server``/``asyncio.open_connection``.
 Both cores: ``asynframe.aio`` binds its framing core when ``asynframe`` is
 first imported, so one process tests one core (the compiled one unless
 ``ASYNFRAME_NO_EXTENSIONS`` is set); the file is marked ``api_layer``, so a
-compiled-core session runs its tests again with the pure core forced
-(tests/conftest.py).
+second pytest command of the README runs it again with the pure core
+forced (tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ ours.  The rest check what only asynframe has (``_af_queue.stats``, modes).
 Both cores: ``asynframe.asynchat`` binds its framing core when ``asynframe``
 is first imported, so one process tests one core (the compiled one unless
 ``ASYNFRAME_NO_EXTENSIONS`` is set); the file is marked ``api_layer``, so a
-compiled-core session runs its tests again with the pure core forced
-(tests/conftest.py).
+second pytest command of the README runs it again with the pure core
+forced (tests/conftest.py).
 """
 
 from __future__ import annotations

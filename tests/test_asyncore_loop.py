@@ -11,8 +11,8 @@ time, and every map is emptied with ``close_all`` when a test ends.
 Both cores: ``asynframe.asyncore``/``asynchat`` bind the framing core when
 ``asynframe`` is first imported, so one process tests one core (the compiled
 one unless ``ASYNFRAME_NO_EXTENSIONS`` is set); the file is marked
-``api_layer``, so a compiled-core session runs its tests again with the pure
-core forced (tests/conftest.py). The scripted exchange is also replayed under
+``api_layer``, so the second pytest command of the README runs it again with
+the pure core forced (tests/conftest.py). The scripted exchange is also replayed under
 each core (and the stdlib asyncore where there is one) in subprocesses and the
 JSON event logs compared.
 """
@@ -35,7 +35,7 @@ import pytest
 import asynframe
 from asynframe import asynchat, asyncore
 
-from support import IN_PURE_RERUN, NO_EXTENSIONS, both_poll_modes, run_until
+from support import NO_EXTENSIONS, both_poll_modes, run_until
 
 pytestmark = pytest.mark.api_layer
 
@@ -1072,8 +1072,8 @@ def test_halfclose_and_reset_event_log(use_poll, ending):
 
 @pytest.mark.timeout(60)
 def test_halfclose_and_reset_logs_agree_across_cores_and_stdlib():
-    if IN_PURE_RERUN:
-        pytest.skip("runs each core in its own subprocess already")
+    if NO_EXTENSIONS:
+        pytest.skip("runs each core in its own subprocess: the compiled-core session covers it")
     runs = {"python": run_scenario_subprocess("asynframe", pure=True)}
     assert runs["python"]["core"] == "python"
     if asynframe.USING_C_CORE:

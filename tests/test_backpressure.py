@@ -7,8 +7,8 @@ back, and everything arrives intact once the client reads.  Other
 connections are served meanwhile.  Without limits nothing changes (stock
 asynchat semantics; CPython's suites check that in test_cpython_suites.py).
 
-Both cores: the file is marked ``api_layer``, so a compiled-core session runs
-its tests again with the pure core forced (tests/conftest.py).
+Both cores: the file is marked ``api_layer``, so the second pytest command of
+the README runs it again with the pure core forced (tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import pytest
 
 from asynframe import asynchat, asyncore
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("fast_switching")]
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(180), pytest.mark.usefixtures("fast_switching")]
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 LOOPS = 4

@@ -8,7 +8,7 @@
 * Tracing logs each frame once, in order, with sizes, in all three delivery
   modes, plus what is queued and sent; when it is off nothing is formatted.
 
-Both cores: the last test re-runs this file under ``ASYNFRAME_NO_EXTENSIONS=1``.
+Both cores: the file is marked ``api_layer`` (tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ that check the server's behaviour are plain sockets, so they do not share
 the code under test.  A loop that reports an error to its exception handler
 fails the test.
 
-Every test runs on both framing cores: the tests run in this process on the
-core it has, and ``test_examples_on_the_other_core`` runs this file again in
-a subprocess on the other one (``ASYNFRAME_NO_EXTENSIONS=1`` or not).  The
-script tests start each example as a real process (``--loop`` each of the
+Every test runs on both framing cores: the file is marked ``api_layer``, and
+the README's test command runs those files again with the pure core forced.
+The script tests start each example as a real process (``--loop`` each of the
 three, port 0, the port read from its "listening on" line) and stop it again.
 """
 
@@ -47,11 +46,9 @@ except ImportError:  # optional: the uvloop cases are skipped
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-# Set in the re-run on the other core, to the core that run must be on.
-RERUN_ENV = "ASYNFRAME_EXAMPLES_RERUN_CORE"
 DEADLINE = 10.0
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 LOOPS = [
     pytest.param("asynframe", id="asynframe"),
@@ -1009,30 +1006,5 @@ def test_examples_import_only_asynframe():
 # -- both cores ----------------------------------------------------------------------------
 
 def test_active_core():
-    expected = os.environ.get(RERUN_ENV)
-    if expected:
-        assert asynframe.CORE_IMPLEMENTATION == expected
-    elif os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):
+    if os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):
         assert asynframe.CORE_IMPLEMENTATION == "python"
-
-
-@pytest.mark.skipif(bool(os.environ.get(RERUN_ENV)), reason="this is the re-run on the other core")
-@pytest.mark.timeout(300)
-def test_examples_on_the_other_core():
-    env = dict(os.environ)
-    if asynframe.USING_C_CORE:
-        env["ASYNFRAME_NO_EXTENSIONS"] = "1"
-        env[RERUN_ENV] = "python"
-    else:
-        try:
-            importlib.import_module("asynframe._core_c")
-        except ImportError as exc:
-            pytest.skip("no compiled core to run the examples on: %s" % exc)
-        env.pop("ASYNFRAME_NO_EXTENSIONS", None)
-        env[RERUN_ENV] = "c"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
-        cwd=str(ROOT), env=env, capture_output=True, timeout=280)
-    output = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
-    assert result.returncode == 0, output[-6000:]
-    assert re.search(r"\b\d+ passed", output), output[-2000:]

@@ -10,7 +10,7 @@ second client on the same loop keeps being answered, the faulty channel
 closes without ``handle_error``, and every frame acknowledged before the
 fault was received whole.
 
-Both cores: the last test re-runs this file under ASYNFRAME_NO_EXTENSIONS=1.
+Both cores: the file is marked ``api_layer`` (tests/conftest.py).
 """
 
 from __future__ import annotations

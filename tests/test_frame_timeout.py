@@ -5,7 +5,7 @@ first byte is older than the timeout, however often bytes arrive (an idle
 timeout would be re-armed by each).  Peers whose frames arrive whole, even
 slowly and with pauses between frames, are never closed; a frame completed
 in pieces re-times the next one from its own first byte.  On async_chat
-(both loop paths; the file re-runs itself on the pure core) and on
+(both loop paths; both cores, as an ``api_layer`` file) and on
 ``aio.ChatProtocol`` (asyncio and uvloop).
 """
 

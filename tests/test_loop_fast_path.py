@@ -7,8 +7,8 @@ the two event logs are equal. With the compiled core the first run must
 actually take the fast path (``MapPoller.fast_dispatches``); with the pure
 core there is no fast path and those assertions are skipped, not passed:
 ``test_counters_*`` are C-only, and the file is marked ``api_layer``, so a
-compiled-core session runs its tests again with the pure core forced
-(tests/conftest.py).
+second pytest command of the README runs it again with the pure core
+forced (tests/conftest.py).
 """
 
 from __future__ import annotations

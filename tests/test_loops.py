@@ -20,7 +20,7 @@ import pytest
 
 from asynframe import loops
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 SERVER = textwrap.dedent("""
     import sys

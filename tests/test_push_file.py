@@ -9,7 +9,7 @@ directly (a subclass of socket.socket, later TLS) the file is read
 write-buffer limits hold back a client that asks for files faster than it
 reads them.
 
-Both cores: this file re-runs itself under ``ASYNFRAME_NO_EXTENSIONS=1``.
+Both cores: the file is marked ``api_layer`` (tests/conftest.py).
 """
 
 from __future__ import annotations

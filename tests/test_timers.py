@@ -9,8 +9,8 @@ Timing is asserted with generous bounds: the machine running the suite may
 be loaded.  What must not happen (a chatty channel cut for idleness) is
 checked with events, not wall-clock margins.
 
-Both cores: the file is marked ``api_layer``, so a compiled-core session runs
-its tests again with the pure core forced (tests/conftest.py).
+Both cores: the file is marked ``api_layer``, so the second pytest command of
+the README runs it again with the pure core forced (tests/conftest.py).
 """
 
 from __future__ import annotations

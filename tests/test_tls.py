@@ -18,8 +18,8 @@ transfer (1 GiB with ``-m huge``) through TLS and plain connections with
 matching SHA-256.
 
 Both cores: the asyncore/asynchat layer binds its core at import, so the file
-is marked ``api_layer``, so a compiled-core session runs its tests again with
-the pure core forced (tests/conftest.py). Loopback only; every map is emptied
+is marked ``api_layer``, so the second pytest command of the README runs it
+again with the pure core forced (tests/conftest.py). Loopback only; every map is emptied
 with ``close_all`` at the end of each test.
 """
 

@@ -4,7 +4,7 @@ A subprocess runs ``serve()`` with 2 workers on a loopback port (both with
 ``SO_REUSEPORT`` and with a socket shared across ``fork()``), each worker
 answering with its pid.  Many connections are answered by at least two
 distinct workers; SIGTERM to the parent leaves no child process and no
-listening socket.  Both cores (the last test re-runs the file pure).
+listening socket.  Both cores (an ``api_layer`` file).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import select  # noqa: F401  (asyncore's namespace: code written for it reads as
 import socket
 import sys
 import time  # noqa: F401  (asyncore's namespace, as above)
-import warnings
+import warnings  # noqa: F401  (asyncore's namespace, as above)
 from errno import (  # the errno names asyncore's namespace offers, used here or not
     EAGAIN,
     EALREADY,
@@ -50,8 +50,13 @@ from errno import (  # the errno names asyncore's namespace offers, used here or
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _channel_log as _diag
-from . import _poller, _timers
+from . import _poller
+from ._channel_timeouts import ACCEPT_BACKOFF_FIRST as ACCEPT_BACKOFF_FIRST
+from ._channel_timeouts import ACCEPT_BACKOFF_MAX as ACCEPT_BACKOFF_MAX
+from ._channel_timeouts import ChannelTimers
+from ._channel_timeouts import strerror as _strerror
 from ._core import PushQueue
+from ._delegation import SocketDelegation as SocketDelegation
 from ._events import DISCONNECTED as _DISCONNECTED
 from ._events import RERAISED as _reraised_exceptions
 from ._events import ExitNow as ExitNow
@@ -61,6 +66,7 @@ from ._events import readwrite as readwrite
 from ._events import touch as _touch
 from ._events import write as write
 from ._flow import WriteFlowControl
+from ._queued_send import QueuedSend, queued_send_interest
 from ._timers import TimerHandle as TimerHandle
 from ._timers import monotonic as _monotonic
 
@@ -68,15 +74,6 @@ __asynframe__ = True
 
 socket_map: Dict[Any, Any] = {}
 _OWN_MODULES = frozenset({"asynframe.asyncore", "asynframe.asynchat"})
-
-
-def _strerror(err: int) -> str:
-    try:
-        return os.strerror(err)
-    except (ValueError, OverflowError, NameError):
-        if err in errorcode:
-            return errorcode[err]
-        return "Unknown error %s" % err
 
 
 def call_later(delay: float, callback: Callable[..., Any], *args: Any,
@@ -114,15 +111,6 @@ def call_soon_threadsafe(callback: Callable[..., Any], *args: Any,
     if map is None:
         map = socket_map
     _poller.call_soon_threadsafe(map, callback, args)
-
-
-def _check_timeout(seconds: Any, what: str) -> Optional[float]:
-    if seconds is None:
-        return None
-    value = _timers.check_delay(seconds, what)
-    if value <= 0:
-        raise ValueError("%s must be positive or None, got %r" % (what, seconds))
-    return value
 
 
 def poll(timeout: Optional[float] = 0.0, map: Optional[Dict[Any, Any]] = None) -> None:
@@ -171,8 +159,6 @@ def loop(
 
 # accept() failures that mean "no descriptor or memory now": pause, retry
 _ACCEPT_EXHAUSTED = frozenset({EMFILE, ENFILE, ENOBUFS, ENOMEM})
-ACCEPT_BACKOFF_FIRST = 0.005
-ACCEPT_BACKOFF_MAX = 1.0
 
 _AF_INET = socket.AF_INET
 _SOCK_STREAM = socket.SOCK_STREAM
@@ -197,7 +183,7 @@ class _SocketSlot:
         del obj.__dict__["socket"]
 
 
-class dispatcher:
+class dispatcher(ChannelTimers):
     """A thin wrapper around a non-blocking socket, driven by ``loop()``."""
 
     socket: Any = _SocketSlot()
@@ -227,12 +213,6 @@ class dispatcher:
     _af_tls: Any = None
     # write-buffer limits are set (WriteFlowControl, on the sending subclasses)
     _af_limited = False
-    # idle/connect timeouts (set_idle_timeout, set_connect_timeout)
-    _af_idle_timeout: Optional[float] = None
-    _af_idle_timer: Optional[TimerHandle] = None
-    _af_last_activity = 0.0
-    _af_connect_timeout: Optional[float] = None
-    _af_connect_timer: Optional[TimerHandle] = None
     #: True/False: this class logs through ``logging`` or not; None: follow
     #: ``asynframe.use_logging()`` (see asynframe.diagnostics)
     use_logging: Optional[bool] = None
@@ -382,40 +362,8 @@ class dispatcher:
                 return None
             raise
         if self._af_accept_backoff:
-            self._af_accept_backoff = 0.0
-            self.log_info("accepting connections again", "info")
+            self._af_accepted()
         return conn, addr
-
-    # -- out of descriptors or memory: the listener pauses, never closes -----
-    # The waiting connection stays in the kernel's backlog, so the listener
-    # stays readable: retrying at once would spin, and closing it (asyncore's
-    # handle_error) would stop the server for good.  Accepting pauses for a
-    # few milliseconds, doubling up to a second, and resumes by itself.
-    _af_accept_backoff = 0.0
-    _af_accept_paused = False
-    _af_accept_timer: Optional[TimerHandle] = None
-
-    def _af_pause_accepting(self, why: OSError) -> None:
-        delay = self._af_accept_backoff
-        if not delay:
-            delay = ACCEPT_BACKOFF_FIRST
-            # once per episode, not once per attempt
-            # "error": asyncore's log_info drops "warning" by default
-            self.log_info("cannot accept (%s): pausing accept() for up to %g s at a time"
-                          % (_strerror(why.errno or 0), ACCEPT_BACKOFF_MAX), "error")
-        else:
-            delay = min(delay * 2, ACCEPT_BACKOFF_MAX)
-        self._af_accept_backoff = delay
-        self._af_accept_paused = True
-        _touch(self)
-        if self._af_accept_timer is not None:
-            self._af_accept_timer.cancel()
-        self._af_accept_timer = call_later(delay, self._af_resume_accepting, map=self._map)
-
-    def _af_resume_accepting(self) -> None:
-        self._af_accept_timer = None
-        self._af_accept_paused = False
-        _touch(self)
 
     def send(self, data: Any) -> int:
         if self._af_dispatching:
@@ -567,11 +515,8 @@ class dispatcher:
         self.handle_connect()
         self.connected = True
         self.connecting = False
-        if self._af_connect_timer is not None:
-            self._af_connect_timer.cancel()
-            self._af_connect_timer = None
-        if self._af_idle_timeout is not None:
-            self._af_last_activity = _monotonic()
+        if self._af_connect_timer is not None or self._af_idle_timeout is not None:
+            self._af_connect_done()
         _touch(self)
 
     def handle_write_event(self) -> None:
@@ -636,71 +581,6 @@ class dispatcher:
         self.log_info("unhandled close event", "warning")
         self.close()
 
-    # -- timeouts (asynframe) ------------------------------------------------
-    def set_idle_timeout(self, seconds: Optional[float]) -> None:
-        """Call ``handle_idle_timeout()`` after *seconds* with no byte received or sent.
-
-        The clock starts now and restarts at every byte the channel receives
-        or sends (and when its connection is established); ``None`` turns it
-        off (the default).  One timer per channel on the loop of its map,
-        re-armed lazily from the last activity: no per-iteration cost.
-        """
-        seconds = _check_timeout(seconds, "idle timeout")
-        timer = self._af_idle_timer
-        if timer is not None:
-            timer.cancel()
-            self._af_idle_timer = None
-        self._af_idle_timeout = seconds
-        self._af_refresh_generic_path()
-        if seconds is not None:
-            self._af_last_activity = _monotonic()
-            self._af_idle_timer = call_later(seconds, self._af_idle_check, map=self._map)
-
-    def get_idle_timeout(self) -> Optional[float]:
-        """The idle timeout in seconds, or None."""
-        return self._af_idle_timeout
-
-    def set_connect_timeout(self, seconds: Optional[float]) -> None:
-        """Call ``handle_connect_timeout()`` if a ``connect()`` has not completed
-        within *seconds*; ``None`` turns it off (the default).
-
-        Applies to the connection attempt in progress, if any, counted from
-        now, and to every later ``connect()``.
-        """
-        seconds = _check_timeout(seconds, "connect timeout")
-        timer = self._af_connect_timer
-        if timer is not None:
-            timer.cancel()
-            self._af_connect_timer = None
-        self._af_connect_timeout = seconds
-        if seconds is not None and self.connecting and not self.connected:
-            self._af_arm_connect_timer()
-
-    def get_connect_timeout(self) -> Optional[float]:
-        """The connect timeout in seconds, or None."""
-        return self._af_connect_timeout
-
-    def handle_idle_timeout(self) -> None:
-        """Nothing was received or sent for the idle timeout.
-
-        The default logs it and closes this channel (``handle_close``).  An
-        override that keeps the channel open gets called again after one
-        more idle period.
-        """
-        self.log_info("closing %r: idle for %g s" % (self, self._af_idle_timeout or 0), "info")
-        self.handle_close()
-
-    def handle_connect_timeout(self) -> None:
-        """``connect()`` did not complete within the connect timeout.
-
-        The default logs it and closes this channel (``handle_close``).
-        """
-        self.log_info(
-            "closing %r: connect not completed in %g s" % (self, self._af_connect_timeout or 0),
-            "info",
-        )
-        self.handle_close()
-
     def _af_refresh_generic_path(self) -> None:
         # features whose per-event work lives in the Python handlers keep the
         # channel off the compiled loop's shortcut for stock channels
@@ -710,75 +590,6 @@ class dispatcher:
             or self._af_tls is not None
             or "_af_trace_wrappers" in self.__dict__
         )
-
-    def _af_arm_connect_timer(self) -> None:
-        timer = self._af_connect_timer
-        if timer is not None:
-            timer.cancel()
-        assert self._af_connect_timeout is not None
-        self._af_connect_timer = call_later(
-            self._af_connect_timeout, self._af_connect_check, map=self._map)
-
-    def _af_connect_check(self) -> None:
-        self._af_connect_timer = None
-        if self.connecting and not self.connected:
-            self.handle_connect_timeout()
-
-    def _af_idle_check(self) -> None:
-        self._af_idle_timer = None
-        timeout = self._af_idle_timeout
-        if timeout is None:
-            return
-        due = self._af_last_activity + timeout
-        now = _monotonic()
-        if due > now:
-            # activity since the timer was armed: sleep for what is left
-            self._af_idle_timer = call_later(due - now, self._af_idle_check, map=self._map)
-            return
-        self.handle_idle_timeout()
-        if (self._af_idle_timer is None and self._af_idle_timeout is not None
-                and self._fileno is not None and self._map.get(self._fileno) is self):
-            # kept open by an override: check again one period from now
-            self._af_idle_timer = call_later(
-                self._af_idle_timeout, self._af_idle_check, map=self._map)
-
-    def _af_cancel_timers(self) -> None:
-        for name in ("_af_idle_timer", "_af_connect_timer", "_af_accept_timer"):
-            timer = getattr(self, name)
-            if timer is not None:
-                timer.cancel()
-                setattr(self, name, None)
-
-
-class SocketDelegation:
-    """Mixin: unknown attributes of a dispatcher are looked up on its socket.
-
-    Python 2's asyncore did this (``chan.getsockname()``,
-    ``chan.setsockopt(...)``); Python 3.6 to 3.11 did not, and neither does
-    asynframe by default.  Put this class before ``dispatcher`` in the bases
-    of a legacy class that needs it, or switch it on for every dispatcher
-    with ``delegate_socket_attributes(True)``.  It has a price: CPython does
-    not specialise attribute access on a class with ``__getattr__``, so every
-    ``self.push``/``self.x`` in such a class costs more.
-    """
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        # never for the names the dispatcher itself may not have yet: a
-        # half-initialised channel must not recurse into its own socket
-        if name.startswith("__") or name in ("socket", "_map", "_fileno"):
-            raise AttributeError(name)
-        sock = self.__dict__.get("socket")
-        if sock is None:
-            raise AttributeError("%s object has no attribute %r" % (type(self).__name__, name))
-        try:
-            return getattr(sock, name)
-        except AttributeError:
-            raise AttributeError(
-                "%s object has no attribute %r" % (type(self).__name__, name)
-            ) from None
-
 
 def delegate_socket_attributes(enabled: bool = True) -> None:
     """Switch Python 2-style socket delegation on or off for every dispatcher.
@@ -806,73 +617,23 @@ if os.environ.get("ASYNFRAME_SOCKET_DELEGATION", "") not in ("", "0"):
     delegate_socket_attributes(True)
 
 
-class dispatcher_with_send(WriteFlowControl, dispatcher):
+# [misc]: as in asyncore, its send() queues and returns None, unlike dispatcher.send
+class dispatcher_with_send(QueuedSend, dispatcher):  # type: ignore[misc]
     """A dispatcher whose ``send`` buffers what the socket does not take yet.
 
     ``out_buffer`` reads as the unsent bytes (as in asyncore), but they are
     kept in a push queue: appending is O(1) instead of asyncore's
-    ``out_buffer + data`` copy.  ``set_write_buffer_limits`` (see
-    ``asynframe._flow``) bounds that buffer by pausing reads.
+    ``out_buffer + data`` copy (asynframe._queued_send).
+    ``set_write_buffer_limits`` (see ``asynframe._flow``) bounds that buffer
+    by pausing reads.
     """
 
-    _af_trace_kind = "queued"
+    # the unbuffered send, called by name as asyncore did
+    _af_raw_send = dispatcher.send
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         self._af_queue = PushQueue()
         dispatcher.__init__(self, sock, map)
-
-    @property
-    def out_buffer(self) -> bytes:
-        return b"".join(self._af_queue.snapshot())
-
-    @out_buffer.setter
-    def out_buffer(self, data: bytes) -> None:
-        self._af_queue.clear()
-        self._af_queue.push(data)
-        # asyncore's writable() sees the new buffer at the next iteration
-        _touch(self)
-        if self._af_limited:
-            self._af_flow()
-
-    def initiate_send(self) -> None:
-        queue = self._af_queue
-        sock = self.socket
-        if type(sock) is socket.socket:
-            # plain socket: everything queued in one scatter-gather send, with
-            # dispatcher.send's error handling
-            try:
-                sent = queue.send(sock)
-            except OSError as why:
-                if why.errno in _DISCONNECTED:
-                    self.handle_close()
-                else:
-                    raise
-                return
-            if sent and self._af_idle_timeout is not None:
-                self._af_last_activity = _monotonic()
-            return
-        chunk = queue.next_chunk(65536)
-        if chunk is not None:
-            queue.consume(dispatcher.send(self, chunk))
-
-    def handle_write(self) -> None:
-        self.initiate_send()
-        if self._af_limited:
-            self._af_flow()
-
-    def writable(self) -> bool:
-        return (not self.connected) or bool(self._af_queue)
-
-    def send(self, data: Any) -> None:  # type: ignore[override]
-        if self.debug:
-            self.log_info("sending %s" % repr(data))
-        self._af_queue.push(data)
-        # every call tries the socket, as asyncore's does: what is still
-        # queued may fit by now, and goes out with this in one send
-        self.initiate_send()
-        _touch(self)
-        if self._af_limited:
-            self._af_flow()
 
 
 def compact_traceback() -> Tuple[Tuple[str, str, str], Any, Any, str]:
@@ -924,58 +685,13 @@ def _dispatcher_interest(obj: Any) -> int:
     return _poller.IN if obj.accepting else _poller.IN | _poller.OUT
 
 
-def _with_send_interest(obj: Any) -> int:
-    if obj.accepting:
-        return _poller.IN
-    # no read interest while write-paused: the peer is held back by TCP
-    mask = 0 if obj._af_writing_paused else _poller.IN
-    if not obj.connected or obj._af_queue:
-        return mask | _poller.OUT
-    return mask
-
-
 _poller.STOCK_EXPT.add((dispatcher.handle_expt, dispatcher.handle_expt_event))
 _poller.STOCK_INTEREST[(dispatcher.readable, dispatcher.writable)] = _dispatcher_interest
-_poller.STOCK_INTEREST[(WriteFlowControl.readable, dispatcher_with_send.writable)] = _with_send_interest
+_poller.STOCK_INTEREST[(WriteFlowControl.readable, QueuedSend.writable)] = queued_send_interest
 
 
 if os.name == "posix":
-
-    class file_wrapper:
-        """Just enough of a socket around a file descriptor (which it dup()s)."""
-
-        def __init__(self, fd: int) -> None:
-            self.fd = os.dup(fd)
-
-        def __del__(self) -> None:
-            if self.fd >= 0:
-                # no stacklevel: a finalizer has no caller to point at (as asyncore)
-                warnings.warn("unclosed file %r" % self, ResourceWarning, source=self)  # noqa: B028
-            self.close()
-
-        def recv(self, *args: Any) -> bytes:
-            return os.read(self.fd, *args)
-
-        def send(self, *args: Any) -> int:
-            return os.write(self.fd, *args)
-
-        def getsockopt(self, level: int, optname: int, buflen: Optional[int] = None) -> int:
-            if level == socket.SOL_SOCKET and optname == socket.SO_ERROR and not buflen:
-                return 0
-            raise NotImplementedError("Only asyncore specific behaviour implemented.")
-
-        read = recv
-        write = send
-
-        def close(self) -> None:
-            if self.fd < 0:
-                return
-            fd = self.fd
-            self.fd = -1
-            os.close(fd)
-
-        def fileno(self) -> int:
-            return self.fd
+    from ._file_wrapper import file_wrapper as file_wrapper
 
     class file_dispatcher(dispatcher):
         """A dispatcher over a file descriptor (pipes, terminals)."""
