@@ -1074,7 +1074,8 @@ def test_states_in_order_and_the_timer_only_while_handshaking(certs, smap):
 
 
 def test_a_move_the_table_does_not_allow_is_refused(certs, smap):
-    from asynframe._tls import _NEXT, TLSState
+    from asynframe._tls import TLSState
+    from asynframe._tls_state import _NEXT
 
     listener = Listener(smap, lambda s, m: StateRecorder(s, m, certs["server"]))
     client = EchoClient(smap, listener.port, certs["client"])

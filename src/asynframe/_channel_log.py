@@ -146,14 +146,18 @@ _WRAPPED = ("frame_received", "found_terminator", "collect_incoming_data",
 
 
 def _chat_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
+    scanner = channel._af_setup()
+    counts = channel.__dict__["_af_trace_counts"] = {"produced": 0}
+    wrappers = _chat_input_wrappers(channel, scanner)
+    wrappers.update(_chat_output_wrappers(channel, channel._af_queue, counts))
+    return wrappers
+
+
+def _chat_input_wrappers(channel: Any, scanner: Any) -> Dict[str, Callable[..., Any]]:
+    """Trace each frame as the channel's input mode delivers it."""
     from ._core import MODE_CALLBACKS, MODE_COLLECT, MODE_FRAMES
 
-    scanner = channel._af_setup()
-    queue = channel._af_queue
     mode = scanner.mode
-    wrappers: Dict[str, Callable[..., Any]] = {}
-    counts = channel.__dict__["_af_trace_counts"] = {"produced": 0}
-
     if mode == MODE_FRAMES:
         inner_frame = channel.frame_received
 
@@ -162,8 +166,8 @@ def _chat_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
                 _emit(channel, "frame", frame)
             return inner_frame(frame)
 
-        wrappers["frame_received"] = frame_received
-    elif mode == MODE_COLLECT:
+        return {"frame_received": frame_received}
+    if mode == MODE_COLLECT:
         inner_found = channel.found_terminator
 
         def found_terminator_collect() -> Any:
@@ -171,32 +175,38 @@ def _chat_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
                 _emit(channel, "frame", b"".join(scanner.incoming))
             return inner_found()
 
-        wrappers["found_terminator"] = found_terminator_collect
-    else:
-        assert mode == MODE_CALLBACKS
-        inner_found_cb = channel.found_terminator
-        inner_collect = channel.collect_incoming_data
-        # size and leading bytes of the frame being delivered in pieces
-        partial: Dict[str, Any] = {"size": 0, "head": b""}
+        return {"found_terminator": found_terminator_collect}
+    assert mode == MODE_CALLBACKS
+    return _chat_callback_wrappers(channel)
 
-        def collect_incoming_data(data: Any) -> Any:
-            partial["size"] += len(data)
-            head = partial["head"]
-            if len(head) <= DUMP_BYTES:
-                partial["head"] = head + bytes(data[:DUMP_BYTES + 1 - len(head)])
-            return inner_collect(data)
 
-        def found_terminator_cb() -> Any:
-            size, head = partial["size"], partial["head"]
-            partial["size"], partial["head"] = 0, b""
-            if trace_logger.isEnabledFor(logging.DEBUG):
-                trace_logger.debug("fd=%s peer=%s frame %d bytes %s", channel._fileno,
-                                   _peer(channel), size, _dump(head))
-            return inner_found_cb()
+def _chat_callback_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
+    """Callback mode hands a frame over in pieces: sum them up, trace at the terminator."""
+    inner_found_cb = channel.found_terminator
+    inner_collect = channel.collect_incoming_data
+    # size and leading bytes of the frame being delivered in pieces
+    partial: Dict[str, Any] = {"size": 0, "head": b""}
 
-        wrappers["collect_incoming_data"] = collect_incoming_data
-        wrappers["found_terminator"] = found_terminator_cb
+    def collect_incoming_data(data: Any) -> Any:
+        partial["size"] += len(data)
+        head = partial["head"]
+        if len(head) <= DUMP_BYTES:
+            partial["head"] = head + bytes(data[:DUMP_BYTES + 1 - len(head)])
+        return inner_collect(data)
 
+    def found_terminator_cb() -> Any:
+        size, head = partial["size"], partial["head"]
+        partial["size"], partial["head"] = 0, b""
+        if trace_logger.isEnabledFor(logging.DEBUG):
+            trace_logger.debug("fd=%s peer=%s frame %d bytes %s", channel._fileno,
+                               _peer(channel), size, _dump(head))
+        return inner_found_cb()
+
+    return {"collect_incoming_data": collect_incoming_data, "found_terminator": found_terminator_cb}
+
+
+def _chat_output_wrappers(channel: Any, queue: Any, counts: Dict[str, int]) -> Dict[str, Callable[..., Any]]:
+    """Trace what is queued, and what was sent by each ``initiate_send``."""
     inner_push = channel.push
     inner_push_producer = channel.push_with_producer
     inner_initiate = channel.initiate_send
@@ -225,10 +235,7 @@ def _chat_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
             trace_logger.debug("fd=%s peer=%s sent %d bytes", channel._fileno,
                                _peer(channel), sent)
 
-    wrappers["push"] = push
-    wrappers["push_with_producer"] = push_with_producer
-    wrappers["initiate_send"] = initiate_send
-    return wrappers
+    return {"push": push, "push_with_producer": push_with_producer, "initiate_send": initiate_send}
 
 
 def _dispatcher_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
