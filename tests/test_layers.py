@@ -25,7 +25,7 @@ if not SRC.is_dir():  # the tests run from a copy of the sdist's tests/ in CI
 LAYERS = [
     ("framing core", {"_version", "_core_common", "_core_py", "_core_c", "_core"}),
     ("loop", {"_events", "_timers", "_poller", "_loop_c", "_file_wrapper"}),
-    ("channel features", {"_flow", "_tls", "_tls_state", "_tls_transport", "_tls_socket",
+    ("channel features", {"_flow", "_tls", "_tls_state", "_tls_transport", "_tls_socket", "_tls_channel",
                           "_frame_timeout", "_chat_common", "_channel_log",
                           "_channel_timeouts", "_queued_send", "_delegation"}),
     ("public API", {"asyncore", "asynchat"}),

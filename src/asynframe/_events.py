@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import sys
 from errno import EBADF, ECONNABORTED, ECONNRESET, ENOTCONN, EPIPE, ESHUTDOWN
 from typing import Any, Tuple, Type
 
@@ -177,3 +178,20 @@ def report_callback_error(callback: Any) -> None:
         owner.handle_error()
     else:
         _logger.error("exception in loop callback %r", callback, exc_info=True)
+
+
+def compact_traceback() -> Tuple[Tuple[str, str, str], Any, Any, str]:
+    """((file, function, line), type, value, info) of the exception being handled."""
+    t, v, tb = sys.exc_info()
+    tbinfo = []
+    if not tb:
+        raise AssertionError("traceback does not exist")
+    while tb:
+        tbinfo.append(
+            (tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name, str(tb.tb_lineno))
+        )
+        tb = tb.tb_next
+    del tb
+    file, function, line = tbinfo[-1]
+    info = " ".join(["[%s|%s|%s]" % x for x in tbinfo])
+    return (file, function, line), t, v, info

@@ -60,6 +60,7 @@ from ._delegation import SocketDelegation as SocketDelegation
 from ._events import DISCONNECTED as _DISCONNECTED
 from ._events import RERAISED as _reraised_exceptions
 from ._events import ExitNow as ExitNow
+from ._events import compact_traceback as compact_traceback
 from ._events import exception as _exception  # noqa: F401  (asyncore's name; test_asyncore calls it)
 from ._events import read as read
 from ._events import readwrite as readwrite
@@ -69,6 +70,7 @@ from ._flow import WriteFlowControl
 from ._queued_send import QueuedSend, queued_send_interest
 from ._timers import TimerHandle as TimerHandle
 from ._timers import monotonic as _monotonic
+from ._tls_channel import TLSChannel
 
 __asynframe__ = True
 
@@ -183,7 +185,7 @@ class _SocketSlot:
         del obj.__dict__["socket"]
 
 
-class dispatcher(ChannelTimers):
+class dispatcher(ChannelTimers, TLSChannel):
     """A thin wrapper around a non-blocking socket, driven by ``loop()``."""
 
     socket: Any = _SocketSlot()
@@ -411,49 +413,6 @@ class dispatcher(ChannelTimers):
     def _af_peer_eof(self) -> None:
         # The peer shut down its sending side (async_chat may first flush).
         self.handle_close()
-    # -- TLS (asynframe._tls; docs/hardening.md) ------------------------------
-    def start_tls(
-        self,
-        context: Any,
-        *,
-        server_side: bool,
-        server_hostname: Optional[str] = None,
-        handshake_timeout: Optional[float] = 60.0,
-    ) -> None:
-        """Run TLS with *context* (an ``ssl.SSLContext``) on this channel.
-
-        Callable on a connected channel (right after accept, or later for a
-        STARTTLS upgrade) or on a client between ``connect()`` and the
-        connection being made; the handshake runs inside the loop, and
-        ``handle_tls_established()`` is called once it succeeded.  A failed
-        handshake raises in the loop, so ``handle_error()`` reports it and
-        closes this channel; a peer that disconnects mid-handshake gets
-        ``handle_close()``.
-
-        The cut is exact in both directions: output queued before the call
-        (``push``, ``dispatcher_with_send.send``) is sent in plaintext ahead
-        of the first TLS byte; input received but not yet delivered (an
-        async_chat's ``ac_in_buffer``, also the bytes after the frame whose
-        callback makes this call) is the start of the TLS stream.  Afterwards
-        ``self.socket`` is an ``asynframe._tls.TLSSocket`` (``getpeercert()``,
-        ``cipher()``, ``version()``, ``ssl_object``).
-
-        *handshake_timeout* (seconds, asyncio's default of 60; ``None``: no
-        limit) bounds the handshake from its start: a peer that stalls it
-        gets ``handle_tls_handshake_timeout()``.
-        """
-        from . import _tls
-        _tls.start_tls(self, context, server_side, server_hostname, handshake_timeout)
-
-    def handle_tls_established(self) -> None:
-        """The TLS handshake completed; output pushed meanwhile goes out now."""
-
-    def handle_tls_handshake_timeout(self) -> None:
-        """The TLS handshake did not finish in time; the default logs and closes."""
-        self.log_info("closing %r: TLS handshake not complete after %g s"
-                      % (self, self.socket.handshake_timeout), "error")
-        self.handle_close()
-
     def _af_release(self) -> None:
         """Send what async_chat holds back before an observable step (asynchat.py)."""
         self._af_dispatching = False
@@ -634,23 +593,6 @@ class dispatcher_with_send(QueuedSend, dispatcher):  # type: ignore[misc]
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[Dict[Any, Any]] = None) -> None:
         self._af_queue = PushQueue()
         dispatcher.__init__(self, sock, map)
-
-
-def compact_traceback() -> Tuple[Tuple[str, str, str], Any, Any, str]:
-    """((file, function, line), type, value, info) of the exception being handled."""
-    t, v, tb = sys.exc_info()
-    tbinfo = []
-    if not tb:
-        raise AssertionError("traceback does not exist")
-    while tb:
-        tbinfo.append(
-            (tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name, str(tb.tb_lineno))
-        )
-        tb = tb.tb_next
-    del tb
-    file, function, line = tbinfo[-1]
-    info = " ".join(["[%s|%s|%s]" % x for x in tbinfo])
-    return (file, function, line), t, v, info
 
 
 def close_all(map: Optional[Dict[Any, Any]] = None, ignore_all: bool = False) -> None:
