@@ -41,7 +41,7 @@ extensions = [
         "asynframe._loop_c",
         ["ext/asynframe/_loop_c.pyx"],
         include_dirs=["ext/asynframe"],
-        depends=["ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd"],
+        depends=["ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd", "ext/asynframe/_loop_classes.pxi"],
         libraries=["ws2_32"] if sys.platform == "win32" else [],
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,

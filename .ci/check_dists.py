@@ -22,14 +22,15 @@ from typing import Iterable, List
 # Files a build from the sdist needs, besides the package's .py files.
 SDIST_BUILD_FILES = [
     "PKG-INFO", "pyproject.toml", "setup.py", "LICENSE", "README.md", "CHANGELOG.md",
-    "ext/asynframe/_core_c.pyx", "ext/asynframe/_core_c.pxd", "ext/asynframe/_sockio.h",
     "src/asynframe/py.typed", "src/asynframe/_core_c.pyi",
 ]
-# Trees of the checkout that must be in the sdist file for file.
-SDIST_TREES = ["src/asynframe", "tests", "examples", "benchmarks", "docs"]
+# Trees of the checkout that must be in the sdist file for file (ext/: the
+# Cython sources, .pxi includes too; the generated .c is not in the checkout's
+# list because checkout_files skips it).
+SDIST_TREES = ["src/asynframe", "ext/asynframe", "tests", "examples", "benchmarks", "docs"]
 # Never in a distribution: build output and caches.
 NEVER = ["*.pyc", "*/__pycache__/*", "*.so", "*.pyd", "*.o", "ext/*.c", "ext/*.html"]
-EXTENSION_SOURCES = ["*.pyx", "*.pxd", "*.c", "*.h", "*.cpp"]
+EXTENSION_SOURCES = ["*.pyx", "*.pxd", "*.pxi", "*.c", "*.h", "*.cpp"]
 
 
 def matching(names: Iterable[str], patterns: Iterable[str]) -> List[str]:
@@ -42,7 +43,7 @@ def checkout_files(root: str, tree: str) -> List[str]:
     for dirpath, dirnames, filenames in os.walk(os.path.join(root, tree)):
         dirnames[:] = [d for d in dirnames if d not in ("__pycache__", "results", ".hypothesis")]
         for name in filenames:
-            if name.endswith((".pyc", ".so", ".pyd")):
+            if name.endswith((".pyc", ".so", ".pyd")) or (tree.startswith("ext") and name.endswith((".c", ".html"))):
                 continue
             found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
     return found

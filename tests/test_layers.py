@@ -62,6 +62,9 @@ _CYTHON_IMPORT = re.compile(
 )
 
 
+_CYTHON_INCLUDE = re.compile(r'^\s*include\s+"([\w.]+\.pxi)"', re.M)
+
+
 def _cython_imports(text: str) -> set:
     found = set()
     for match in _CYTHON_IMPORT.finditer(text):
@@ -81,7 +84,11 @@ def _cython_imports(text: str) -> set:
 def import_graph() -> dict:
     sources = {path.stem: _python_imports(path.read_text()) for path in SRC.glob("*.py")}
     for path in list(EXT.glob("*.pyx")) + list(EXT.glob("*.pxd")):
-        sources.setdefault(path.stem, set()).update(_cython_imports(path.read_text()))
+        text = path.read_text()
+        # an included .pxi is part of the module that includes it
+        for name in _CYTHON_INCLUDE.findall(text):
+            text += "\n" + (EXT / name).read_text()
+        sources.setdefault(path.stem, set()).update(_cython_imports(text))
     return {module: {d for d in deps if d in sources and d != module} for module, deps in sources.items()}
 
 
@@ -126,3 +133,4 @@ def test_the_parsers_see_every_import_form():
     assert _python_imports("import asynframe.aio\nfrom asynframe import workers\n") == {"aio", "workers"}
     assert _cython_imports("from asynframe._core_c cimport FrameScanner\n") == {"_core_c"}
     assert _cython_imports("from asynframe import _events\n") == {"_events"}
+    assert _CYTHON_INCLUDE.findall('# x\ninclude "_loop_classes.pxi"\n') == ["_loop_classes.pxi"]

@@ -230,133 +230,8 @@ def chat_push(self, data):
     self.initiate_send()
 
 
-cdef _ClassInfo _info_of(type cls):
-    # a strong reference from the dict: another thread may replace the entry
-    cdef unsigned int version = _version_of(cls)
-    cdef object cached = _class_info.get(cls)
-    if cached is not None and version != 0 and version == (<_ClassInfo>cached).version:
-        return <_ClassInfo>cached
-    info = _describe(cls)
-    _class_info[cls] = info
-    return info
-
-
-cdef inline _ClassInfo _info_for(_Event event, type cls):
-    # _info_of(cls), remembering the last class of this dispatch() call
-    cdef unsigned int version
-    if cls is event.last_class:
-        version = _version_of(cls)
-        if version != 0 and version == event.last_info.version:
-            return event.last_info
-    info = _info_of(cls)
-    event.last_class = cls
-    event.last_info = info
-    return info
-
-
-cdef _ClassInfo _describe(type cls):
-    cdef _ClassInfo info = _ClassInfo()
-    cdef int flags = CLASS_FAST | CLASS_PLAIN_GETATTR
-    info.defaults = {}
-    if cls.__getattribute__ is not object.__getattribute__:
-        # _get() would bypass it
-        info.flags = 0
-        info.version = _version_of(cls)
-        return info
-    for i, name in enumerate(_STOCK_NAMES):
-        if getattr(cls, name, None) is not _stock[i]:
-            flags = CLASS_PLAIN_GETATTR
-            break
-    # readable and writable are _STOCK_NAMES[4:6]
-    if getattr(cls, "readable", None) is _stock[4] and getattr(cls, "writable", None) is _stock[5]:
-        flags |= CLASS_CHAT_MASK
-    if (getattr(cls, "handle_expt", None) is not _stock_expt[0]
-            or getattr(cls, "handle_expt_event", None) is not _stock_expt[1]):
-        flags |= CLASS_WANTS_URGENT
-    if cls.__setattr__ is object.__setattr__:
-        flags |= CLASS_PLAIN_STATE
-        for name in _STATE_NAMES:
-            for klass in cls.__mro__:
-                if name in klass.__dict__:
-                    value = klass.__dict__[name]
-                    if hasattr(type(value), "__get__"):
-                        # a property, a method...: only the generic lookup is exact
-                        flags &= ~CLASS_PLAIN_STATE
-                    else:
-                        info.defaults[name] = value
-                    break
-    info.flags = flags
-    # read last: the getattr calls above are what give the class its tag
-    info.version = _version_of(cls)
-    return info
-
-
-cdef extern from "Python.h":
-    # the raw forms: NULL with the error set, no Cython try block needed
-    PyObject *_generic_getattr "PyObject_GenericGetAttr"(PyObject *obj, PyObject *name)
-    PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
-    int PyErr_ExceptionMatches(PyObject *exc)
-    # PyDict_GetItem without saving and restoring the error state; every key
-    # here is a str or an int, whose lookup cannot fail
-    PyObject *_lookup "PyDict_GetItemWithError"(object d, object key)
-    void PyErr_Clear()
-
-
-cdef int _propagate() except -1:
-    # returns the error already set (Cython sees -1 and unwinds)
-    return -1
-
-
-cdef inline object _owned(PyObject *ref):
-    # a new reference from the C API, as an object (no extra reference)
-    cdef object value = <object>ref
-    Py_DECREF(value)
-    return value
-
-
-cdef inline object _instance_dict(object obj):
-    cdef PyObject *attrs = _generic_getdict(<PyObject *>obj, NULL)
-    if attrs == NULL:
-        if PyErr_ExceptionMatches(<PyObject *>AttributeError):
-            PyErr_Clear()
-            return None
-        _propagate()
-    return _owned(attrs)
-
-
-cdef inline object _get(object obj, str name):
-    # dispatcher defines __getattr__ (asyncore's delegation to the socket),
-    # so a plain obj.name goes through slot_tp_getattr_hook and two extra
-    # type lookups; the generic lookup is what that hook tries first, and
-    # __getattr__ is still asked when it fails.
-    cdef PyObject *value = _generic_getattr(<PyObject *>obj, <PyObject *>name)
-    if value == NULL:
-        if PyErr_ExceptionMatches(<PyObject *>AttributeError):
-            PyErr_Clear()
-            return getattr(obj, name)
-        _propagate()
-    return _owned(value)
-
-
-cdef inline object _state(object obj, object attrs, _ClassInfo info, str name):
-    # obj.name for a name in _STATE_NAMES; *attrs* is obj's instance dict or None
-    cdef PyObject *value
-    if info.flags & CLASS_PLAIN_STATE and attrs is not None:
-        # str keys: the lookup cannot raise
-        value = _lookup(attrs, name)
-        if value == NULL:
-            value = _lookup(info.defaults, name)
-        if value != NULL:
-            return <object>value
-    return _get(obj, name)
-
-
-cdef inline int _set_state(object obj, object attrs, _ClassInfo info, str name, object value) except -1:
-    if info.flags & CLASS_PLAIN_STATE and attrs is not None:
-        PyDict_SetItem(attrs, name, value)
-    else:
-        setattr(obj, name, value)
-    return 0
+# the class descriptions and the attribute reads they allow
+include "_loop_classes.pxi"
 
 
 cdef object _fast_socket(_Event event, object obj):
@@ -581,102 +456,143 @@ cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd
     return 0
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-def dispatch(poller, list events, bint poll_semantics):
-    """Deliver *events* (epoll's ``[(fd, flags)]``) as ``MapPoller._dispatch_generic`` does."""
-    cdef dict known = poller.known
-    cdef dict socket_map = poller.map
-    cdef dict dirty = poller.dirty
-    cdef bint pri = poller.backend.supports_pri
-    cdef Py_ssize_t n = PyList_GET_SIZE(events)
-    cdef Py_ssize_t i, count = 0
-    cdef Py_ssize_t fast = 0, generic = 0, settled = 0
+@cython.final
+cdef class _Batch:
+    # One dispatch() call's events: the snapshot of who was registered for
+    # each descriptor when the wait returned, the poller's tables, and the
+    # counters the poller reports (diagnostics.loop_stats).
+    cdef _Event event
+    cdef dict known
+    cdef dict socket_map
+    cdef dict dirty
+    cdef bint pri
+    cdef list objs
+    cdef list fds
     cdef int *flags_of
     cdef int *registered_of
-    cdef PyObject *entry
-    cdef list objs = []
-    cdef list fds = []
-    cdef int flags
-    cdef _Event event
+    cdef Py_ssize_t count
+    cdef Py_ssize_t fast
+    cdef Py_ssize_t generic
+    cdef Py_ssize_t settled
+
+    def __dealloc__(self):
+        free(self.flags_of)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int take(self, list events, Py_ssize_t n) except -1:
+        # each event goes to the object registered when the wait returned,
+        # whatever the handlers do to the map meanwhile
+        cdef Py_ssize_t i
+        cdef PyObject *entry
+        self.flags_of = <int *>malloc(n * sizeof(int) * 2)
+        if self.flags_of == NULL:
+            raise MemoryError()
+        self.registered_of = self.flags_of + n
+        self.objs = []
+        self.fds = []
+        for i in range(n):
+            item = <object>PyList_GET_ITEM(events, i)
+            fd = <object>PyTuple_GET_ITEM(item, 0)
+            entry = _lookup(self.known, fd)
+            if entry == NULL:
+                continue
+            self.objs.append((<list>entry)[0])
+            self.fds.append(fd)
+            self.flags_of[self.count] = <object>PyTuple_GET_ITEM(item, 1)
+            self.registered_of[self.count] = (<list>entry)[1]
+            self.count += 1
+        return 0
+
+    cdef inline bint current(self, Py_ssize_t i):
+        # the snapshot's object for event i is still the map's
+        return (_lookup(self.socket_map, <object>PyList_GET_ITEM(self.fds, i))
+                == PyList_GET_ITEM(self.objs, i))
+
+    cdef inline int settle(self, Py_ssize_t i) except -1:
+        self.settled += _after(self.event, self.socket_map, self.known, self.dirty,
+                               <object>PyList_GET_ITEM(self.fds, i),
+                               <object>PyList_GET_ITEM(self.objs, i), self.pri)
+        return 0
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int deliver_poll(self) except -1:
+        # asyncore.poll2(): each channel's events at once (readwrite)
+        cdef Py_ssize_t i
+        cdef int flags
+        for i in range(self.count):
+            if not self.current(i):
+                continue
+            obj = <object>PyList_GET_ITEM(self.objs, i)
+            flags = self.flags_of[i]
+            sock = None
+            if not (flags & ~(IN | OUT)):
+                sock = _fast_socket(self.event, obj)
+            if sock is not None:
+                self.fast += 1
+                _fast_readwrite(self.event, obj, sock, flags)
+            else:
+                self.generic += 1
+                _readwrite(obj, _to_poll_flags(flags))
+            self.settle(i)
+        return 0
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int deliver_select(self) except -1:
+        # asyncore.poll(): all reads, then all writes, then exceptions
+        cdef Py_ssize_t i
+        for i in range(self.count):
+            if self.flags_of[i] & (IN | ERR | HUP) and self.registered_of[i] & IN and self.current(i):
+                obj = <object>PyList_GET_ITEM(self.objs, i)
+                sock = _fast_socket(self.event, obj)
+                if sock is not None:
+                    self.fast += 1
+                    _select_read(self.event, obj, sock)
+                else:
+                    self.generic += 1
+                    _read(obj)
+        for i in range(self.count):
+            if self.flags_of[i] & (OUT | ERR | HUP) and self.registered_of[i] & OUT and self.current(i):
+                obj = <object>PyList_GET_ITEM(self.objs, i)
+                if _fast_socket(self.event, obj) is not None:
+                    self.fast += 1
+                    _select_write(self.event, obj)
+                else:
+                    self.generic += 1
+                    _write(obj)
+        for i in range(self.count):
+            if self.flags_of[i] & PRI and self.current(i):
+                self.generic += 1
+                _expt(<object>PyList_GET_ITEM(self.objs, i))
+        for i in range(self.count):
+            self.settle(i)
+        return 0
+
+
+def dispatch(poller, list events, bint poll_semantics):
+    """Deliver *events* (epoll's ``[(fd, flags)]``) as ``MapPoller._dispatch_generic`` does."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(events)
+    cdef _Batch batch
     if not _configured:
         raise RuntimeError("asynframe._loop_c.configure() was not called")
     if n == 0:
         return
-    event = _Event()
-    flags_of = <int *>malloc(n * sizeof(int) * 2)
-    if flags_of == NULL:
-        raise MemoryError()
-    registered_of = flags_of + n
+    batch = _Batch()
+    batch.event = _Event()
+    batch.known = poller.known
+    batch.socket_map = poller.map
+    batch.dirty = poller.dirty
+    batch.pri = poller.backend.supports_pri
     try:
-        # the snapshot: each event goes to the object registered when the wait
-        # returned, whatever the handlers do to the map meanwhile
-        for i in range(n):
-            item = <object>PyList_GET_ITEM(events, i)
-            fd = <object>PyTuple_GET_ITEM(item, 0)
-            entry = _lookup(known, fd)
-            if entry == NULL:
-                continue
-            objs.append((<list>entry)[0])
-            fds.append(fd)
-            flags_of[count] = <object>PyTuple_GET_ITEM(item, 1)
-            registered_of[count] = (<list>entry)[1]
-            count += 1
+        batch.take(events, n)
         if poll_semantics:
-            for i in range(count):
-                obj = <object>PyList_GET_ITEM(objs, i)
-                fd = <object>PyList_GET_ITEM(fds, i)
-                if _lookup(socket_map, fd) != <PyObject *>obj:
-                    continue
-                flags = flags_of[i]
-                sock = None
-                if not (flags & ~(IN | OUT)):
-                    sock = _fast_socket(event, obj)
-                if sock is not None:
-                    fast += 1
-                    _fast_readwrite(event, obj, sock, flags)
-                else:
-                    generic += 1
-                    _readwrite(obj, _to_poll_flags(flags))
-                settled += _after(event, socket_map, known, dirty, fd, obj, pri)
+            batch.deliver_poll()
         else:
-            # asyncore.poll(): all reads, then all writes, then exceptions
-            for i in range(count):
-                obj = <object>PyList_GET_ITEM(objs, i)
-                fd = <object>PyList_GET_ITEM(fds, i)
-                if (flags_of[i] & (IN | ERR | HUP) and registered_of[i] & IN
-                        and _lookup(socket_map, fd) == <PyObject *>obj):
-                    sock = _fast_socket(event, obj)
-                    if sock is not None:
-                        fast += 1
-                        _select_read(event, obj, sock)
-                    else:
-                        generic += 1
-                        _read(obj)
-            for i in range(count):
-                obj = <object>PyList_GET_ITEM(objs, i)
-                fd = <object>PyList_GET_ITEM(fds, i)
-                if (flags_of[i] & (OUT | ERR | HUP) and registered_of[i] & OUT
-                        and _lookup(socket_map, fd) == <PyObject *>obj):
-                    if _fast_socket(event, obj) is not None:
-                        fast += 1
-                        _select_write(event, obj)
-                    else:
-                        generic += 1
-                        _write(obj)
-            for i in range(count):
-                obj = <object>PyList_GET_ITEM(objs, i)
-                fd = <object>PyList_GET_ITEM(fds, i)
-                if flags_of[i] & PRI and _lookup(socket_map, fd) == <PyObject *>obj:
-                    generic += 1
-                    _expt(obj)
-            for i in range(count):
-                settled += _after(event, socket_map, known, dirty,
-                                  <object>PyList_GET_ITEM(fds, i),
-                                  <object>PyList_GET_ITEM(objs, i), pri)
+            batch.deliver_select()
     finally:
-        free(flags_of)
-        poller.fast_dispatches += fast
-        poller.generic_dispatches += generic
+        poller.fast_dispatches += batch.fast
+        poller.generic_dispatches += batch.generic
         # a channel settled here had its interest evaluated, as _refresh would
-        poller.interest_checks += settled
+        poller.interest_checks += batch.settled
