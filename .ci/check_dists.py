@@ -74,7 +74,9 @@ def wheel_names(path: str) -> List[str]:
 def check_common(names: List[str]) -> List[str]:
     problems = []
     for wanted in ["asynframe/__init__.py", "asynframe/_core_py.py", "asynframe/py.typed",
-                   "asynframe/_core_c.pyi", "asynframe/bench/runner.py", "asynframe/bench/loadgen.py",
+                   "asynframe/_core_c.pyi", "asynframe/bench/runner.py", "asynframe/bench/scenarios.py",
+                   "asynframe/bench/cell.py", "asynframe/bench/processes.py", "asynframe/bench/probes.py",
+                   "asynframe/bench/report.py", "asynframe/bench/chart.py", "asynframe/bench/loadgen.py",
                    "asynframe/bench/servers/asynchat_echo.py", "asynframe/bench/servers/_lifecycle.py"]:
         if wanted not in names:
             problems.append("missing " + wanted)

@@ -136,6 +136,40 @@ def serve(
     they all stop by themselves).  A worker that exits before it listens
     (its factory raised, say) stops them all with ``RuntimeError``.
     """
+    workers, reuse_port = _checked_arguments(factory, workers, reuse_port)
+    # With SO_REUSEPORT the parent holds a bound, never listening, socket:
+    # it fixes the port (0 becomes a real port) without taking connections.
+    parent_sock = _listener(family, address, backlog, reuse_port, listen=not reuse_port)
+    bound = parent_sock.getsockname()
+    pids: List[int] = []
+    status: Dict[int, int] = {}
+    stopping, old_handlers = _catch_stop_signals()
+    ready_r, ready_w = os.pipe()
+    me = os.getpid()
+    try:
+        for _ in range(workers):
+            sock = _listener(family, bound, backlog, True) if reuse_port else parent_sock
+            pids.append(_fork_worker(factory, sock, parent_sock if reuse_port else None,
+                                     ready_r, ready_w, loop_timeout, use_poll, me))
+            if reuse_port:
+                sock.close()
+        os.close(ready_w)
+        ready_w = -1
+        _supervise(ready_r, pids, status, stopping, grace, on_ready, bound)
+    finally:
+        if ready_w >= 0:
+            os.close(ready_w)
+        os.close(ready_r)
+        _terminate(pids, status, grace)
+        parent_sock.close()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+    return status
+
+
+def _checked_arguments(factory: Callable[[socket.socket], Any], workers: Optional[int],
+                       reuse_port: Optional[bool]) -> Tuple[int, bool]:
+    """``serve()``'s worker count and reuse_port choice, defaults filled in; raises on bad ones."""
     if not hasattr(os, "fork"):
         raise NotImplementedError("asynframe.workers.serve() needs fork(); "
                                   "it is not supported on this platform")
@@ -149,67 +183,67 @@ def serve(
         reuse_port = has_reuse_port()
     elif reuse_port and not has_reuse_port():
         raise ValueError("reuse_port=True but this platform has no SO_REUSEPORT")
+    return workers, reuse_port
 
-    # With SO_REUSEPORT the parent holds a bound, never listening, socket:
-    # it fixes the port (0 becomes a real port) without taking connections.
-    parent_sock = _listener(family, address, backlog, reuse_port, listen=not reuse_port)
-    bound = parent_sock.getsockname()
-    pids: List[int] = []
-    status: Dict[int, int] = {}
+
+def _catch_stop_signals() -> Tuple[List[int], Dict[int, Any]]:
+    """Record SIGTERM and SIGINT instead of dying of them: the parent must stop its workers first.
+
+    Returns the list the signal numbers are appended to, and the handlers
+    replaced, for ``serve()`` to put back.
+    """
     stopping: List[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
         stopping.append(signum)
 
-    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    ready_r, ready_w = os.pipe()
-    me = os.getpid()
-    try:
-        for _ in range(workers):
-            sock = _listener(family, bound, backlog, True) if reuse_port else parent_sock
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child's coverage is not collected
-                code = 1
-                try:
-                    os.close(ready_r)
-                    if reuse_port:
-                        parent_sock.close()
-                    code = _worker(factory, sock, ready_w, loop_timeout, use_poll, me)
-                except BaseException:
-                    import traceback
+    return stopping, {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-                    traceback.print_exc()
-                finally:
-                    os._exit(code)
-            pids.append(pid)
-            if reuse_port:
-                sock.close()
-        os.close(ready_w)
-        ready_w = -1
-        ready = _wait_ready(ready_r, workers, pids, status, stopping)
-        if ready < workers and not stopping:
-            # a worker that dies before it listens (its factory raised, the
-            # address is taken) would fail the same way again: stop them all
-            _reap(pids, status, block_for=grace)
-            failed = dict(status)
-            _terminate(pids, status, grace)
-            raise RuntimeError("worker(s) exited during start-up (pid: exit status): %r"
-                               % (failed,))
-        if on_ready is not None and not stopping:
-            on_ready(bound, list(pids))
-        while len(status) < len(pids):
-            if stopping:
-                break
-            _reap(pids, status, block_for=0.2)
-    finally:
-        if ready_w >= 0:
-            os.close(ready_w)
-        os.close(ready_r)
+
+def _fork_worker(factory: Callable[[socket.socket], Any], sock: socket.socket,
+                 not_served: Optional[socket.socket], ready_r: int, ready_w: int,
+                 loop_timeout: float, use_poll: bool, parent: int) -> int:
+    """Fork a worker that serves *sock*; returns its pid (the child never returns).
+
+    *not_served* is the parent's bound socket when each worker has its own
+    ``SO_REUSEPORT`` listener: the child closes its copy, as it does the
+    pipe's read end, so only the parent holds them.
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        code = 1
+        try:
+            os.close(ready_r)
+            if not_served is not None:
+                not_served.close()
+            code = _worker(factory, sock, ready_w, loop_timeout, use_poll, parent)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _supervise(ready_r: int, pids: List[int], status: Dict[int, int], stopping: List[int], grace: float,
+               on_ready: Optional[Callable[[Tuple[Any, ...], List[int]], None]], bound: Tuple[Any, ...]) -> None:
+    """Wait until every worker listens, tell *on_ready*, then reap workers until all exit or a signal comes."""
+    ready = _wait_ready(ready_r, len(pids), pids, status, stopping)
+    if ready < len(pids) and not stopping:
+        # a worker that dies before it listens (its factory raised, the
+        # address is taken) would fail the same way again: stop them all
+        _reap(pids, status, block_for=grace)
+        failed = dict(status)
         _terminate(pids, status, grace)
-        parent_sock.close()
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
-    return status
+        raise RuntimeError("worker(s) exited during start-up (pid: exit status): %r"
+                           % (failed,))
+    if on_ready is not None and not stopping:
+        on_ready(bound, list(pids))
+    while len(status) < len(pids):
+        if stopping:
+            break
+        _reap(pids, status, block_for=0.2)
 
 
 def _wait_ready(fd: int, count: int, pids: List[int], status: Dict[int, int],

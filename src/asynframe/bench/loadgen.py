@@ -91,6 +91,49 @@ def make_message(size):
     return payload + b"\r\n"
 
 
+def _connect(addr, nodelay):
+    """A non-blocking socket whose connect() to *addr* has started."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    if nodelay:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rc = sock.connect_ex(addr)
+    if rc not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise LoadError(f"connect() failed: {os.strerror(rc)}")
+    return sock
+
+
+def _advance_check(entry, fd, poller, verify):
+    """Handle one readiness event of a connection being checked; True once its echo is complete.
+
+    *entry* is [sock, phase, unsent (memoryview), received (bytearray)];
+    phase 0 = connecting, 1 = sending the line, 2 = reading the echo.
+    """
+    sock = entry[0]
+    if entry[1] == 0:
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise LoadError(f"connect failed: {os.strerror(err)}")
+        entry[1] = 1
+    if entry[1] == 1:
+        sent = sock.send(entry[2])
+        entry[2] = entry[2][sent:]
+        if not len(entry[2]):
+            entry[1] = 2
+            poller.modify(fd, EV_IN)
+        return False
+    data = sock.recv(65536)
+    if not data:
+        raise LoadError("server closed a connection during setup")
+    entry[3] += data
+    if len(entry[3]) < len(verify):
+        return False
+    if entry[3] != verify:
+        raise LoadError(f"bad echo: sent {verify[:40]!r}... got {bytes(entry[3][:40])!r}...")
+    return True
+
+
 def open_connections(addr, count, verify, concurrency=256, timeout=300.0,
                      nodelay=True, progress=None):
     """Open *count* connections; each must echo *verify* back exactly.
@@ -101,24 +144,14 @@ def open_connections(addr, count, verify, concurrency=256, timeout=300.0,
     """
     poller = new_poller()
     done = []
-    # fd -> [sock, phase, unsent (memoryview), received (bytearray)];
-    # phase 0 = connecting, 1 = sending the line, 2 = reading the echo
-    state = {}
+    state = {}  # fd -> the _advance_check entry of a connection still being checked
     started = 0
     deadline = perf_counter() + timeout
-    need = len(verify)
     next_report = perf_counter() + 2.0
     try:
         while len(done) < count:
             while started < count and len(state) < concurrency:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                if nodelay:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                rc = sock.connect_ex(addr)
-                if rc not in (0, errno.EINPROGRESS):
-                    sock.close()
-                    raise LoadError(f"connect() failed: {os.strerror(rc)}")
+                sock = _connect(addr, nodelay)
                 state[sock.fileno()] = [sock, 0, memoryview(verify), bytearray()]
                 poller.register(sock.fileno(), EV_OUT)
                 started += 1
@@ -129,31 +162,9 @@ def open_connections(addr, count, verify, concurrency=256, timeout=300.0,
                 progress(len(done))
                 next_report = now + 2.0
             for fd, ev in poller.poll(1.0):
-                entry = state[fd]
-                sock = entry[0]
-                if entry[1] == 0:
-                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        raise LoadError(f"connect failed: {os.strerror(err)}")
-                    entry[1] = 1
-                if entry[1] == 1:
-                    sent = sock.send(entry[2])
-                    entry[2] = entry[2][sent:]
-                    if not len(entry[2]):
-                        entry[1] = 2
-                        poller.modify(fd, EV_IN)
-                    continue
-                data = sock.recv(65536)
-                if not data:
-                    raise LoadError("server closed a connection during setup")
-                entry[3] += data
-                if len(entry[3]) >= need:
-                    if entry[3] != verify:
-                        raise LoadError(
-                            f"bad echo: sent {verify[:40]!r}... got {bytes(entry[3][:40])!r}...")
+                if _advance_check(state[fd], fd, poller, verify):
                     poller.unregister(fd)
-                    del state[fd]
-                    done.append(sock)
+                    done.append(state.pop(fd)[0])
     except BaseException:
         for entry in state.values():
             entry[0].close()
