@@ -23,13 +23,14 @@ from typing import Iterable, List
 SDIST_BUILD_FILES = [
     "PKG-INFO", "pyproject.toml", "setup.py", "LICENSE", "README.md", "CHANGELOG.md",
     "ext/asynframe/_core_c.pyx", "ext/asynframe/_core_c.pxd", "ext/asynframe/_sockio.h",
+    "ext/asynframe/_scanner_c.pxi", "ext/asynframe/_scan_c.pxi", "ext/asynframe/_push_queue_c.pxi",
     "src/asynframe/py.typed", "src/asynframe/_core_c.pyi",
 ]
 # Trees of the checkout that must be in the sdist file for file.
 SDIST_TREES = ["src/asynframe", "tests", "examples", "benchmarks", "docs"]
 # Never in a distribution: build output and caches.
 NEVER = ["*.pyc", "*/__pycache__/*", "*.so", "*.pyd", "*.o", "ext/*.c", "ext/*.html"]
-EXTENSION_SOURCES = ["*.pyx", "*.pxd", "*.c", "*.h", "*.cpp"]
+EXTENSION_SOURCES = ["*.pyx", "*.pxd", "*.pxi", "*.c", "*.h", "*.cpp"]
 
 
 def matching(names: Iterable[str], patterns: Iterable[str]) -> List[str]:
