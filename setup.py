@@ -26,12 +26,19 @@ if os.environ.get("ASYNFRAME_ASAN") == "1":
     extra_compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
     extra_link_args += ["-fsanitize=address"]
 
+# What a change to must rebuild both extensions: the core's declarations
+# (cimported by _loop_c), the .pxi files _core_c.pyx includes, the C helpers.
+CORE_SOURCES = [
+    "ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd", "ext/asynframe/_scanner_c.pxi",
+    "ext/asynframe/_scan_c.pxi", "ext/asynframe/_push_queue_c.pxi",
+]
+
 extensions = [
     Extension(
         "asynframe._core_c",
         ["ext/asynframe/_core_c.pyx"],
         include_dirs=["ext/asynframe"],
-        depends=["ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd"],
+        depends=CORE_SOURCES,
         libraries=["ws2_32"] if sys.platform == "win32" else [],
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
@@ -41,7 +48,7 @@ extensions = [
         "asynframe._loop_c",
         ["ext/asynframe/_loop_c.pyx"],
         include_dirs=["ext/asynframe"],
-        depends=["ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd", "ext/asynframe/_loop_classes.pxi"],
+        depends=CORE_SOURCES + ["ext/asynframe/_loop_classes.pxi"],
         libraries=["ws2_32"] if sys.platform == "win32" else [],
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,

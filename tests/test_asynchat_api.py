@@ -525,7 +525,7 @@ def test_core_matches_environment():
     if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
     assert type(asynchat.async_chat(map={})._af_scanner).__module__.endswith(
-        "_core_c" if asynframe.USING_C_CORE else "_core_py"
+        "._core_c" if asynframe.USING_C_CORE else "._scanner_py"  # the pure scanner's own module
     )
 
 

@@ -22,7 +22,7 @@ def test_flag_matches_implementation():
     assert asynframe.USING_C_CORE == (asynframe.CORE_IMPLEMENTATION == "c")
     assert _core.IMPLEMENTATION == asynframe.CORE_IMPLEMENTATION
     assert _core.FrameScanner.__module__.endswith(
-        "_core_c" if asynframe.USING_C_CORE else "_core_py"
+        "._core_c" if asynframe.USING_C_CORE else "._scanner_py"  # the pure scanner's own module
     )
 
 

@@ -81,12 +81,15 @@ def parameter_names(obj):
 
 
 def public_definitions(module):
-    """Classes and functions the module defines, with their own public members."""
-    names = set(getattr(module, "__all__", ()))
+    """Classes and functions the module defines or exports, with their own public members."""
+    exported = set(getattr(module, "__all__", ()))
+    names = set(exported)
     for name, value in vars(module).items():
         if name.startswith("_") or not (inspect.isclass(value) or callable(value)):
             continue
-        if getattr(value, "__module__", None) != module.__name__:
+        # a class the module exports is its API even when defined elsewhere
+        # (the pure core's classes live in modules of their own)
+        if getattr(value, "__module__", None) != module.__name__ and name not in exported:
             continue
         names.add(name)
         if inspect.isclass(value):

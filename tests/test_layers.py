@@ -23,7 +23,8 @@ if not SRC.is_dir():  # the tests run from a copy of the sdist's tests/ in CI
     pytest.skip("needs the source tree", allow_module_level=True)
 
 LAYERS = [
-    ("framing core", {"_version", "_core_common", "_core_py", "_core_c", "_core"}),
+    ("framing core", {"_version", "_core_common", "_scanner_py", "_push_queue_py", "_core_py", "_core_c",
+                      "_core"}),
     ("loop", {"_events", "_timers", "_poller", "_loop_c", "_file_wrapper"}),
     ("channel features", {"_flow", "_tls", "_tls_state", "_tls_transport", "_tls_socket", "_tls_channel",
                           "_frame_timeout", "_chat_common", "_channel_log",
@@ -62,9 +63,6 @@ _CYTHON_IMPORT = re.compile(
 )
 
 
-_CYTHON_INCLUDE = re.compile(r'^\s*include\s+"([\w.]+\.pxi)"', re.M)
-
-
 def _cython_imports(text: str) -> set:
     found = set()
     for match in _CYTHON_IMPORT.finditer(text):
@@ -81,14 +79,19 @@ def _cython_imports(text: str) -> set:
     return found
 
 
+_CYTHON_INCLUDE = re.compile(r'^include\s+"([\w.]+)"', re.M)
+
+
+def _with_includes(path: pathlib.Path) -> str:
+    """The text of a Cython source with its ``include``d .pxi files: they are part of its module."""
+    text = path.read_text()
+    return text + "".join(_with_includes(path.parent / name) for name in _CYTHON_INCLUDE.findall(text))
+
+
 def import_graph() -> dict:
     sources = {path.stem: _python_imports(path.read_text()) for path in SRC.glob("*.py")}
     for path in list(EXT.glob("*.pyx")) + list(EXT.glob("*.pxd")):
-        text = path.read_text()
-        # an included .pxi is part of the module that includes it
-        for name in _CYTHON_INCLUDE.findall(text):
-            text += "\n" + (EXT / name).read_text()
-        sources.setdefault(path.stem, set()).update(_cython_imports(text))
+        sources.setdefault(path.stem, set()).update(_cython_imports(_with_includes(path)))
     return {module: {d for d in deps if d in sources and d != module} for module, deps in sources.items()}
 
 
@@ -134,3 +137,4 @@ def test_the_parsers_see_every_import_form():
     assert _cython_imports("from asynframe._core_c cimport FrameScanner\n") == {"_core_c"}
     assert _cython_imports("from asynframe import _events\n") == {"_events"}
     assert _CYTHON_INCLUDE.findall('# x\ninclude "_loop_classes.pxi"\n') == ["_loop_classes.pxi"]
+    assert _CYTHON_INCLUDE.findall('include "_scanner_c.pxi"\n') == ["_scanner_c.pxi"]

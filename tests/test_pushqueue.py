@@ -7,13 +7,16 @@ hang on a blocking call.
 
 from __future__ import annotations
 
+import array
 import errno
 import io
 import itertools
 import os
 import socket
+import sys
 import tempfile
 import time
+import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -125,6 +128,150 @@ def test_push_copies_mutable_buffers(core, pair):
     received = bytearray()
     drain(q, a, b, received)
     assert received == b"helloel"
+
+
+def _send_all(q, pair):
+    a, b = pair
+    received = bytearray()
+    drain(q, a, b, received)
+    return bytes(received)
+
+
+def test_push_memoryview_over_bytes_is_not_copied(core, pair):
+    base = pattern(200_000)  # bytes, far more than the send buffer: partial sends
+    view = memoryview(base)[5:-5]
+    q = core.PushQueue()
+    q.push(view)
+    queued = q.snapshot()[0]
+    # the queue keeps a view of the caller's bytes object, not a copy of them
+    assert type(queued) is memoryview and queued.obj is base
+    assert q.buffered == len(base) - 10
+    # releasing the caller's view (or the one snapshot() handed out) leaves
+    # the queue's own view intact
+    view.release()
+    queued.release()
+    a, b = pair
+    received = bytearray()
+    assert q.send(a) > 0
+    read_available(b, received)
+    head = q.snapshot()[0]  # the unsent rest of the head, still over *base*
+    assert type(head) is memoryview and head.obj is base
+    assert bytes(head) == base[5:-5][len(received):]
+    drain(q, a, b, received)
+    assert received == base[5:-5]
+
+
+def test_push_memoryview_over_bytes_allocates_no_copy(core):
+    base = bytes(4 << 20)
+    q = core.PushQueue()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        q.push(memoryview(base)[1:])
+        q.push(memoryview(base).cast("I"))  # a non-byte format is sent as its bytes
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024  # a copy would be 8 MiB
+    assert q.buffered == 2 * len(base) - 1
+    assert all(item.obj is base for item in q.snapshot())
+
+
+def test_push_memoryview_holds_a_reference_not_a_copy(core):
+    base = pattern(1000)
+    refs = sys.getrefcount(base)
+    q = core.PushQueue()
+    q.push(memoryview(base)[10:20])
+    assert sys.getrefcount(base) > refs  # the queue's view keeps *base* alive
+    q.clear()
+    assert sys.getrefcount(base) == refs
+
+
+@pytest.mark.parametrize("make", [
+    lambda data: memoryview(bytes(data)).cast("I"),
+    lambda data: memoryview(bytes(data))[::2],  # not contiguous: copied
+    lambda data: memoryview(bytes(data)).cast("B", (len(data) // 8, 8)),
+])
+def test_memoryviews_over_bytes_send_their_bytes(core, pair, make):
+    view = make(pattern(40_000))
+    q = core.PushQueue()
+    q.push(view)
+    assert q.buffered == view.nbytes
+    assert _send_all(q, pair) == view.tobytes()
+
+
+@pytest.mark.parametrize("make", [
+    bytearray,
+    lambda data: memoryview(bytearray(data))[3:],
+    lambda data: memoryview(array.array("B", data)),
+])
+def test_push_copies_mutable_buffers_before_a_partial_send(core, pair, make):
+    data = pattern(100_000)
+    buffer = make(data)
+    expected = bytes(buffer)
+    q = core.PushQueue()
+    q.push(buffer)
+    assert all(type(item) is bytes for item in q.snapshot())
+    a, b = pair
+    received = bytearray()
+    assert q.send(a) > 0  # part of it is out, the rest still queued
+    # the caller reuses its buffer: what was pushed is sent, as it was
+    with memoryview(buffer.obj if isinstance(buffer, memoryview) else buffer).cast("B") as writable:
+        writable[:] = bytes(len(writable))
+    drain(q, a, b, received)
+    assert received == expected
+
+
+def test_next_chunk_of_a_memoryview_is_a_view_of_the_same_bytes(core):
+    base = pattern(100)
+    q = core.PushQueue()
+    q.push(b"<")
+    q.push(memoryview(base))
+    q.push(b">")
+    assert q.next_chunk(10) == b"<"
+    q.consume(1)
+    chunk = q.next_chunk(30)
+    assert type(chunk) is memoryview and chunk.obj is base and chunk == base[:30]
+    chunk.release()  # the caller's to release: the queue's view is another one
+    q.consume(20)
+    rest = q.next_chunk(1000)
+    assert type(rest) is memoryview and rest.obj is base and rest == base[20:]
+    q.consume(len(rest))
+    assert q.next_chunk(10) == b">"
+
+
+def test_memoryview_push_sends_what_asynchat_sends(core, pair, ref_asynchat):
+    # asynchat keeps a pushed memoryview (and slices one larger than
+    # ac_out_buffer_size) and sends from it: the peer sees its bytes.  (Only
+    # byte-format views: asynchat resumes a partly sent view by its item
+    # count, so a cast("I") view loses bytes there; the cores send all of them.)
+    base = pattern(150_000)
+    pushed = [memoryview(base)[7:], memoryview(bytearray(b"mutable")), bytearray(b"array"),
+              memoryview(base)[:70_000], memoryview(b"tail")]
+
+    class Chat(ref_asynchat.async_chat):
+        def __init__(self, sock):
+            ref_asynchat.async_chat.__init__(self, sock, map={})
+
+    left, right = socket.socketpair()
+    reference = bytearray()
+    try:
+        chat = Chat(left)
+        for data in pushed:
+            chat.push(data)
+        while chat.producer_fifo:
+            chat.initiate_send()
+            reference += right.recv(1 << 20)
+        left.shutdown(socket.SHUT_WR)
+        right.setblocking(False)
+        read_available(right, reference)
+    finally:
+        left.close()
+        right.close()
+    q = core.PushQueue()
+    for data in pushed:
+        q.push(data)
+    assert _send_all(q, pair) == bytes(reference)
 
 
 def test_push_producer_validation(core):
@@ -763,7 +910,9 @@ def _comparable(log):
     for entry in log:
         if isinstance(entry, tuple):
             entry = entry[:2] + (
-                [x if x is None or isinstance(x, bytes) else type(x).__name__ for x in entry[2]],
+                [x if x is None or isinstance(x, bytes)
+                 else ("memoryview", bytes(x)) if isinstance(x, memoryview)
+                 else type(x).__name__ for x in entry[2]],
             ) + entry[3:]
         out.append(entry)
     return out

@@ -62,8 +62,8 @@ def stub_classes():
 
 
 def runtime_module_names(module):
-    """Public names the module defines (not what it imported for itself)."""
-    names = set()
+    """Public names the module defines or exports (``__all__``), not what it imported for itself."""
+    names = set(getattr(module, "__all__", ()))
     for name, value in vars(module).items():
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue

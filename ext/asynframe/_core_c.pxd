@@ -14,16 +14,17 @@
 #
 # Write path (PushQueue):
 #
-#   push(bytes) -> _items (a list; _head indexes the first live entry, so the
+#   push(bytes, or a memoryview over bytes: no copy; anything mutable is
+#   copied) -> _items (a list; _head indexes the first live entry, so the
 #   queue pops in O(1) and is compacted in bulk) -> send(): gather up to
 #   IOV_MAX iovecs starting at _items[_head] + _offset, pulling producers in
 #   place as they come up, stop at the close sentinel (None) -> one
 #   sendmsg(MSG_NOSIGNAL) -> _consume(sent) advances _head/_offset and drops
 #   the references of everything fully sent.
 #
-#   push_file() -> a FileProducer entry.  Gathering stops in front of it;
-#   once it is the head, send() makes one os.sendfile() from its offset
-#   instead of sendmsg().  Where sendfile() cannot serve (no descriptor, no
+#   push_file() -> a FileProducer entry (the Python class both cores share).
+#   Gathering stops in front of it; once it is the head, send() makes one
+#   os.sendfile() from its offset instead of sendmsg().  Where sendfile() cannot serve (no descriptor, no
 #   such call, the kernel refuses the pair, or next_chunk()'s caller sends
 #   itself) the entry is read like a producer: bytes items in front of it.
 
@@ -75,33 +76,13 @@ cdef class FrameScanner:
     cdef int _reserve(self, Py_ssize_t extra) except -1
     cdef int _scan_buffer(self, object target) except -1
     cdef int _hold(self, const char *ptr, Py_ssize_t length) except -1
-    cdef int _scan(self, object target, const char *data, Py_ssize_t length,
-                   object whole) except -1
-    cdef int _deliver_partial(self, object target, object chunk) except -1
-    cdef int _deliver_frame_end(self, object target, object chunk) except -1
     cdef object _join_incoming(self)
-    cdef int _overflow(self, object target, Py_ssize_t size) except -1
     # The C-level API of the compiled loop (asynframe._loop_c): the Python
     # methods of the same name without the c_, once their arguments are
     # checked.  The loop calls these and never touches the fields above.
     cdef long long c_fill(self, long long fd, Py_ssize_t size) except -2
     cdef int c_process(self, object target) except -1
     cdef bint c_frame_follows(self)
-
-
-# A file range queued by push_file(): sent with sendfile() from `offset` when it
-# is at the head and `_sendfile` holds; else read into bytes items in front of it.
-cdef class FileProducer:
-    cdef readonly object file
-    cdef readonly long long offset
-    cdef readonly long long remaining   # counted in the queue's _buffered
-    cdef readonly bint owns_file
-    cdef int _fd                        # -1: no descriptor of its own (read() instead)
-    cdef bint _sendfile
-    cdef bint _closed
-
-    cdef object _read(self, long long size)
-    cdef int _finish(self) except -1
 
 
 cdef class PushQueue:
@@ -119,11 +100,12 @@ cdef class PushQueue:
     cdef int _pull(self, Py_ssize_t index) except -1
     cdef Py_ssize_t _ready(self, Py_ssize_t budget, int files) except -1
     cdef int _pull_file(self, Py_ssize_t index, Py_ssize_t size) except -1
-    cdef int _push_file(self, FileProducer entry) except -1
-    cdef Py_ssize_t _send_file(self, long long fd, FileProducer entry) except -1
+    cdef int _push_file(self, object entry) except -1
+    cdef Py_ssize_t _send_file(self, long long fd, object entry) except -1
     cdef int _consume(self, Py_ssize_t nbytes) except -1
     cdef Py_ssize_t _send_fd(self, long long fd) except -1
-    cdef object _encode(self, object text)
+    cdef list _detach(self)
+    cdef bint _still_at(self, list items, Py_ssize_t index, object item)
 
     # The C-level API of the compiled loop: push(), pop_close(), bool() and
     # send(fd) without their argument conversion.

@@ -6,7 +6,9 @@ extension and fallback share their Python module.  So both accept and
 reject the same values with the same errors, and a rejected call changes
 nothing (every check runs before any state is touched).  Counts are bounded
 by ``sys.maxsize``: the compiled core keeps them in a ``Py_ssize_t``.
-Only what runs per byte or per frame is written twice.
+``FileProducer`` is one class for both: a queued file is sent by one
+``sendfile`` or read per call, which costs far more than the Python around
+it.  Only what runs per byte, per frame or per pushed buffer is written twice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import operator
 import os
 import stat
 import sys
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Iterable, List, Optional, Tuple, Union, final
 
 MAX_COUNT = sys.maxsize
 
@@ -195,3 +197,171 @@ def read_file_range(file: Any, fd: int, offset: int, size: int) -> bytes:
             raise TypeError("file.read() must return bytes, not %s" % type(data).__name__)
         data = bytes(data)
     return data[:size]
+
+
+BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def queued_data(data: Any) -> Union[bytes, memoryview]:
+    """What a queue keeps of bytes-like *data* that is not exactly ``bytes``.
+
+    A C-contiguous memoryview over a ``bytes`` object is kept without a copy,
+    as a new 1-D byte view of the same memory: nothing can change what it
+    shows, and the caller releasing or recasting its own view leaves the new
+    one alone.  Anything else may change after the push (a ``bytearray``, a
+    view over one, an ``array``, an ``mmap``) and is copied, so the peer gets
+    the bytes as they were when pushed.
+    """
+    if data.__class__ is memoryview and data.obj.__class__ is bytes and data.c_contiguous:
+        return data.cast("B")
+    return bytes(data)
+
+
+def encode_text(text: str, encoding: Optional[str]) -> bytes:
+    """*text* pushed or produced as str: bytes in the queue's *encoding*."""
+    if encoding is None:
+        raise TypeError("str data needs an encoding (use_encoding); push bytes")
+    return text.encode(encoding)
+
+
+def producer_output(data: Any, encoding: Optional[str]) -> Union[bytes, memoryview]:
+    """A producer's non-empty ``more()`` result that is not ``bytes``, as the queue keeps it."""
+    if isinstance(data, str):
+        return encode_text(data, encoding)
+    if isinstance(data, BYTES_LIKE):
+        return queued_data(data)
+    raise TypeError("producer.more() must return bytes, not %s" % type(data).__name__)
+
+
+@final
+class FileProducer:
+    """*count* bytes of a binary *file* from *offset*, queued by ``PushQueue.push_file``.
+
+    In the queue it goes out with ``os.sendfile`` when the file has a
+    descriptor of its own (``open(path, "rb")``), the platform has the call
+    and ``send()`` is given the socket; otherwise it is read in pieces
+    (``os.pread``, or ``seek()`` + ``read()`` for file objects without a
+    descriptor) and sent like pushed bytes.  Its unsent bytes count in the
+    queue's ``buffered``.  It ends after *count* bytes or at end of file,
+    whichever comes first; *count* None means up to the end of the file as
+    it is now.  With *close* true the file is closed when the range ends or
+    is dropped from the queue.  It is also a producer: ``more()`` reads the
+    next piece.  Both cores queue this one class.
+    """
+
+    __slots__ = ("_file", "_offset", "_remaining", "_owns", "_fd", "_sendfile", "_closed")
+
+    def __init__(self, file: Any, offset: int = 0, count: Optional[int] = None, close: bool = True) -> None:
+        fd, offset, count = check_file(file, offset, count)
+        self._file = file
+        self._offset = offset
+        self._remaining = count
+        self._owns = bool(close)
+        self._fd = fd
+        # cleared when the kernel refuses sendfile() for the queue's socket
+        self._sendfile = fd >= 0 and HAS_SENDFILE
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return "<FileProducer %r offset=%d remaining=%d>" % (
+            self._file, self._offset, self._remaining)
+
+    def __reduce__(self) -> Any:
+        # it stands for an open file and a position in a queue: nothing to pickle or copy
+        raise TypeError("cannot pickle %r object" % type(self).__name__)
+
+    @property
+    def file(self) -> Any:
+        """The file object."""
+        return self._file
+
+    @property
+    def offset(self) -> int:
+        """File offset of the next byte to send."""
+        return self._offset
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still to send (0 once done or dropped)."""
+        return self._remaining
+
+    @property
+    def owns_file(self) -> bool:
+        """True if the file is closed when the range ends or is dropped."""
+        return self._owns
+
+    def more(self) -> bytes:
+        """The next piece of at most ``FILE_READ_SIZE`` bytes; b"" at the end."""
+        data = self._read(FILE_READ_SIZE)
+        if not self._remaining:
+            self._finish()
+        return data
+
+    def _read(self, size: int) -> bytes:
+        """The next at most *size* bytes of the range (b"" once it ended)."""
+        size = min(size, self._remaining)
+        if size <= 0:
+            return b""
+        data = read_file_range(self._file, self._fd, self._offset, size)
+        if data:
+            self._offset += len(data)
+            self._remaining -= len(data)
+        else:
+            self._remaining = 0  # end of file before count: the file shrank
+        return data
+
+    def _send(self, sock_fd: int) -> int:
+        """One ``sendfile`` of the range to *sock_fd*: ``sendfile_once``'s answer.
+
+        -2 (this pair of descriptors cannot) also turns ``sendfile`` off for
+        the range: it is read and sent as bytes from then on.
+        """
+        sent = sendfile_once(sock_fd, self._fd, self._offset, self._remaining)
+        if sent == -2:
+            self._sendfile = False
+        elif sent > 0:
+            self._offset += sent
+            self._remaining -= sent
+        elif sent == 0:
+            self._remaining = 0  # end of file before count: the file shrank
+        return sent
+
+    def _finish(self) -> None:
+        """The range is done or dropped: nothing more to send; close an owned file."""
+        self._remaining = 0
+        if self._owns and not self._closed:
+            self._closed = True
+            self._file.close()
+
+
+def queue_file_read(items: Any, index: int, entry: FileProducer, data: bytes) -> None:
+    """Place *data*, just read from the file range at ``items[index]``, in front of it.
+
+    A range that has ended (its count reached, or end of file) leaves the
+    queue: *items* is the queue's list or deque.
+    """
+    if data:
+        items.insert(index, data)
+        index += 1
+    if not entry._remaining:
+        del items[index]
+        entry._finish()
+
+
+def refill(queue: Any, items: List[Any], dropped: Iterable[Any]) -> None:
+    """The rest of ``PushQueue.replace`` once *queue* was emptied of *dropped*.
+
+    *items* are pushed in order (None: the close sentinel); then the files of
+    the dropped ranges are closed, except those of ranges queued again.
+    """
+    kept = {id(item) for item in items if item.__class__ is FileProducer}
+    try:
+        for item in items:
+            if item is None:
+                queue.push_close()
+            else:
+                queue.push_producer(item)
+    finally:
+        for item in dropped:
+            if item.__class__ is FileProducer and id(item) not in kept:
+                item._finish()

@@ -1,0 +1,199 @@
+# Included by _core_c.pyx: the scanning loop of the compiled FrameScanner
+# (_scanner_c.pxi) and the delivery steps it calls.  Module-level functions of
+# the same extension module on the C struct of the scanner: a direct C call,
+# as the final class's cdef methods were.  Its pure twin is
+# FrameScanner._scan in src/asynframe/_scanner_py.py.
+
+
+cdef int _deliver_partial(FrameScanner scanner, object target, object chunk) except -1:
+    if scanner._mode == C_MODE_CALLBACKS:
+        target.collect_incoming_data(chunk)
+    else:
+        PyList_Append(scanner._incoming, chunk)
+    return 0
+
+
+cdef int _deliver_frame_end(FrameScanner scanner, object target, object chunk) except -1:
+    # The last piece of a frame in MODE_COLLECT or MODE_FRAMES.
+    if scanner._mode == C_MODE_COLLECT:
+        if chunk is not None:
+            PyList_Append(scanner._incoming, chunk)
+        target.found_terminator()
+    else:
+        if chunk is None:
+            chunk = b""
+        if PyList_GET_SIZE(scanner._incoming):
+            PyList_Append(scanner._incoming, chunk)
+            chunk = scanner._join_incoming()
+        target.frame_received(chunk)
+    return 0
+
+
+cdef int _scan(FrameScanner scanner, object target, const char *data, Py_ssize_t end,
+               object whole) except -1:
+    # *whole*, when not None, is a bytes object whose contents are exactly
+    # data[0:end]: handed over as-is when a chunk spans all of it.
+    cdef Py_ssize_t pos = 0
+    cdef Py_ssize_t index
+    cdef Py_ssize_t avail
+    cdef Py_ssize_t keep
+    cdef Py_ssize_t need
+    cdef Py_ssize_t tlen
+    cdef const char *tptr
+    cdef unsigned long clears = scanner._clears
+    cdef unsigned long stops = scanner._stops
+    cdef int mode
+    cdef object term
+    cdef object chunk
+    # max_frame is read where it is checked, not once per scan: a change
+    # made in a callback applies to the very next byte, as a terminator's does
+    scanner._scan_data = data
+    scanner._scan_end = end
+    scanner._scan_clears = clears
+    scanner._ahead_from = -1
+    try:
+        while pos < end:
+            mode = scanner._mode
+            if scanner._kind == TERM_NONE:
+                scanner._scan_next = end
+                if mode != C_MODE_FRAMES and scanner._max_frame and scanner._partial + end - pos > scanner._max_frame:
+                    return _overflow(scanner, target, scanner._partial + end - pos)
+                if pos == 0 and whole is not None:
+                    chunk = whole
+                else:
+                    chunk = PyBytes_FromStringAndSize(data + pos, end - pos)
+                if mode == C_MODE_FRAMES:
+                    pos = end
+                    scanner._partial = 0
+                    scanner._frames += 1
+                    _deliver_frame_end(scanner, target, chunk)
+                else:
+                    scanner._partial += end - pos
+                    _deliver_partial(scanner, target, chunk)
+                    pos = end
+            elif scanner._kind == TERM_INT:
+                avail = end - pos
+                need = scanner._remaining
+                scanner._scan_next = pos + need if avail >= need else end
+                if avail < need:
+                    if scanner._max_frame and scanner._partial + avail > scanner._max_frame:
+                        return _overflow(scanner, target, scanner._partial + avail)
+                    if pos == 0 and whole is not None:
+                        chunk = whole
+                    else:
+                        chunk = PyBytes_FromStringAndSize(data + pos, avail)
+                    scanner._partial += avail
+                    _deliver_partial(scanner, target, chunk)
+                    pos = end
+                    # asynchat counts down after the callback, whatever it set
+                    scanner._kind = TERM_INT
+                    scanner._remaining = need - avail
+                    scanner._term = None
+                else:
+                    if scanner._max_frame and scanner._partial + need > scanner._max_frame:
+                        return _overflow(scanner, target, scanner._partial + need)
+                    if pos == 0 and need == end and whole is not None:
+                        chunk = whole
+                    else:
+                        chunk = PyBytes_FromStringAndSize(data + pos, need)
+                    scanner._partial = 0
+                    scanner._frames += 1
+                    if mode == C_MODE_CALLBACKS:
+                        target.collect_incoming_data(chunk)
+                        pos += need
+                        scanner._kind = TERM_NONE
+                        scanner._term = 0
+                        target.found_terminator()
+                    else:
+                        pos += need
+                        scanner._kind = TERM_NONE
+                        scanner._term = 0
+                        _deliver_frame_end(scanner, target, chunk)
+            else:
+                term = scanner._term
+                tptr = PyBytes_AS_STRING(term)
+                tlen = PyBytes_GET_SIZE(term)
+                index = _find(data + pos, end - pos, tptr, tlen)
+                if index < 0:
+                    scanner._scan_next = end
+                    keep = _prefix_at_end(data + pos, end - pos, tptr, tlen)
+                    if scanner._max_frame and scanner._partial + end - pos > scanner._max_frame:
+                        return _overflow(scanner, target, scanner._partial + end - pos)
+                    if keep == end - pos:
+                        scanner._hold(data + pos, keep)
+                        return 0
+                    if pos == 0 and keep == 0 and whole is not None:
+                        chunk = whole
+                    else:
+                        chunk = PyBytes_FromStringAndSize(data + pos, end - pos - keep)
+                    scanner._partial += end - pos - keep
+                    _deliver_partial(scanner, target, chunk)
+                    pos = end
+                    if keep and scanner._clears == clears:
+                        scanner._hold(data + end - keep, keep)
+                    return 0
+                # Several frames per read is the common case: stay in this
+                # loop while the callbacks leave terminator and mode alone.
+                while True:
+                    if scanner._max_frame and scanner._partial + index > scanner._max_frame:
+                        return _overflow(scanner, target, scanner._partial + index)
+                    scanner._partial = 0
+                    scanner._frames += 1
+                    index += pos
+                    scanner._scan_next = index + tlen
+                    if mode == C_MODE_CALLBACKS:
+                        if index > pos:
+                            target.collect_incoming_data(
+                                PyBytes_FromStringAndSize(data + pos, index - pos))
+                        pos = index + tlen
+                        target.found_terminator()
+                    elif mode == C_MODE_COLLECT:
+                        if index > pos:
+                            PyList_Append(scanner._incoming,
+                                          PyBytes_FromStringAndSize(data + pos, index - pos))
+                        pos = index + tlen
+                        target.found_terminator()
+                    else:
+                        chunk = PyBytes_FromStringAndSize(data + pos, index - pos)
+                        pos = index + tlen
+                        if PyList_GET_SIZE(scanner._incoming):
+                            PyList_Append(scanner._incoming, chunk)
+                            chunk = scanner._join_incoming()
+                        target.frame_received(chunk)
+                    if (scanner._term is not term or scanner._kind != TERM_BYTES
+                            or scanner._mode != mode or scanner._clears != clears
+                            or scanner._stops != stops):
+                        break
+                    if scanner._ahead_from == pos and scanner._ahead_term == <PyObject *>term:
+                        index = scanner._ahead_index  # a push just searched here
+                    else:
+                        index = _find(data + pos, end - pos, tptr, tlen)
+                    if index < 0:
+                        break
+            if scanner._clears != clears:
+                return 0
+            if scanner._stops != stops:
+                # stop(): the rest waits in pending for process()
+                if pos < end:
+                    scanner._hold(data + pos, end - pos)
+                return 0
+    except BaseException:
+        # asynchat keeps the unscanned rest in ac_in_buffer when a callback
+        # raises; so do we, unless the callback cleared the buffers.
+        if scanner._clears == clears and pos < end:
+            scanner._hold(data + pos, end - pos)
+        raise
+    finally:
+        scanner._scan_data = NULL
+    return 0
+
+
+cdef int _overflow(FrameScanner scanner, object target, Py_ssize_t size) except -1:
+    # Drop the oversized frame and the rest of this read: memory stays
+    # bounded by max_frame plus one read, whatever the peer sends.
+    scanner._start = scanner._end = 0
+    PyList_SetSlice(scanner._incoming, 0, PyList_GET_SIZE(scanner._incoming), NULL)
+    scanner._partial = 0
+    scanner._clears += 1
+    target.frame_too_large(size)
+    return 0
