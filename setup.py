@@ -4,6 +4,7 @@ The extension is mandatory for this build: if Cython or the C compiler fails,
 the install fails.  The pure-Python twin is chosen only at import time (see
 ``asynframe._core``), never by a build that quietly dropped the extension.
 """
+
 import os
 import sys
 
@@ -29,8 +30,11 @@ if os.environ.get("ASYNFRAME_ASAN") == "1":
 # What a change to must rebuild both extensions: the core's declarations
 # (cimported by _loop_c), the .pxi files _core_c.pyx includes, the C helpers.
 CORE_SOURCES = [
-    "ext/asynframe/_sockio.h", "ext/asynframe/_core_c.pxd", "ext/asynframe/_scanner_c.pxi",
-    "ext/asynframe/_scan_c.pxi", "ext/asynframe/_push_queue_c.pxi",
+    "ext/asynframe/_sockio.h",
+    "ext/asynframe/_core_c.pxd",
+    "ext/asynframe/_scanner_c.pxi",
+    "ext/asynframe/_scan_c.pxi",
+    "ext/asynframe/_push_queue_c.pxi",
 ]
 
 extensions = [
@@ -61,8 +65,4 @@ if os.environ.get("ASYNFRAME_PURE_WHEEL") == "1":
     setup()
     sys.exit(0)
 
-setup(
-    ext_modules=cythonize(
-        extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=["ext"]
-    )
-)
+setup(ext_modules=cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=["ext"]))

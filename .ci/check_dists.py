@@ -21,8 +21,14 @@ from typing import Iterable, List
 
 # Files a build from the sdist needs, besides the package's .py files.
 SDIST_BUILD_FILES = [
-    "PKG-INFO", "pyproject.toml", "setup.py", "LICENSE", "README.md", "CHANGELOG.md",
-    "src/asynframe/py.typed", "src/asynframe/_core_c.pyi",
+    "PKG-INFO",
+    "pyproject.toml",
+    "setup.py",
+    "LICENSE",
+    "README.md",
+    "CHANGELOG.md",
+    "src/asynframe/py.typed",
+    "src/asynframe/_core_c.pyi",
 ]
 # Trees of the checkout that must be in the sdist file for file (ext/: the
 # Cython sources, .pxi includes too; the generated .c is not in the checkout's
@@ -73,16 +79,26 @@ def wheel_names(path: str) -> List[str]:
 
 def check_common(names: List[str]) -> List[str]:
     problems = []
-    for wanted in ["asynframe/__init__.py", "asynframe/_core_py.py", "asynframe/py.typed",
-                   "asynframe/_core_c.pyi", "asynframe/bench/runner.py", "asynframe/bench/scenarios.py",
-                   "asynframe/bench/cell.py", "asynframe/bench/processes.py", "asynframe/bench/probes.py",
-                   "asynframe/bench/report.py", "asynframe/bench/chart.py", "asynframe/bench/loadgen.py",
-                   "asynframe/bench/servers/asynchat_echo.py", "asynframe/bench/servers/_lifecycle.py"]:
+    for wanted in [
+        "asynframe/__init__.py",
+        "asynframe/_core_py.py",
+        "asynframe/py.typed",
+        "asynframe/_core_c.pyi",
+        "asynframe/bench/runner.py",
+        "asynframe/bench/scenarios.py",
+        "asynframe/bench/cell.py",
+        "asynframe/bench/processes.py",
+        "asynframe/bench/probes.py",
+        "asynframe/bench/report.py",
+        "asynframe/bench/chart.py",
+        "asynframe/bench/loadgen.py",
+        "asynframe/bench/servers/asynchat_echo.py",
+        "asynframe/bench/servers/_lifecycle.py",
+    ]:
         if wanted not in names:
             problems.append("missing " + wanted)
     problems += ["extension source in the wheel: " + f for f in matching(names, EXTENSION_SOURCES)]
-    problems += ["not part of the package: " + f
-                 for f in names if not f.startswith(("asynframe/", "asynframe-"))]
+    problems += ["not part of the package: " + f for f in names if not f.startswith(("asynframe/", "asynframe-"))]
     problems += ["cache in the wheel: " + f for f in matching(names, ["*.pyc", "*/__pycache__/*"])]
     if not any(f.endswith(".dist-info/entry_points.txt") for f in names):
         problems.append("no entry_points.txt: the asynframe-bench command is missing")

@@ -26,14 +26,14 @@ import sys
 import tarfile
 import xml.etree.ElementTree as ET
 
-PLUGIN = '''
+PLUGIN = """
 import os, sys
 
 def pytest_sessionfinish(session, exitstatus):
     import asyncore, asynchat
     with open(os.environ["AF_CHECK_FILE"], "a") as out:
         out.write("%s %s\\n" % (asyncore.__name__, asynchat.__name__))
-'''
+"""
 
 SITECUSTOMIZE = "import asynframe\nasynframe.install(force=True)\n"
 
@@ -43,10 +43,26 @@ def fix_pyftpdlib(src, venv):
     # OpenSSL 3 refuses: every FTPS test would fail on the stdlib too.
     from_dir = os.path.join(src, "pyftpdlib", "test")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-sha256", "-nodes", "-days", "30",
-         "-subj", "/CN=localhost", "-keyout", os.path.join(from_dir, "key.tmp"),
-         "-out", os.path.join(from_dir, "cert.tmp")],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-sha256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            os.path.join(from_dir, "key.tmp"),
+            "-out",
+            os.path.join(from_dir, "cert.tmp"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     with open(os.path.join(from_dir, "keycert.pem"), "wb") as out:
         for part in ("key.tmp", "cert.tmp"):
             with open(os.path.join(from_dir, part), "rb") as f:
@@ -69,17 +85,31 @@ def fix_lazr_smtptest(src, venv):
 PROJECTS = [
     ("pyftpdlib", "1.5.9", ["psutil", "pyopenssl"], fix_pyftpdlib, "src", ["pyftpdlib/test"]),
     ("waitress", "1.1.0", [], None, "src", ["waitress/tests"]),
-    ("lazr.smtptest", "2.0.4", [], fix_lazr_smtptest, "site",
-     ["lazr/smtptest", "--doctest-modules", "--doctest-glob=*.rst",
-      "-o", "doctest_optionflags=ELLIPSIS NORMALIZE_WHITESPACE"]),
+    (
+        "lazr.smtptest",
+        "2.0.4",
+        [],
+        fix_lazr_smtptest,
+        "site",
+        [
+            "lazr/smtptest",
+            "--doctest-modules",
+            "--doctest-glob=*.rst",
+            "-o",
+            "doctest_optionflags=ELLIPSIS NORMALIZE_WHITESPACE",
+        ],
+    ),
 ]
 MODES = ("stdlib", "c", "python")
 
 
 def site_packages(venv):
-    out = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
-                          "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [os.path.join(venv, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip()
 
 
@@ -99,8 +129,7 @@ def counts(junit):
                     errors += 1
             elif child.tag == "skipped":
                 skipped += 1
-    return {"tests": len(seen), "failures": failures, "errors": errors, "skipped": skipped,
-            "failed": failed}
+    return {"tests": len(seen), "failures": failures, "errors": errors, "skipped": skipped, "failed": failed}
 
 
 def run_project(name, version, extras, fix, where, args, wheel, work):
@@ -111,8 +140,10 @@ def run_project(name, version, extras, fix, where, args, wheel, work):
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q"]
     sdists = os.path.join(base, "sdist")
-    subprocess.run(pip[:-2] + ["download", "-q", "--no-deps", "--no-binary", ":all:",
-                               "%s==%s" % (name, version), "-d", sdists], check=True)
+    subprocess.run(
+        pip[:-2] + ["download", "-q", "--no-deps", "--no-binary", ":all:", "%s==%s" % (name, version), "-d", sdists],
+        check=True,
+    )
     (sdist,) = [os.path.join(sdists, f) for f in os.listdir(sdists)]
     subprocess.run(pip + [wheel, sdist, "pytest", "pytest-timeout"] + extras, check=True)
     with tarfile.open(sdist) as tar:
@@ -137,13 +168,22 @@ def run_project(name, version, extras, fix, where, args, wheel, work):
             env["ASYNFRAME_NO_EXTENSIONS"] = "1"
         check = os.path.join(base, "modules-%s.txt" % mode)
         junit = os.path.join(base, "junit-%s.xml" % mode)
-        env.update(PYTHONPATH=os.pathsep.join(paths), AF_CHECK_FILE=check,
-                   PYTEST_PLUGINS="af_check",
-                   # options here, not on the command line: pyftpdlib's
-                   # command-line tests read sys.argv
-                   PYTEST_ADDOPTS="-q -p no:cacheprovider --timeout=120 --junitxml=" + junit)
-        proc = subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pytest"] + args,
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+        env.update(
+            PYTHONPATH=os.pathsep.join(paths),
+            AF_CHECK_FILE=check,
+            PYTEST_PLUGINS="af_check",
+            # options here, not on the command line: pyftpdlib's
+            # command-line tests read sys.argv
+            PYTEST_ADDOPTS="-q -p no:cacheprovider --timeout=120 --junitxml=" + junit,
+        )
+        proc = subprocess.run(
+            [os.path.join(venv, "bin", "python"), "-m", "pytest"] + args,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         print("  %-8s %s" % (mode, (proc.stdout.strip().splitlines() or ["(no output)"])[-1]))
         result = counts(junit)
         with open(check) as f:
@@ -164,8 +204,10 @@ def verdict(name, results):
         if got["failures"] or got["errors"]:
             problems.append("%s run failed: %s" % (mode, got["failed"]))
         if (got["tests"], got["skipped"]) != (ref["tests"], ref["skipped"]):
-            problems.append("%s run: %d tests, %d skipped; stdlib %d, %d" % (
-                mode, got["tests"], got["skipped"], ref["tests"], ref["skipped"]))
+            problems.append(
+                "%s run: %d tests, %d skipped; stdlib %d, %d"
+                % (mode, got["tests"], got["skipped"], ref["tests"], ref["skipped"])
+            )
     return problems
 
 
@@ -184,11 +226,12 @@ def main():
         problems = verdict(name, results)
         for mode in MODES:
             r = results[mode]
-            table.append("%-14s %-7s %-7s tests %4d  failures %d  errors %d  skipped %d" % (
-                name, version, mode, r["tests"], r["failures"], r["errors"], r["skipped"]))
+            table.append(
+                "%-14s %-7s %-7s tests %4d  failures %d  errors %d  skipped %d"
+                % (name, version, mode, r["tests"], r["failures"], r["errors"], r["skipped"])
+            )
         if results["stdlib"]["failed"]:
-            table.append("%-14s stdlib failures (reported, not fatal): %s" % (
-                name, results["stdlib"]["failed"]))
+            table.append("%-14s stdlib failures (reported, not fatal): %s" % (name, results["stdlib"]["failed"]))
         for problem in problems:
             table.append("%-14s PROBLEM: %s" % (name, problem))
         failed = failed or bool(problems)

@@ -33,7 +33,7 @@ READ_SIZE = 65536
 def make_reads(line_size: int, total: int) -> List[bytes]:
     line = b"x" * (line_size - 2) + b"\r\n"
     stream = line * (total // line_size)
-    return [stream[i:i + READ_SIZE] for i in range(0, len(stream), READ_SIZE)]
+    return [stream[i : i + READ_SIZE] for i in range(0, len(stream), READ_SIZE)]
 
 
 def load_reference() -> Optional[Any]:

@@ -105,16 +105,20 @@ def main() -> None:
     port = server.socket.getsockname()[1]
     env = dict(os.environ)
     child = subprocess.Popen(
-        [sys.executable, __file__, "--mode", opts.mode, "--messages", str(opts.messages),
-         "--client", str(port)], env=env)
+        [sys.executable, __file__, "--mode", opts.mode, "--messages", str(opts.messages), "--client", str(port)],
+        env=env,
+    )
     start = time.perf_counter()
     while child.poll() is None or len(asyncore.socket_map) > 1:
         asyncore.loop(timeout=0.05, use_poll=True, count=1)
     elapsed = time.perf_counter() - start
     server.close()
     asyncore.close_all()
-    print("%s: %d messages in %.3f s (%.0f msg/s, under this process's profiler if any)"
-          % (opts.mode, opts.messages, elapsed, opts.messages / elapsed), file=sys.stderr)
+    print(
+        "%s: %d messages in %.3f s (%.0f msg/s, under this process's profiler if any)"
+        % (opts.mode, opts.messages, elapsed, opts.messages / elapsed),
+        file=sys.stderr,
+    )
     if child.returncode:
         raise SystemExit("client failed")
 

@@ -115,9 +115,13 @@ def phase_cycles(port, cycles, warmup, proc, result):
                 errors += 1
         except OSError:
             errors += 1
-    result.update(cycles=cycles, cycle_errors=errors,
-                  cycles_seconds=round(time.monotonic() - t0, 2),
-                  cycles_rss_warm=warm_rss, cycles_rss_end=proc.memory_info().rss)
+    result.update(
+        cycles=cycles,
+        cycle_errors=errors,
+        cycles_seconds=round(time.monotonic() - t0, 2),
+        cycles_rss_warm=warm_rss,
+        cycles_rss_end=proc.memory_info().rss,
+    )
 
 
 def phase_concurrent(port, count, duration, warmup, proc, result):
@@ -134,8 +138,7 @@ def phase_concurrent(port, count, duration, warmup, proc, result):
 
     def send_next(state):
         state["n"] += 1
-        state["want"] = b"conn %d line %d %s\n" % (id(state) % 9973, state["n"],
-                                                   b"y" * (state["n"] % 300))
+        state["want"] = b"conn %d line %d %s\n" % (id(state) % 9973, state["n"], b"y" * (state["n"] % 300))
         state["got"] = b""
         state["sock"].sendall(state["want"])
 
@@ -170,9 +173,14 @@ def phase_concurrent(port, count, duration, warmup, proc, result):
     for state in conns:
         state["sock"].close()
     sel.close()
-    result.update(concurrent=count, duration=duration, exchanges=exchanges,
-                  concurrent_errors=errors, concurrent_rss_warm=warm_rss,
-                  concurrent_rss_end=proc.memory_info().rss)
+    result.update(
+        concurrent=count,
+        duration=duration,
+        exchanges=exchanges,
+        concurrent_errors=errors,
+        concurrent_rss_warm=warm_rss,
+        concurrent_rss_end=proc.memory_info().rss,
+    )
 
 
 def growth(warm, end):
@@ -195,8 +203,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cycles", type=int, default=100000)
     ap.add_argument("--concurrent", type=int, default=1000)
     ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--warmup", type=float, default=0.2,
-                    help="fraction of each phase before the RSS baseline (default 0.2)")
+    ap.add_argument(
+        "--warmup", type=float, default=0.2, help="fraction of each phase before the RSS baseline (default 0.2)"
+    )
     ap.add_argument("--max-growth", type=float, default=5.0, help="percent (default 5)")
     ap.add_argument("--use-poll", action="store_true")
     ap.add_argument("--json", help="also write the result to this file")
@@ -215,16 +224,21 @@ def main(argv=None) -> int:
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", str(w)]
     if args.use_poll:
         cmd.append("--use-poll")
-    child = subprocess.Popen(cmd, env=env, pass_fds=(w,), stdout=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: raise_fd_limit(args.concurrent * 2 + 256))
+    child = subprocess.Popen(
+        cmd,
+        env=env,
+        pass_fds=(w,),
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: raise_fd_limit(args.concurrent * 2 + 256),
+    )
     os.close(w)
     with os.fdopen(r) as f:
         port = int(f.readline())
     proc = psutil.Process(child.pid)
     import asynframe
 
-    result = {"core": asynframe.CORE_IMPLEMENTATION, "python": sys.version.split()[0],
-              "use_poll": args.use_poll}
+    result = {"core": asynframe.CORE_IMPLEMENTATION, "python": sys.version.split()[0], "use_poll": args.use_poll}
     try:
         result["fds_before"] = proc.num_fds()
         result["rss_start"] = proc.memory_info().rss
@@ -238,14 +252,16 @@ def main(argv=None) -> int:
     result["server_errors"] = server["errors"]
     result["server_accepted"] = server.get("accepted")
     result["cycles_rss_growth_pct"] = growth(result["cycles_rss_warm"], result["cycles_rss_end"])
-    result["concurrent_rss_growth_pct"] = growth(result["concurrent_rss_warm"],
-                                                 result["concurrent_rss_end"])
-    result["errors"] = result["cycle_errors"] + result["concurrent_errors"] + max(
-        server["errors"], 0) + (server["errors"] < 0)
-    growths = [g for g in (result["cycles_rss_growth_pct"], result["concurrent_rss_growth_pct"])
-               if g is not None]
-    result["ok"] = bool(result["errors"] == 0 and result["fds_after"] <= result["fds_before"]
-                        and all(g < args.max_growth for g in growths))
+    result["concurrent_rss_growth_pct"] = growth(result["concurrent_rss_warm"], result["concurrent_rss_end"])
+    result["errors"] = (
+        result["cycle_errors"] + result["concurrent_errors"] + max(server["errors"], 0) + (server["errors"] < 0)
+    )
+    growths = [g for g in (result["cycles_rss_growth_pct"], result["concurrent_rss_growth_pct"]) if g is not None]
+    result["ok"] = bool(
+        result["errors"] == 0
+        and result["fds_after"] <= result["fds_before"]
+        and all(g < args.max_growth for g in growths)
+    )
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if args.json:

@@ -39,9 +39,7 @@ def _framing_variants() -> Dict[str, Any]:
     if reference is not None:
         found["reference"] = chat_runner(reference)
     for name, core in CORES.items():
-        found["chat-" + name] = chat_runner(
-            af_asynchat, lambda core=core: core.FrameScanner(core.MODE_COLLECT)
-        )
+        found["chat-" + name] = chat_runner(af_asynchat, lambda core=core: core.FrameScanner(core.MODE_COLLECT))
         found["frames-" + name] = frames_runner(core)
     return found
 
@@ -61,7 +59,7 @@ def test_lines(benchmark: Any, variant: str, size: int) -> None:
 def _length_prefixed(count: int, size: int) -> List[bytes]:
     body = b"y" * size
     stream = (struct.pack("!I", size) + body) * count
-    return [stream[i:i + 65536] for i in range(0, len(stream), 65536)]
+    return [stream[i : i + 65536] for i in range(0, len(stream), 65536)]
 
 
 class _LengthPrefixed:
@@ -121,11 +119,13 @@ def _int_variants() -> Dict[str, Any]:
     if reference is not None:
         found["reference"] = _reference_length_prefixed(reference)
     for name, core in CORES.items():
+
         def run(reads: List[bytes], core: Any = core) -> int:
             target = _LengthPrefixed(core.FrameScanner(core.MODE_FRAMES))
             for data in reads:
                 target.scanner.feed(target, data)
             return target.frames
+
         found["frames-" + name] = run
     return found
 

@@ -64,7 +64,7 @@ class ChatRoom:
     """Who is connected, and broadcasts: shared by every session, on any loop."""
 
     def __init__(self) -> None:
-        self.members: List["ChatSession"] = []      # joined, in order, not yet left
+        self.members: List["ChatSession"] = []  # joined, in order, not yet left
         self.connections: Set["ChatSession"] = set()  # open, whether joined or leaving
         self._guests = 0
 
@@ -222,8 +222,14 @@ class ChatChannel(ChatSession, asynchat.async_chat):
 class ChatServer(asyncore.dispatcher):
     """The listening socket on asynframe's loop; ``room`` holds the sessions."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, map: Optional[Dict[Any, Any]] = None,
-                 backlog: int = 128, room: Optional[ChatRoom] = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        map: Optional[Dict[Any, Any]] = None,
+        backlog: int = 128,
+        room: Optional[ChatRoom] = None,
+    ) -> None:
         super().__init__(map=map)
         self.channel_map = map
         self.room = ChatRoom() if room is None else room
@@ -274,8 +280,7 @@ class AioChatSession(ChatSession, aio.ChatProtocol):
             self.transport.abort()
 
 
-async def start_server(room: ChatRoom, host: str = "127.0.0.1", port: int = 0,
-                       backlog: int = 128) -> asyncio.Server:
+async def start_server(room: ChatRoom, host: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> asyncio.Server:
     """Serve *room* on the running loop (asyncio's or uvloop's)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: AioChatSession(room), host, port, backlog=backlog)
@@ -287,15 +292,22 @@ async def start_server(room: ChatRoom, host: str = "127.0.0.1", port: int = 0,
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Line-based chat server (asynframe asynchat example).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8023,
-                        help="port to bind, 0 for any free port (default: %(default)s)")
-    parser.add_argument("--loop", choices=LOOPS, default="asynframe",
-                        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8023, help="port to bind, 0 for any free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="asynframe",
+        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     room = ChatRoom()  # on asyncio/uvloop: shared by every session
     try:
         loops.run_server(
-            args.loop, args.host, args.port,
+            args.loop,
+            args.host,
+            args.port,
             asyncore_server=lambda host, port: make_server(port, host),
             protocol_factory=lambda: AioChatSession(room),
             on_listening=lambda address: print("listening on %s:%d" % address, flush=True),

@@ -102,12 +102,12 @@ class HTTPClientSession:
     def start_client(self, host: str, port: int, requests: Sequence[Request], pipeline: bool = False) -> None:
         self.host_header = host if port == 80 else "%s:%d" % (host, port)
         self.pending: Deque[Request] = deque(requests)  # not sent yet
-        self.in_flight: Deque[Request] = deque()        # sent, response not complete
+        self.in_flight: Deque[Request] = deque()  # sent, response not complete
         self.pipeline = pipeline
         self.responses: List[Response] = []
         self.error: Optional[BaseException] = None
         self.response: Optional[Response] = None  # head received, body being read
-        self.parts: List[bytes] = []              # the body so far, if it comes in pieces
+        self.parts: List[bytes] = []  # the body so far, if it comes in pieces
         self.read_head()
         self.send_requests()
 
@@ -246,8 +246,12 @@ class HTTPClientSession:
         if not self.pending and not self.in_flight:
             self.done()
         elif "close" in response.headers.get("connection", "").lower():
-            self.fail(ConnectionError("the server closed the connection with %d requests unanswered"
-                                      % (len(self.pending) + len(self.in_flight))))
+            self.fail(
+                ConnectionError(
+                    "the server closed the connection with %d requests unanswered"
+                    % (len(self.pending) + len(self.in_flight))
+                )
+            )
         else:
             self.send_requests()
 
@@ -258,8 +262,12 @@ class HTTPClientSession:
             self.response.body = b"".join(self.parts)
             self.response_complete()
         if not self.finished:
-            self.fail(exc or ConnectionError("connection closed with %d responses missing"
-                                             % (len(self.pending) + len(self.in_flight))))
+            self.fail(
+                exc
+                or ConnectionError(
+                    "connection closed with %d responses missing" % (len(self.pending) + len(self.in_flight))
+                )
+            )
 
     def fail(self, error: BaseException) -> None:
         if not self.finished:
@@ -277,8 +285,14 @@ class HTTPClientSession:
 class HTTPClient(HTTPClientSession, asynchat.async_chat):
     """A client on asynframe's loop: connects to (host, port) on *map*."""
 
-    def __init__(self, host: str, port: int, requests: Sequence[Request], map: Optional[Dict[Any, Any]] = None,
-                 pipeline: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        requests: Sequence[Request],
+        map: Optional[Dict[Any, Any]] = None,
+        pipeline: bool = False,
+    ) -> None:
         asynchat.async_chat.__init__(self, map=map)
         self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -346,9 +360,16 @@ def split_urls(urls: Sequence[str]) -> Tuple[str, int, List[Tuple[str, str]]]:
     return host_port[0], host_port[1], targets
 
 
-def fetch(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = None,
-          map: Optional[Dict[Any, Any]] = None, pipeline: bool = False, timeout: float = 30.0,
-          loop: str = "asynframe") -> List[Response]:
+def fetch(
+    urls: Sequence[str],
+    *,
+    method: str = "GET",
+    body: Optional[bytes] = None,
+    map: Optional[Dict[Any, Any]] = None,
+    pipeline: bool = False,
+    timeout: float = 30.0,
+    loop: str = "asynframe",
+) -> List[Response]:
     """Fetch *urls* over one keep-alive connection; the responses, in order.
 
     *loop* is ``"asynframe"`` (asynframe's ``asyncore.loop``), ``"asyncio"``
@@ -364,7 +385,8 @@ def fetch(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = N
         event_loop = loops.new_event_loop(loop)
         try:
             return event_loop.run_until_complete(
-                fetch_async(urls, method=method, body=body, pipeline=pipeline, timeout=timeout))
+                fetch_async(urls, method=method, body=body, pipeline=pipeline, timeout=timeout)
+            )
         finally:
             event_loop.close()
 
@@ -391,8 +413,14 @@ def fetch(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = N
     return client.responses
 
 
-async def fetch_async(urls: Sequence[str], *, method: str = "GET", body: Optional[bytes] = None,
-                      pipeline: bool = False, timeout: float = 30.0) -> List[Response]:
+async def fetch_async(
+    urls: Sequence[str],
+    *,
+    method: str = "GET",
+    body: Optional[bytes] = None,
+    pipeline: bool = False,
+    timeout: float = 30.0,
+) -> List[Response]:
     """``fetch`` on the running asyncio or uvloop event loop."""
     host, port, targets = split_urls(urls)
     requests = [Request(method, target, url, body) for url, target in targets]
@@ -421,22 +449,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pipeline", action="store_true", help="send all requests at once")
     parser.add_argument("--body", action="store_true", help="write the response bodies to stdout too")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default: %(default)s)")
-    parser.add_argument("--loop", choices=LOOPS, default="asynframe",
-                        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="asynframe",
+        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     body = None if args.data is None else args.data.encode("utf-8")
     try:
-        responses = fetch(args.urls, method="GET" if body is None else "POST", body=body,
-                          pipeline=args.pipeline, timeout=args.timeout, loop=args.loop)
+        responses = fetch(
+            args.urls,
+            method="GET" if body is None else "POST",
+            body=body,
+            pipeline=args.pipeline,
+            timeout=args.timeout,
+            loop=args.loop,
+        )
     except ImportError as exc:
         parser.error("--loop %s: %s" % (args.loop, exc))
     except (OSError, ValueError) as exc:
         print("error: %s" % (exc,), file=sys.stderr)
         return 1
     for response in responses:
-        print("%d %s %d bytes %s" % (response.status, response.reason, len(response.body), response.url),
-              flush=True)
+        print("%d %s %d bytes %s" % (response.status, response.reason, len(response.body), response.url), flush=True)
         if args.body:
             sys.stdout.buffer.write(response.body + b"\n")
             sys.stdout.buffer.flush()

@@ -65,12 +65,12 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequenc
 from asynframe import aio, asynchat, asyncore, loops
 
 SERVER_NAME = "asynframe-example-http"
-MAX_HEAD = 64 * 1024          # request line + headers
-MAX_BODY = 16 * 1024 * 1024   # request body
-MAX_BYTES = 1 << 30           # largest /bytes/N
-INLINE_LIMIT = 64 * 1024      # /bytes/N bodies up to this size are pushed whole
-CHUNK = 64 * 1024             # producer chunk size
-CHUNKED_PIECE = 3000          # data per chunk of a chunked response
+MAX_HEAD = 64 * 1024  # request line + headers
+MAX_BODY = 16 * 1024 * 1024  # request body
+MAX_BYTES = 1 << 30  # largest /bytes/N
+INLINE_LIMIT = 64 * 1024  # /bytes/N bodies up to this size are pushed whole
+CHUNK = 64 * 1024  # producer chunk size
+CHUNKED_PIECE = 3000  # data per chunk of a chunked response
 
 LOOPS = loops.LOOPS
 
@@ -103,7 +103,7 @@ class PatternProducer:
         start = self.offset % PERIOD
         self.offset += size
         self.remaining -= size
-        return _PATTERN[start:start + size]
+        return _PATTERN[start : start + size]
 
 
 class ChunkedProducer:
@@ -177,7 +177,7 @@ class HTTPSession:
         service.accepted += 1
         service.connections.add(self)
         self.request: Optional[Request] = None  # set while its body is being read
-        self.finishing = False                  # closing: input is ignored from now on
+        self.finishing = False  # closing: input is ignored from now on
         self.read_head()
 
     def session_closed(self) -> None:
@@ -253,13 +253,13 @@ class HTTPSession:
             n = int(count)
             if kind == "chunked" and request.version != "HTTP/1.0":
                 producer = ChunkedProducer(PatternProducer(n, CHUNKED_PIECE))
-                self.respond(request, 200, producer=producer, chunked=True,
-                             content_type="application/octet-stream")
+                self.respond(request, 200, producer=producer, chunked=True, content_type="application/octet-stream")
             elif n <= INLINE_LIMIT:
                 self.respond(request, 200, pattern_bytes(n), "application/octet-stream")
             else:
-                self.respond(request, 200, producer=PatternProducer(n), length=n,
-                             content_type="application/octet-stream")
+                self.respond(
+                    request, 200, producer=PatternProducer(n), length=n, content_type="application/octet-stream"
+                )
         elif path == "/echo":
             if method == "POST":
                 self.respond(request, 200, body, "application/octet-stream")
@@ -272,10 +272,18 @@ class HTTPSession:
         self.respond(request, 405, b"method not allowed\n", headers=[("Allow", allow)])
 
     # -- output ----------------------------------------------------------------------
-    def respond(self, request: Optional[Request], status: int, body: bytes = b"",
-                content_type: str = "text/plain; charset=utf-8", *, producer: Any = None,
-                length: Optional[int] = None, chunked: bool = False,
-                headers: Sequence[Tuple[str, str]] = ()) -> None:
+    def respond(
+        self,
+        request: Optional[Request],
+        status: int,
+        body: bytes = b"",
+        content_type: str = "text/plain; charset=utf-8",
+        *,
+        producer: Any = None,
+        length: Optional[int] = None,
+        chunked: bool = False,
+        headers: Sequence[Tuple[str, str]] = (),
+    ) -> None:
         """Queue one complete response; close afterwards unless keep-alive applies.
 
         The body is *body*, or what *producer* makes: *length* bytes, or
@@ -387,8 +395,14 @@ class HTTPChannel(HTTPSession, asynchat.async_chat):
 class HTTPServer(asyncore.dispatcher):
     """The listening socket on asynframe's loop; ``service`` counts the connections."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, map: Optional[Dict[Any, Any]] = None,
-                 backlog: int = 128, service: Optional[HTTPService] = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        map: Optional[Dict[Any, Any]] = None,
+        backlog: int = 128,
+        service: Optional[HTTPService] = None,
+    ) -> None:
         super().__init__(map=map)
         self.channel_map = map
         self.service = HTTPService() if service is None else service
@@ -441,8 +455,9 @@ class AioHTTPSession(HTTPSession, aio.ChatProtocol):
             self.transport.abort()
 
 
-async def start_server(service: HTTPService, host: str = "127.0.0.1", port: int = 0,
-                       backlog: int = 128) -> asyncio.Server:
+async def start_server(
+    service: HTTPService, host: str = "127.0.0.1", port: int = 0, backlog: int = 128
+) -> asyncio.Server:
     """Serve HTTP for *service* on the running loop (asyncio's or uvloop's)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: AioHTTPSession(service), host, port, backlog=backlog)
@@ -454,15 +469,22 @@ async def start_server(service: HTTPService, host: str = "127.0.0.1", port: int 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Minimal HTTP/1.1 server (asynframe asynchat example).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8080,
-                        help="port to bind, 0 for any free port (default: %(default)s)")
-    parser.add_argument("--loop", choices=LOOPS, default="asynframe",
-                        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port to bind, 0 for any free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="asynframe",
+        help="event loop: asynframe's own, asyncio's or uvloop (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     service = HTTPService()  # on asyncio/uvloop: shared by every session
     try:
         loops.run_server(
-            args.loop, args.host, args.port,
+            args.loop,
+            args.host,
+            args.port,
             asyncore_server=lambda host, port: make_server(port, host),
             protocol_factory=lambda: AioHTTPSession(service),
             on_listening=lambda address: print("listening on %s:%d" % address, flush=True),

@@ -40,7 +40,8 @@ def pytest_configure(config):
     if not config.pluginmanager.hasplugin("timeout"):
         config.addinivalue_line("markers", "timeout(seconds): per-test time bound (pytest-timeout)")
     config.addinivalue_line(
-        "markers", "api_layer: tests the asyncore/asynchat/aio layers; run again with the pure core forced")
+        "markers", "api_layer: tests the asyncore/asynchat/aio layers; run again with the pure core forced"
+    )
 
 
 @pytest.fixture(

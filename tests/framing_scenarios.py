@@ -27,9 +27,7 @@ int_terminators = st.one_of(st.integers(1, 8), st.integers(9, 400))
 null_terminators = st.sampled_from([None, 0, b""])
 terminators = st.one_of(byte_terminators, byte_terminators, int_terminators, null_terminators)
 
-streams = st.lists(
-    st.one_of(st.sampled_from(PIECES), st.binary(max_size=6)), max_size=80
-).map(b"".join)
+streams = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=6)), max_size=80).map(b"".join)
 
 # what found_terminator does: (new terminator or KEEP, then clear()/raise or nothing)
 actions = st.tuples(
@@ -77,14 +75,15 @@ def scenarios(draw, collect_raises=True):
         "chunks": chunks,
         "script": draw(st.lists(actions, max_size=40)),
         # terminator set from outside before each read (KEEP: none)
-        "external": draw(st.lists(
-            st.one_of(st.just(KEEP), st.just(KEEP), st.just(KEEP), terminators),
-            min_size=len(chunks), max_size=len(chunks),
-        )),
-        # collect_incoming_data raises on these calls (1-based)
-        "collect_raises": (
-            draw(st.sets(st.integers(1, 30), max_size=3)) if collect_raises else set()
+        "external": draw(
+            st.lists(
+                st.one_of(st.just(KEEP), st.just(KEEP), st.just(KEEP), terminators),
+                min_size=len(chunks),
+                max_size=len(chunks),
+            )
         ),
+        # collect_incoming_data raises on these calls (1-based)
+        "collect_raises": (draw(st.sets(st.integers(1, 30), max_size=3)) if collect_raises else set()),
     }
 
 

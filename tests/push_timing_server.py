@@ -111,8 +111,7 @@ class Chat(asynchat.async_chat):
             self.socket.send(b"250 direct\r\n")
         elif command in ("STLS", "STLSSET"):
             self.push(b"+OK begin TLS\r\n")
-            tls = context.wrap_socket(self.socket, server_side=True,
-                                      do_handshake_on_connect=False)
+            tls = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
             if command == "STLS":
                 self.socket = tls
             else:

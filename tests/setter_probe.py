@@ -15,9 +15,29 @@ import sys
 from asynframe import asynchat, asyncore
 
 VALUES = [
-    -(2**63) - 1, -(2**63), -1, 0, 1, 7, 2**31, sys.maxsize, sys.maxsize + 1, 2**64,
-    1.5, float("nan"), float("inf"), True, False, "3", "\r\n", None, b"", b"\r\n",
-    bytearray(b"\n"), memoryview(b";"), [1],
+    -(2**63) - 1,
+    -(2**63),
+    -1,
+    0,
+    1,
+    7,
+    2**31,
+    sys.maxsize,
+    sys.maxsize + 1,
+    2**64,
+    1.5,
+    float("nan"),
+    float("inf"),
+    True,
+    False,
+    "3",
+    "\r\n",
+    None,
+    b"",
+    b"\r\n",
+    bytearray(b"\n"),
+    memoryview(b";"),
+    [1],
 ]
 
 
@@ -143,10 +163,14 @@ def next_chunk_sizes():
 
 
 set_results, changed = setters()
-print(json.dumps({
-    "setters": set_results,
-    "changed_on_error": changed,
-    "buffers-select": buffer_sizes(False),
-    "buffers-poll": buffer_sizes(True),
-    "next_chunk": next_chunk_sizes(),
-}))
+print(
+    json.dumps(
+        {
+            "setters": set_results,
+            "changed_on_error": changed,
+            "buffers-select": buffer_sizes(False),
+            "buffers-poll": buffer_sizes(True),
+            "next_chunk": next_chunk_sizes(),
+        }
+    )
+)

@@ -103,6 +103,8 @@ def file_data() -> bytes:
 
 def refuse_file_reads(monkeypatch):
     """Fail the test if a queued file is read instead of sent with sendfile()."""
+
     def refuse(*args):
         raise AssertionError("the file was read, not sent with sendfile()")
+
     monkeypatch.setattr(os, "pread", refuse)

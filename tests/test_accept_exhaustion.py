@@ -67,8 +67,13 @@ def test_listener_survives_descriptor_exhaustion(use_poll):
     # log_info prints: unbuffered, so nothing is lost when the server is terminated
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("ASYNFRAME_LOGGING", None)
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(int(use_poll))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(int(use_poll))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     clients = []
     try:
         port = int(proc.stdout.readline())

@@ -67,7 +67,8 @@ pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(30)]
 LOOP_PARAMS = [
     pytest.param("asyncio", id="asyncio"),
     pytest.param(
-        "uvloop", id="uvloop",
+        "uvloop",
+        id="uvloop",
         marks=pytest.mark.skipif(uvloop is None, reason="uvloop is not installed"),
     ),
 ]
@@ -197,9 +198,7 @@ async def client(port, ssl_context=None, rcvbuf=None):
             sock.close()
             raise
     elif ssl_context is not None:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=ssl_context, server_hostname="localhost"
-        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl_context, server_hostname="localhost")
     else:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -406,7 +405,7 @@ def test_length_prefixed_switches_terminators(loop_factory, style):
                 pos = 0
                 while pos < len(stream):
                     step = rng.choice([1, 2, 3, 7, 1000, 65536])
-                    writer.write(stream[pos:pos + step])
+                    writer.write(stream[pos : pos + step])
                     pos += step
                     if step < 10:
                         await writer.drain()
@@ -498,8 +497,11 @@ def test_max_frame_closes_only_that_connection(loop_factory, style, how, caplog)
 
     async def main():
         async with serving(cls) as (port, protocols):
-            async with client(port) as (good_r, good_w), client(port) as (bad_r, bad_w), \
-                    client(port) as (slow_r, slow_w):
+            async with (
+                client(port) as (good_r, good_w),
+                client(port) as (bad_r, bad_w),
+                client(port) as (slow_r, slow_w),
+            ):
                 good_w.write(b"hi\r\n")
                 assert await good_r.readexactly(4) == b"hi\r\n"
                 await until(lambda: len(protocols) == 3)
@@ -543,8 +545,8 @@ class SliceProducer:
 
     def more(self):
         self.pulls += 1
-        piece = self.view[:self.chunk]
-        self.view = self.view[self.chunk:]
+        piece = self.view[: self.chunk]
+        self.view = self.view[self.chunk :]
         kind = self.pulls % 3
         return piece if kind == 0 else bytearray(piece) if kind == 1 else bytes(piece)
 
@@ -638,7 +640,7 @@ class FloodProducer:
         self.pulls += 1
         start = self.sent
         self.sent += FLOOD_CHUNK
-        return PAYLOAD[start:start + FLOOD_CHUNK]
+        return PAYLOAD[start : start + FLOOD_CHUNK]
 
 
 class Flood(Recording):
@@ -782,8 +784,11 @@ def test_chat_client_against_stream_server(loop_factory, tls, use_tls):
         answers = asyncio.Queue()
         async with stream_server(handler, server_ctx) as port:
             transport, proto = await loop.create_connection(
-                lambda: LineClient(answers), "127.0.0.1", port,
-                ssl=client_ctx, server_hostname="localhost" if use_tls else None,
+                lambda: LineClient(answers),
+                "127.0.0.1",
+                port,
+                ssl=client_ctx,
+                server_hostname="localhost" if use_tls else None,
             )
             try:
                 for word in (b"alpha", b"beta", b"gamma"):
@@ -820,7 +825,7 @@ def cut(data, how, rng):
     if how == "whole":
         return [data]
     if how == "bytewise":
-        return [data[i:i + 1] for i in range(len(data))]
+        return [data[i : i + 1] for i in range(len(data))]
     bounds = sorted({0, len(data), *(rng.randrange(len(data)) for _ in range(20))})
     return [data[a:b] for a, b in zip(bounds, bounds[1:])]
 
@@ -828,8 +833,7 @@ def cut(data, how, rng):
 @pytest.mark.parametrize("how", ["whole", "bytewise", "random"])
 def test_framed_reader_terminator_changes(loop_factory, how):
     body = b"\r\n\n|xyz"
-    stream = (b"3\nabcHELLO\r\n%d\n%sEND|" % (len(body), body)
-              + b"5\nhello2\n\n\n" + b"tail bytes")
+    stream = b"3\nabcHELLO\r\n%d\n%sEND|" % (len(body), body) + b"5\nhello2\n\n\n" + b"tail bytes"
     chunks = cut(stream, how, random.Random(5))
 
     async def main():
@@ -883,8 +887,7 @@ def test_framed_reader_max_frame(loop_factory):
                 await frames.read_frame()
 
         # an int terminator past the limit, in one read
-        async with stream_server(serve_bytes([b"5000\n" + b"y" * 5000])) as port, \
-                client(port) as (reader, writer):
+        async with stream_server(serve_bytes([b"5000\n" + b"y" * 5000])) as port, client(port) as (reader, writer):
             frames = framed_reader(reader, b"\n", max_frame=1000)
             frames.set_terminator(int(await frames.read_frame()))
             with pytest.raises(FrameTooLarge):
@@ -896,8 +899,7 @@ def test_framed_reader_max_frame(loop_factory):
 @pytest.mark.parametrize("tail, partial", [(b"two", b"two"), (b"tw\r", b"tw\r"), (b"\r", b"\r")])
 def test_framed_reader_eof_inside_frame(loop_factory, tail, partial):
     async def main():
-        async with stream_server(serve_bytes([b"one\r\n", tail])) as port, \
-                client(port) as (reader, writer):
+        async with stream_server(serve_bytes([b"one\r\n", tail])) as port, client(port) as (reader, writer):
             frames = framed_reader(reader)
             got = []
             with pytest.raises(asyncio.IncompleteReadError) as info:
@@ -911,8 +913,10 @@ def test_framed_reader_eof_inside_frame(loop_factory, tail, partial):
 
 def test_framed_reader_clean_eof(loop_factory):
     async def main():
-        async with stream_server(serve_bytes([b"a\r\nb\r", b"\n", b"", b"c\r\n"])) as port, \
-                client(port) as (reader, writer):
+        async with (
+            stream_server(serve_bytes([b"a\r\nb\r", b"\n", b"", b"c\r\n"])) as port,
+            client(port) as (reader, writer),
+        ):
             frames = framed_reader(reader, read_size=2)
             assert [frame async for frame in frames] == [b"a", b"b", b"c"]
             with pytest.raises(asyncio.IncompleteReadError) as info:
@@ -960,8 +964,7 @@ class Differential(Recording):
 
     def outcome(self):
         """Frames, then every byte delivered or held and not part of a frame."""
-        rest = (b"".join(self.stream_chunks) + b"".join(self.chunks)
-                + b"".join(self.incoming) + self.ac_in_buffer)
+        rest = b"".join(self.stream_chunks) + b"".join(self.chunks) + b"".join(self.incoming) + self.ac_in_buffer
         return self.frames, rest, self.get_terminator()
 
 
@@ -1102,10 +1105,16 @@ async def mirrored(cls, sc):
 @given(sc=transport_scenarios())
 def test_transport_matches_reference_asynchat(loop_factory, ref_asynchat, sc):
     def reference(reads):
-        return run_reference(ref_asynchat, {
-            "term": sc["term"], "chunks": reads, "external": [KEEP] * len(reads),
-            "script": [(term, None) for term in sc["script"]], "collect_raises": set(),
-        })
+        return run_reference(
+            ref_asynchat,
+            {
+                "term": sc["term"],
+                "chunks": reads,
+                "external": [KEEP] * len(reads),
+                "script": [(term, None) for term in sc["script"]],
+                "collect_raises": set(),
+            },
+        )
 
     async def main():
         # asynchat's two callbacks: the very same calls, with the same data
@@ -1189,7 +1198,7 @@ class Scripted(FrameStyle):
 def feed(proto, data):
     """What a transport does on a read: receive into get_buffer(), report the count."""
     buf = proto.get_buffer(-1)
-    buf[:len(data)] = data
+    buf[: len(data)] = data
     del buf
     proto.buffer_updated(len(data))
 
@@ -1380,3 +1389,44 @@ def test_core_matches_environment():
     )
 
 
+class KeepingTransport(FakeTransport):
+    """Keeps the objects handed to write(), to tell a view from a copy."""
+
+    def write(self, data):
+        self.calls += 1
+        self.written.append(data)
+
+
+def test_push_memoryview_over_bytes_is_not_copied_and_mutable_buffers_are():
+    payload = bytes(range(256)) * 64
+    mutable = bytearray(b"mutable")
+    proto = Plain()
+    transport = KeepingTransport()
+    proto.connection_made(transport)
+    proto.push(memoryview(payload)[16:])
+    proto.push(mutable)
+    proto.push(memoryview(mutable))
+    mutable[:] = b"changed"
+    view, copy, view_copy = transport.written
+    # the same memory as the caller's bytes: no copy
+    assert isinstance(view, memoryview) and view.obj is payload and bytes(view) == payload[16:]
+    # a mutable buffer is copied at the push: the later change is not sent
+    assert copy == b"mutable" and view_copy == b"mutable"
+
+
+def test_push_memoryview_waits_behind_a_producer_without_a_copy():
+    payload = b"0123456789" * 1000
+    proto = Plain()
+    proto.push_with_producer(SliceProducer(b"ab", 1))
+    proto.push(memoryview(payload).cast("B", (100, 100)))  # 2-D, C-contiguous
+    proto.close_when_done()
+    transport = KeepingTransport()
+    proto.connection_made(transport)
+    assert [bytes(x) if not isinstance(x, str) else x for x in transport.written] == [
+        b"a",
+        b"b",
+        payload,
+        "closed",
+    ]
+    queued = transport.written[2]
+    assert isinstance(queued, memoryview) and queued.obj is payload and queued.ndim == 1

@@ -529,8 +529,6 @@ def test_core_matches_environment():
     )
 
 
-
-
 # -- the modules' namespaces -----------------------------------------------------------
 # Names only the stdlib modules have for their own deprecation warning.
 # (3.10's asynchat also imports warnings.warn for it; dunders differ by
@@ -546,6 +544,9 @@ def test_every_stdlib_module_name_is_there():
     if ref is None:
         pytest.skip("no reference asynchat/asyncore (pip install pyasynchat on 3.12+)")
     for ours, theirs in ((asynchat, ref), (asyncore, ref.asyncore)):
-        missing = sorted(name for name in set(dir(theirs)) - set(dir(ours)) - STDLIB_ONLY
-                         if not (name.startswith("__") and name.endswith("__")))
+        missing = sorted(
+            name
+            for name in set(dir(theirs)) - set(dir(ours)) - STDLIB_ONLY
+            if not (name.startswith("__") and name.endswith("__"))
+        )
         assert not missing, "%s lacks %s" % (ours.__name__, missing)

@@ -185,9 +185,7 @@ def test_5000_clients_all_answered(smap, many_fds):
         while len(accepted) < min(N_CLIENTS, start + 1000):
             assert time.monotonic() < deadline, "accepting stalled at %d" % len(accepted)
             asyncore.loop(1.0, map=m, count=1)
-        checks_per_iteration.append(
-            (poller.interest_checks - checks) / max(1, poller.iterations - iterations)
-        )
+        checks_per_iteration.append((poller.interest_checks - checks) / max(1, poller.iterations - iterations))
     budget = 20000
     while len(replies) < N_CLIENTS and budget:
         assert time.monotonic() < deadline, "echo stalled at %d replies" % len(replies)
@@ -257,7 +255,6 @@ def fd_reuse_self(mod, use_poll):
     return log
 
 
-
 class UrgentEcho(asynchat.async_chat):
     def __init__(self, sock, m):
         asynchat.async_chat.__init__(self, sock, m)
@@ -325,6 +322,7 @@ def test_one_urgent_byte_does_not_spin_the_loop(use_poll, cls):
     finally:
         asyncore.close_all(m, ignore_all=True)
         peer.close()
+
 
 def fd_reuse_other(mod, use_poll):
     """X and Y are both readable; whichever is handled first closes the other
@@ -454,7 +452,7 @@ def test_channels_added_and_removed_during_iteration(smap, use_poll):
         run_until(lambda: ("Z", "read") in log, smap, use_poll=use_poll)
         # Y may have been handled before A in the first iteration (the kernel
         # decides the order), never after A closed it
-        after_close = log[log.index(("A", "read")):]
+        after_close = log[log.index(("A", "read")) :]
         assert ("Y", "read") not in after_close, log
         assert y.fileno() == -1
         assert list(smap.values()).count(victim) == 0
@@ -954,11 +952,20 @@ def test_file_dispatcher_on_a_regular_file(smap, use_poll, tmp_path):
 PARTS = [b"HEL", b"LO\r", b"\nABCDE", b"FG", b"H\r\nxy\r"]
 EXPECTED_PREFIX = [
     ["connect"],
-    ["collect", "HEL"], ["sent"],
-    ["collect", "LO"], ["sent"],  # "\r" held back: maybe half a terminator
-    ["found", "\r\n"], ["collect", "ABCDE"], ["found", 5], ["sent"],
-    ["collect", "FG"], ["sent"],
-    ["collect", "H"], ["found", "\r\n"], ["collect", "xy\r"], ["sent"],
+    ["collect", "HEL"],
+    ["sent"],
+    ["collect", "LO"],
+    ["sent"],  # "\r" held back: maybe half a terminator
+    ["found", "\r\n"],
+    ["collect", "ABCDE"],
+    ["found", 5],
+    ["sent"],
+    ["collect", "FG"],
+    ["sent"],
+    ["collect", "H"],
+    ["found", "\r\n"],
+    ["collect", "xy\r"],
+    ["sent"],
 ]
 
 
@@ -1051,7 +1058,11 @@ def run_scenario_subprocess(impl, pure):
     env["ASYNFRAME_SCENARIO_IMPL"] = impl
     proc = subprocess.run(
         [sys.executable, HERE, "--halfclose-scenario"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -1063,7 +1074,7 @@ def run_scenario_subprocess(impl, pure):
 def test_halfclose_and_reset_event_log(use_poll, ending):
     log = halfclose_scenario(asyncore, asynchat, use_poll, ending)
     assert log[: len(EXPECTED_PREFIX)] == EXPECTED_PREFIX, log
-    closes = log[len(EXPECTED_PREFIX):]
+    closes = log[len(EXPECTED_PREFIX) :]
     assert set(map(tuple, closes)) == {("close",)}, log
     # exactly once, also where stock asyncore.poll2 calls it twice (the read
     # handler closes on ECONNRESET, then POLLHUP|POLLERR): see the next test
@@ -1087,12 +1098,16 @@ def test_halfclose_and_reset_logs_agree_across_cores_and_stdlib():
         # the one deliberate difference: stock poll2 calls handle_close twice
         # on a reset (read handler, then POLLHUP|POLLERR); asynframe once
         stock = logs["stdlib"]["poll/rst"]
-        assert stock[len(EXPECTED_PREFIX):] == [["close"], ["close"]], stock
+        assert stock[len(EXPECTED_PREFIX) :] == [["close"], ["close"]], stock
         logs["stdlib"]["poll/rst"] = stock[:-1]
     for name, got in logs.items():
         for case in reference:
             assert got[case] == reference[case], "%s differs from the pure core in %s:\n%s\n%s" % (
-                name, case, got[case], reference[case])
+                name,
+                case,
+                got[case],
+                reference[case],
+            )
     for case, log in reference.items():
         assert log[: len(EXPECTED_PREFIX)] == EXPECTED_PREFIX, (case, log)
 

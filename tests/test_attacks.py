@@ -41,8 +41,11 @@ import pytest
 
 psutil = pytest.importorskip("psutil")
 
-pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(120),
-              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc via psutil")]
+pytestmark = [
+    pytest.mark.api_layer,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc via psutil"),
+]
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 if not README.is_file():
@@ -118,8 +121,8 @@ class Server:
     def __init__(self, *extra):
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(README), *extra],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+            [sys.executable, "-c", SERVER, str(README), *extra], stdout=subprocess.PIPE, stderr=self.log, text=True
+        )
         self.port = int(self.proc.stdout.readline())
         self.ps = psutil.Process(self.proc.pid)
         time.sleep(0.2)
@@ -182,7 +185,8 @@ def victim_round(server, lines=300, seed=0, wrap=None):
     rng = random.Random(seed)
     payload = b"".join(
         bytes(rng.choice(b"abcdefghij0123456789 ") for _ in range(rng.randrange(1, 400))) + b"\r\n"
-        for _ in range(lines))
+        for _ in range(lines)
+    )
     sock = connect(server)
     if wrap is not None:
         sock = wrap(sock)
@@ -235,8 +239,12 @@ def test_no_terminator_flood(server_factory):
     assert victim_round(server)
     growth = (server.rss() - server.rss0) / MB
     assert growth < 16, growth
-    record("4 MiB without a terminator", "max_frame 8 KiB closes that peer",
-           victim_ok=True, rss_growth_mib=round(growth, 1))
+    record(
+        "4 MiB without a terminator",
+        "max_frame 8 KiB closes that peer",
+        victim_ok=True,
+        rss_growth_mib=round(growth, 1),
+    )
 
 
 def test_client_that_never_reads(server_factory):
@@ -261,8 +269,13 @@ def test_client_that_never_reads(server_factory):
     # the high mark (256 KiB) plus one 1 MiB reply and the socket buffers,
     # not the 64 MiB asked for
     assert growth < 16, growth
-    record("64 x 1 MiB replies requested, never read", "write-buffer limits hold the peer back by TCP",
-           idle_cpu_pct=round(cpu * 100, 1), peak_rss_growth_mib=round(growth, 1), victim_ok=True)
+    record(
+        "64 x 1 MiB replies requested, never read",
+        "write-buffer limits hold the peer back by TCP",
+        idle_cpu_pct=round(cpu * 100, 1),
+        peak_rss_growth_mib=round(growth, 1),
+        victim_ok=True,
+    )
 
 
 def test_connection_churn_with_resets(server_factory):
@@ -282,9 +295,14 @@ def test_connection_churn_with_resets(server_factory):
     growth = (server.rss() - server.rss0) / MB
     assert fds <= server.fds0 + 2, (fds, server.fds0)
     assert growth < 16, growth
-    record("%d connect + RST cycles" % cycles, "closed quietly, descriptors released",
-           fd_growth=fds - server.fds0, rss_growth_mib=round(growth, 1), seconds=round(elapsed, 1),
-           victim_ok=True)
+    record(
+        "%d connect + RST cycles" % cycles,
+        "closed quietly, descriptors released",
+        fd_growth=fds - server.fds0,
+        rss_growth_mib=round(growth, 1),
+        seconds=round(elapsed, 1),
+        victim_ok=True,
+    )
 
 
 def test_exception_in_a_callback(server_factory):
@@ -297,8 +315,12 @@ def test_exception_in_a_callback(server_factory):
     assert server.proc.poll() is None
     log = server.stderr()
     assert log.count("an exception in the protocol callback") >= 20, log[-2000:]
-    record("20 peers whose line raises in found_terminator", "logged, that channel closed",
-           victim_ok=True, server_alive=True)
+    record(
+        "20 peers whose line raises in found_terminator",
+        "logged, that channel closed",
+        victim_ok=True,
+        server_alive=True,
+    )
 
 
 def test_huge_push_reaches_a_reading_client(server_factory):
@@ -321,8 +343,13 @@ def test_huge_push_reaches_a_reading_client(server_factory):
     # (RSS afterwards is not bounded here: an allocator may keep the freed
     # block, as free-threaded CPython's mimalloc does)
     assert peak < 1.25 * size / MB, peak
-    record("one 100 MiB push", "sent whole, no copy queued", victim_ok=True,
-           peak_rss_growth_mib=round(peak, 1), rss_growth_after_mib=round(growth, 1))
+    record(
+        "one 100 MiB push",
+        "sent whole, no copy queued",
+        victim_ok=True,
+        peak_rss_growth_mib=round(peak, 1),
+        rss_growth_after_mib=round(growth, 1),
+    )
 
 
 # -- second round ---------------------------------------------------------------------------------
@@ -348,9 +375,14 @@ def test_out_of_descriptors(server_factory):
     assert server.proc.poll() is None
     log = server.stderr()
     episodes = log.count("accept")
-    record("90 clients against RLIMIT_NOFILE 64", "accepting pauses with backoff, listener kept",
-           idle_cpu_pct=round(cpu * 100, 1), victim_served_after_s=round(resumed, 2),
-           log_lines_about_accept=episodes, victim_ok=True)
+    record(
+        "90 clients against RLIMIT_NOFILE 64",
+        "accepting pauses with backoff, listener kept",
+        idle_cpu_pct=round(cpu * 100, 1),
+        victim_served_after_s=round(resumed, 2),
+        log_lines_about_accept=episodes,
+        victim_ok=True,
+    )
 
 
 def test_one_urgent_byte(server_factory):
@@ -362,8 +394,12 @@ def test_one_urgent_byte(server_factory):
     assert victim_round(server)
     attacker.close()
     assert cpu < 0.10, cpu
-    record("one MSG_OOB byte, then idle", "stock handle_expt: no priority wait",
-           idle_cpu_pct=round(cpu * 100, 1), victim_ok=True)
+    record(
+        "one MSG_OOB byte, then idle",
+        "stock handle_expt: no priority wait",
+        idle_cpu_pct=round(cpu * 100, 1),
+        victim_ok=True,
+    )
 
 
 def test_trickling_peers(server_factory):
@@ -384,8 +420,12 @@ def test_trickling_peers(server_factory):
     assert elapsed < 5, elapsed
     for sock in attackers:
         sock.close()
-    record("50 peers sending 1 byte every 0.2 s", "set_frame_timeout (1 s here, 30 s in the README)",
-           all_closed_after_s=round(elapsed, 1), victim_ok=True)
+    record(
+        "50 peers sending 1 byte every 0.2 s",
+        "set_frame_timeout (1 s here, 30 s in the README)",
+        all_closed_after_s=round(elapsed, 1),
+        victim_ok=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -410,8 +450,12 @@ def test_stalled_tls_handshakes(server_factory, tls_files):
     for sock in attackers:
         sock.close()
     assert elapsed < 4, elapsed
-    record("50 TCP connections that never start TLS", "handshake timeout (1 s here, 60 s default)",
-           all_closed_after_s=round(elapsed, 1), victim_ok=True)
+    record(
+        "50 TCP connections that never start TLS",
+        "handshake timeout (1 s here, 60 s default)",
+        all_closed_after_s=round(elapsed, 1),
+        victim_ok=True,
+    )
 
 
 def test_tls_peers_that_reset(server_factory, tls_files):
@@ -430,5 +474,10 @@ def test_tls_peers_that_reset(server_factory, tls_files):
     assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
     fds = server.fds()
     assert fds <= server.fds0 + 2, (fds, server.fds0)
-    record("30 TLS peers that reset mid-frame", "handle_close, as on plain sockets (no error logged)",
-           error_log_lines=0, fd_growth=fds - server.fds0, victim_ok=True)
+    record(
+        "30 TLS peers that reset mid-frame",
+        "handle_close, as on plain sockets (no error logged)",
+        error_log_lines=0,
+        fd_growth=fds - server.fds0,
+        victim_ok=True,
+    )

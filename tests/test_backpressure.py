@@ -31,10 +31,10 @@ pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 
 HIGH = 64 * 1024
 LOW = 16 * 1024
-REQUEST_LEN = 100          # bytes per request, terminator included
-REPLY_LEN = 1000           # bytes per reply
-READ_SIZE = 4096           # the server's ac_in_buffer_size
-SMALL_BUF = 32 * 1024      # socket buffers: TCP pushes back early
+REQUEST_LEN = 100  # bytes per request, terminator included
+REPLY_LEN = 1000  # bytes per reply
+READ_SIZE = 4096  # the server's ac_in_buffer_size
+SMALL_BUF = 32 * 1024  # socket buffers: TCP pushes back early
 
 
 def request(i):
@@ -193,7 +193,7 @@ def test_flooding_client_that_never_reads_is_held_back(env):
     # flood without reading until TCP stops taking requests for a while
     while stalled < 30:
         assert time.monotonic() < deadline, "the client was never held back"
-        n = send_some(client, stream[sent:sent + 65536])
+        n = send_some(client, stream[sent : sent + 65536])
         sent += n
         stalled = 0 if n else stalled + 1
         spin(m)
@@ -230,12 +230,11 @@ def test_flooding_client_that_never_reads_is_held_back(env):
     while len(received) < expected_len:
         assert time.monotonic() < deadline, "%d of %d bytes" % (len(received), expected_len)
         if sent < len(stream):
-            sent += send_some(client, stream[sent:sent + 65536])
+            sent += send_some(client, stream[sent : sent + 65536])
         spin(m)
         recv_all(client, received)
         assert chan.get_write_buffer_size() <= HIGH + one_read
-    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(
-        b"".join(reply(i) for i in range(total))).hexdigest()
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(b"".join(reply(i) for i in range(total))).hexdigest()
     assert chan.served == total
     assert not chan.writing_paused and chan.readable()
     spin(m)
@@ -262,7 +261,7 @@ def test_dispatcher_with_send_is_held_back_too(env):
     deadline = time.monotonic() + 20
     while stalled < 30:
         assert time.monotonic() < deadline
-        n = send_some(client, payload[sent:sent + 65536])
+        n = send_some(client, payload[sent : sent + 65536])
         sent += n
         stalled = 0 if n else stalled + 1
         spin(m)
@@ -276,16 +275,16 @@ def test_dispatcher_with_send_is_held_back_too(env):
     while len(received) < 10 * len(payload):
         assert time.monotonic() < deadline
         if sent < len(payload):
-            sent += send_some(client, payload[sent:sent + 65536])
+            sent += send_some(client, payload[sent : sent + 65536])
         spin(m)
         recv_all(client, received)
     # each read came back ten times over: walk the reads, in order
     assert len(received) == 10 * len(payload)
     p = q = 0
     while p < len(received):
-        k = received.find(payload[q:q + 32], p + 1) - p if len(payload) - q > 32 else len(payload) - q
+        k = received.find(payload[q : q + 32], p + 1) - p if len(payload) - q > 32 else len(payload) - q
         assert 0 < k <= READ_SIZE
-        assert received[p:p + 10 * k] == payload[q:q + k] * 10, (p, q, k)
+        assert received[p : p + 10 * k] == payload[q : q + k] * 10, (p, q, k)
         p += 10 * k
         q += k
     assert q == len(payload)
@@ -475,16 +474,19 @@ def test_frames_already_read_wait_while_paused(env):
     assert chan.served == count and chan.peak <= HIGH + 100 * REPLY_LEN
 
 
-@pytest.mark.parametrize("args, exc, words", [
-    (("64k",), TypeError, "high must be an int"),
-    ((1.5,), TypeError, "high must be an int"),
-    ((True,), TypeError, "high must be an int"),
-    ((None, "1"), TypeError, "low must be an int"),
-    ((-1,), ValueError, "high must be >= 0"),
-    ((100, -1), ValueError, "low must be >= 0"),
-    ((None, -4), ValueError, "low must be >= 0"),
-    ((100, 200), ValueError, "low (200) must not be above high (100)"),
-])
+@pytest.mark.parametrize(
+    "args, exc, words",
+    [
+        (("64k",), TypeError, "high must be an int"),
+        ((1.5,), TypeError, "high must be an int"),
+        ((True,), TypeError, "high must be an int"),
+        ((None, "1"), TypeError, "low must be an int"),
+        ((-1,), ValueError, "high must be >= 0"),
+        ((100, -1), ValueError, "low must be >= 0"),
+        ((None, -4), ValueError, "low must be >= 0"),
+        ((100, 200), ValueError, "low (200) must not be above high (100)"),
+    ],
+)
 def test_validation(pair, args, exc, words):
     chan = pair.chan
     with pytest.raises(exc) as info:
@@ -525,5 +527,3 @@ def test_derived_marks(pair):
 def test_core_matches_environment():
     if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
-
-

@@ -20,14 +20,24 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the benchmark harness targets Linux (epoll, /proc)")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the benchmark harness targets Linux (epoll, /proc)"
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "benchmarks" / "run.py"
 SCENARIOS = ["pipelined", "reqresp"]
-ALL_SERVERS = ["asynframe-c", "asynframe-py", "stdlib-asynchat", "asynframe-aio", "asynframe-uvloop",
-               "asyncio-protocol", "asyncio-streams", "uvloop", "twisted"]
+ALL_SERVERS = [
+    "asynframe-c",
+    "asynframe-py",
+    "stdlib-asynchat",
+    "asynframe-aio",
+    "asynframe-uvloop",
+    "asyncio-protocol",
+    "asyncio-streams",
+    "uvloop",
+    "twisted",
+]
 
 # Run in a clean interpreter: which peers can the benchmark servers import?
 _PROBE = r"""
@@ -58,8 +68,9 @@ print(json.dumps(have))
 def _installed():
     env = dict(os.environ)
     env.pop("ASYNFRAME_NO_EXTENSIONS", None)
-    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
-                         env=env, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -96,9 +107,24 @@ def _alive_benchmark_process(pid):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "result.json"
-    cmd = [sys.executable, str(RUN), "--quick", "--scenarios", ",".join(SCENARIOS),
-           "--duration", "0.3", "--repeats", "1", "--warmup", "0.1", "--connections", "4",
-           "--json", str(out), "--no-chart"]
+    cmd = [
+        sys.executable,
+        str(RUN),
+        "--quick",
+        "--scenarios",
+        ",".join(SCENARIOS),
+        "--duration",
+        "0.3",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0.1",
+        "--connections",
+        "4",
+        "--json",
+        str(out),
+        "--no-chart",
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=str(REPO))
     elapsed = time.monotonic() - t0
@@ -154,8 +180,9 @@ def test_every_installed_server_was_measured(tiny_run):
         # the code under test: this checkout's src/ when it is built for this
         # interpreter (not some other installed copy), else the installed
         # package these tests import (run.py's built_checkout_src rule)
-        built = [s for s in importlib.machinery.EXTENSION_SUFFIXES
-                 if (REPO / "src" / "asynframe" / ("_core_c" + s)).exists()]
+        built = [
+            s for s in importlib.machinery.EXTENSION_SUFFIXES if (REPO / "src" / "asynframe" / ("_core_c" + s)).exists()
+        ]
         if built:
             expected = str(REPO / "src")
         else:
@@ -199,8 +226,7 @@ def test_table_and_progress(tiny_run):
     # the counter runs 1..cells over the same total, with elapsed and remaining time
     counters = [re.match(r"\[ *(\d+)/(\d+) \d+s, (\?|\d+s) left\]", line) for line in progress]
     assert all(counters), progress
-    assert [(int(m.group(1)), int(m.group(2))) for m in counters] == [
-        (i, cells) for i in range(1, cells + 1)]
+    assert [(int(m.group(1)), int(m.group(2))) for m in counters] == [(i, cells) for i in range(1, cells + 1)]
 
 
 @pytest.mark.timeout(150)
@@ -213,9 +239,25 @@ def test_no_processes_left_behind(tiny_run):
 
 @pytest.mark.timeout(60)
 def test_interrupt_kills_children(tmp_path):
-    cmd = [sys.executable, str(RUN), "--scenarios", "reqresp", "--servers", "asyncio-protocol",
-           "--duration", "20", "--repeats", "1", "--warmup", "0", "--connections", "2",
-           "--json", str(tmp_path / "x.json"), "--no-chart"]
+    cmd = [
+        sys.executable,
+        str(RUN),
+        "--scenarios",
+        "reqresp",
+        "--servers",
+        "asyncio-protocol",
+        "--duration",
+        "20",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--connections",
+        "2",
+        "--json",
+        str(tmp_path / "x.json"),
+        "--no-chart",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO))
     try:
         kids = []
@@ -246,8 +288,11 @@ def test_the_command_the_module_and_the_script_are_one_runner():
     # and benchmarks/run.py all run asynframe.bench.runner.main
     from importlib.metadata import entry_points
 
-    scripts = entry_points(group="console_scripts") if sys.version_info >= (3, 10) else \
-        entry_points().get("console_scripts", [])
+    scripts = (
+        entry_points(group="console_scripts")
+        if sys.version_info >= (3, 10)
+        else entry_points().get("console_scripts", [])
+    )
     bench = [ep for ep in scripts if ep.name == "asynframe-bench"]
     assert [ep.value for ep in bench] == ["asynframe.bench.runner:main"]
     listings = [

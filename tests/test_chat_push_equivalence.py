@@ -168,22 +168,27 @@ def channel_socket(sock_kind, sock):
 class Case(NamedTuple):
     data: str = "bytes"
     cls: str = "stock"
-    queue: str = "compiled"       # "python": the pure twin's PushQueue (not the type chat_push inlines)
-    backlog: bool = False         # output already queued that the kernel would not take
-    close_pending: bool = False   # close_when_done() called before the push
-    dispatching: bool = False     # pushed from inside a read handler
-    limits: str = "none"          # a key of HIGH_MARKS, or "removed" (set, then removed)
+    queue: str = "compiled"  # "python": the pure twin's PushQueue (not the type chat_push inlines)
+    backlog: bool = False  # output already queued that the kernel would not take
+    close_pending: bool = False  # close_when_done() called before the push
+    dispatching: bool = False  # pushed from inside a read handler
+    limits: str = "none"  # a key of HIGH_MARKS, or "removed" (set, then removed)
     connection: str = "connected"
-    sock: str = "plain"           # "plain" socket.socket or a "subclass"
-    out_buffer: int = 65536       # ac_out_buffer_size
-    generic: str = "default"      # what puts the channel on the generic path, if anything
+    sock: str = "plain"  # "plain" socket.socket or a "subclass"
+    out_buffer: int = 65536  # ac_out_buffer_size
+    generic: str = "default"  # what puts the channel on the generic path, if anything
     use_encoding: bool = False
-    use_poll: bool = False        # the semantics of the loop iteration after the push
+    use_poll: bool = False  # the semantics of the loop iteration after the push
 
 
 CONNECTIONS = [
-    "connected", "unconnected", "listening", "closed", "peer closed",
-    "eof draining", "eof draining, drain_on_eof off",
+    "connected",
+    "unconnected",
+    "listening",
+    "closed",
+    "peer closed",
+    "eof draining",
+    "eof draining, drain_on_eof off",
     "closing flag",  # asyncore's ``closing``: kept for compatibility, read by neither push
 ]
 # set_write_buffer_limits(high=...): "tight" pauses on any push the socket cannot take at once
@@ -286,8 +291,11 @@ class Side:
         if compiled_interest not in (-1, python_interest):
             interest_failures.append(("chat_interest", compiled_interest, "_chat_interest", python_interest))
         # inside a read handler the registration waits for the handler's flush
-        if (registered is not None and not chan._af_dispatching
-                and _poller.interest_fn_of(chan) is asynchat._chat_interest):
+        if (
+            registered is not None
+            and not chan._af_dispatching
+            and _poller.interest_fn_of(chan) is asynchat._chat_interest
+        ):
             # urgent data only for a channel that handles it (wants_urgent)
             expected = python_interest
             if python_interest and _poller.wants_urgent(chan):
@@ -305,8 +313,15 @@ class Side:
             "send sizes": list(getattr(chan.socket, "sizes", ())),
             "flags": {
                 name: getattr(chan, name)
-                for name in ("connected", "accepting", "_af_eof", "writing_paused", "_af_limited",
-                             "_af_generic_path", "_af_dispatching")
+                for name in (
+                    "connected",
+                    "accepting",
+                    "_af_eof",
+                    "writing_paused",
+                    "_af_limited",
+                    "_af_generic_path",
+                    "_af_dispatching",
+                )
             },
             "in map": fd is not None and self.map.get(fd) is chan,
             "touched": touched,
@@ -377,7 +392,10 @@ def assert_no_differences(cases):
         found += differences(case)
     assert count
     assert not found, "%d difference(s) in %d cases, first ones:\n%s" % (
-        len(found), count, "\n".join(repr(item)[:600] for item in found[:8]))
+        len(found),
+        count,
+        "\n".join(repr(item)[:600] for item in found[:8]),
+    )
 
 
 # -- what chat_push itself branches on, in every combination ----------------------------
@@ -387,10 +405,18 @@ def test_push_branches(cls, queue):
     """Data types, queue empty or not (backlog, close sentinel), read handler
     running or not, write limits: every combination, on a connected channel."""
     assert_no_differences(
-        Case(data=data, cls=cls, queue=queue, backlog=backlog, close_pending=close_pending,
-             dispatching=dispatching, limits=limits)
+        Case(
+            data=data,
+            cls=cls,
+            queue=queue,
+            backlog=backlog,
+            close_pending=close_pending,
+            dispatching=dispatching,
+            limits=limits,
+        )
         for data, backlog, close_pending, dispatching, limits in itertools.product(
-            DATA, [False, True], [False, True], [False, True], LIMITS)
+            DATA, [False, True], [False, True], [False, True], LIMITS
+        )
     )
 
 
@@ -400,11 +426,25 @@ def test_channel_states(connection):
     """Connection state x socket kind and ac_out_buffer_size chunks x generic
     path x use_encoding x loop semantics, each with and without a backlog."""
     assert_no_differences(
-        Case(data=data, connection=connection, sock=sock, out_buffer=out_buffer, generic=generic,
-             use_encoding=use_encoding, backlog=backlog, use_poll=use_poll)
+        Case(
+            data=data,
+            connection=connection,
+            sock=sock,
+            out_buffer=out_buffer,
+            generic=generic,
+            use_encoding=use_encoding,
+            backlog=backlog,
+            use_poll=use_poll,
+        )
         for data, sock, out_buffer, generic, use_encoding, backlog, use_poll in itertools.product(
-            ["bytes", "big bytes", "empty bytes", "memoryview", "str"], ["plain", "subclass"],
-            [65536, 7], GENERIC, [False, True], [False, True], [False, True])
+            ["bytes", "big bytes", "empty bytes", "memoryview", "str"],
+            ["plain", "subclass"],
+            [65536, 7],
+            GENERIC,
+            [False, True],
+            [False, True],
+            [False, True],
+        )
         # use_encoding changes nothing for bytes: str is the case it is about
         if data == "str" or not use_encoding
     )

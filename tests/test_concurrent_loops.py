@@ -138,10 +138,9 @@ def client(port, seed, results, errors):
             deadline = time.monotonic() + DEADLINE
             while len(received) < len(payload):
                 if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"client {seed}: {len(received)} of {len(payload)} bytes back by the deadline")
+                    raise AssertionError(f"client {seed}: {len(received)} of {len(payload)} bytes back by the deadline")
                 if sent < len(payload):
-                    chunk = payload[sent:sent + rng.randrange(1, 9000)]
+                    chunk = payload[sent : sent + rng.randrange(1, 9000)]
                     try:
                         sent += sock.send(chunk)
                     except BlockingIOError:
@@ -160,22 +159,19 @@ def client(port, seed, results, errors):
         errors.append(exc)
 
 
-
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
-@pytest.mark.parametrize("handler", [CallbackEcho, StockPairEcho, FrameEcho],
-                         ids=["callbacks", "stock-pair", "frames"])
+@pytest.mark.parametrize("handler", [CallbackEcho, StockPairEcho, FrameEcho], ids=["callbacks", "stock-pair", "frames"])
 def test_loops_in_threads_echo_byte_for_byte(handler, use_poll):
     stop = threading.Event()
     errors: list = []
     maps = [{} for _ in range(LOOPS)]
     listeners = [Listener(handler, m) for m in maps]
-    loop_threads = [threading.Thread(target=serve, args=(m, stop, use_poll, errors), daemon=True)
-                    for m in maps]
+    loop_threads = [threading.Thread(target=serve, args=(m, stop, use_poll, errors), daemon=True) for m in maps]
     results: dict = {}
     client_threads = [
-        threading.Thread(target=client, args=(listener.port, loop * 100 + i, results, errors),
-                         daemon=True)
-        for loop, listener in enumerate(listeners) for i in range(CLIENTS_PER_LOOP)
+        threading.Thread(target=client, args=(listener.port, loop * 100 + i, results, errors), daemon=True)
+        for loop, listener in enumerate(listeners)
+        for i in range(CLIENTS_PER_LOOP)
     ]
     try:
         for t in loop_threads + client_threads:
@@ -201,6 +197,7 @@ def test_the_gil_stays_off_while_loops_run():
     # declared free-threading compatible; after the loops ran it is still off
     # unless the user asked for it
     import os
+
     if os.environ.get("PYTHON_GIL") == "1":
         pytest.skip("GIL forced on by PYTHON_GIL=1")
     assert not sys._is_gil_enabled()

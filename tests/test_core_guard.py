@@ -42,9 +42,7 @@ def test_flag_agrees_with_no_extensions():
 
 @pytest.mark.skipif(not REQUIRE_EXTENSIONS, reason="ASYNFRAME_REQUIRE_EXTENSIONS is not set")
 def test_required_extension_is_active():
-    assert not NO_EXTENSIONS, (
-        "ASYNFRAME_REQUIRE_EXTENSIONS=1 contradicts ASYNFRAME_NO_EXTENSIONS=1"
-    )
+    assert not NO_EXTENSIONS, "ASYNFRAME_REQUIRE_EXTENSIONS=1 contradicts ASYNFRAME_NO_EXTENSIONS=1"
     try:
         importlib.import_module("asynframe._core_c")
     except ImportError as exc:
@@ -52,15 +50,14 @@ def test_required_extension_is_active():
     assert asynframe.USING_C_CORE, "ASYNFRAME_REQUIRE_EXTENSIONS=1 but the pure core is active"
 
 
-@pytest.mark.skipif(not os.environ.get("ASYNFRAME_EXPECT_INSTALLED_IN"),
-                    reason="ASYNFRAME_EXPECT_INSTALLED_IN is not set")
+@pytest.mark.skipif(
+    not os.environ.get("ASYNFRAME_EXPECT_INSTALLED_IN"), reason="ASYNFRAME_EXPECT_INSTALLED_IN is not set"
+)
 def test_imported_from_the_expected_install():
     # .ci/run sets it to the wheel venv's site-packages: a run that silently
     # picked up a source checkout instead would otherwise pass.
     where = os.path.realpath(os.environ["ASYNFRAME_EXPECT_INSTALLED_IN"])
-    modules = [asynframe, _core] + ([importlib.import_module("asynframe._core_c")]
-                                    if asynframe.USING_C_CORE else [])
+    modules = [asynframe, _core] + ([importlib.import_module("asynframe._core_c")] if asynframe.USING_C_CORE else [])
     for module in modules:
         path = os.path.realpath(module.__file__)
-        assert path.startswith(where + os.sep), "%s imported from %s, not from %s" % (
-            module.__name__, path, where)
+        assert path.startswith(where + os.sep), "%s imported from %s, not from %s" % (module.__name__, path, where)

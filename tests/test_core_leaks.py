@@ -40,7 +40,7 @@ def rss():
 def windows():
     """The stream is periodic, so 8 pre-cut chunks cover every read offset."""
     blob = FRAME * (CHUNK // len(FRAME) + 2)
-    return [blob[r:r + CHUNK] for r in range(len(FRAME))]
+    return [blob[r : r + CHUNK] for r in range(len(FRAME))]
 
 
 class Counter:
@@ -83,11 +83,12 @@ def test_million_frames_flat(core, path):
 
         def feed(chunk, pos):
             buf = scanner.get_buffer(len(chunk))
-            buf[:len(chunk)] = chunk
+            buf[: len(chunk)] = chunk
             views.append(buf)  # the last view is kept alive into the next read
             del views[:-1]
             scanner.buffer_updated(target, len(chunk))
     else:
+
         def feed(chunk, pos):
             scanner.feed(target, chunk)
 

@@ -39,8 +39,12 @@ from support import NO_EXTENSIONS
 
 # test_ftplib before test_poplib, which imports its SSLConnection
 SUITES = (
-    "test.test_asyncore", "test.test_asynchat",
-    "test.test_smtpd", "test.test_ftplib", "test.test_poplib", "test.test_smtplib",
+    "test.test_asyncore",
+    "test.test_asynchat",
+    "test.test_smtpd",
+    "test.test_ftplib",
+    "test.test_poplib",
+    "test.test_smtplib",
 )
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRE = os.environ.get("ASYNFRAME_REQUIRE_CPYTHON_SUITES", "") not in ("", "0")
@@ -164,7 +168,7 @@ def suites_dir_elsewhere():
 
 
 def suites_source():
-    """"-" when this interpreter has the suites, else a directory of them, else None."""
+    """ "-" when this interpreter has the suites, else a directory of them, else None."""
     if not missing_suites():
         return "-"
     return suites_dir_elsewhere()
@@ -195,7 +199,11 @@ class SuiteRun:
         # the suites create their socket files in the working directory
         self.proc = subprocess.Popen(
             [sys.executable, "-c", RUNNER, impl, source, *SUITES],
-            env=env, cwd=str(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            cwd=str(workdir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self._result = None
 
@@ -246,8 +254,12 @@ def reference_modules_available():
 
 def counts(result):
     return "%s: run=%d failures=%d errors=%d skipped=%d" % (
-        result["core"], result["run"], len(result["failures"]), len(result["errors"]),
-        result["skipped"])
+        result["core"],
+        result["run"],
+        len(result["failures"]),
+        len(result["errors"]),
+        result["skipped"],
+    )
 
 
 @pytest.mark.timeout(TIMEOUT + 30)
@@ -269,9 +281,7 @@ def test_cpython_suites_pass_on_asynframe(core, suite_runs, suite):
     # the suite really ran on asynframe's modules, and the reference did not
     assert got["used"] and all(v.startswith("asynframe.") for v in got["used"].values()), got["used"]
     assert all(not v.startswith("asynframe.") for v in ref["used"].values()), ref["used"]
-    problems = "".join(
-        "\n--- %s\n%s" % (test, text) for test, text in got["failures"] + got["errors"]
-    )
+    problems = "".join("\n--- %s\n%s" % (test, text) for test, text in got["failures"] + got["errors"])
     assert not got["failures"] and not got["errors"], summary + problems
     assert not got["unexpected_successes"], summary
     assert (got["run"], got["skipped"]) == (ref["run"], ref["skipped"]), summary
@@ -298,10 +308,12 @@ def test_require_flag_turns_a_missing_suite_into_a_failure():
     outcomes = {}
     for flag in ("0", "1"):
         # and no other interpreter's copy to fall back on
-        env = dict(os.environ, ASYNFRAME_REQUIRE_CPYTHON_SUITES=flag,
-                   ASYNFRAME_CPYTHON_SUITES_DIR="", PYENV_ROOT=os.devnull)
-        proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=25)
+        env = dict(
+            os.environ, ASYNFRAME_REQUIRE_CPYTHON_SUITES=flag, ASYNFRAME_CPYTHON_SUITES_DIR="", PYENV_ROOT=os.devnull
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=25
+        )
         assert proc.returncode == 0, proc.stderr
         outcomes[flag] = proc.stdout.split()
     assert outcomes["0"][-1] == "Skipped", outcomes

@@ -132,8 +132,7 @@ class CallbackEcho(LineEcho):
 
 
 @both_poll_modes
-@pytest.mark.parametrize("handler", [LineEcho, FrameEcho, CallbackEcho],
-                         ids=["collect", "frames", "callbacks"])
+@pytest.mark.parametrize("handler", [LineEcho, FrameEcho, CallbackEcho], ids=["collect", "frames", "callbacks"])
 def test_callback_error_closes_only_that_channel(smap, use_poll, handler, capsys):
     server = Listener(smap, handler)
     good, bad = client(server.port), client(server.port)
@@ -248,18 +247,16 @@ def test_handle_error_logs_traceback_in_logging_mode(smap, use_poll, capsys, cap
 
 
 def test_env_var_switches_at_import():
-    code = (
-        "import asynframe, asynframe.diagnostics as d;"
-        "print(d.logging_enabled(), d.trace_enabled())"
-    )
-    env = dict(os.environ, ASYNFRAME_LOGGING="1", ASYNFRAME_TRACE="1",
-               PYTHONPATH=os.path.join(ROOT, "src"))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    code = "import asynframe, asynframe.diagnostics as d;print(d.logging_enabled(), d.trace_enabled())"
+    env = dict(os.environ, ASYNFRAME_LOGGING="1", ASYNFRAME_TRACE="1", PYTHONPATH=os.path.join(ROOT, "src"))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert out.split() == ["True", "True"]
     env.update(ASYNFRAME_LOGGING="0", ASYNFRAME_TRACE="")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert out.split() == ["False", "False"]
 
 
@@ -334,8 +331,7 @@ def frame_lines(records):
 
 
 @both_poll_modes
-@pytest.mark.parametrize("handler", [Collected, Callbacks, Frames],
-                         ids=["collect", "callbacks", "frames"])
+@pytest.mark.parametrize("handler", [Collected, Callbacks, Frames], ids=["collect", "callbacks", "frames"])
 @pytest.mark.parametrize("switch", ["channel", "global"])
 def test_trace_logs_each_frame_once_in_order(smap, use_poll, handler, switch, trace_log):
     if switch == "global":
@@ -370,10 +366,8 @@ def test_trace_logs_each_frame_once_in_order(smap, use_poll, handler, switch, tr
         assert lines[-1].endswith(repr(b"x" * 64) + "...")
         messages = [r.getMessage() for r in trace_log]
         assert sum(" queued " in m for m in messages) == len(FRAMES)
-        assert sum(int(m.split(" sent ")[1].split()[0]) for m in messages
-                   if " sent " in m) == len(expected)
-        assert all(r.levelno == logging.DEBUG and r.name == "asynframe.trace"
-                   for r in trace_log)
+        assert sum(int(m.split(" sent ")[1].split()[0]) for m in messages if " sent " in m) == len(expected)
+        assert all(r.levelno == logging.DEBUG and r.name == "asynframe.trace" for r in trace_log)
         # switched off: the wrappers go, and nothing more is logged
         chan.set_trace(False)
         assert "push" not in chan.__dict__ and chan._af_generic_path is False
@@ -422,8 +416,7 @@ def test_trace_producers_and_plain_dispatchers(smap, trace_log):
 
 
 @both_poll_modes
-@pytest.mark.parametrize("handler", [Collected, Callbacks, Frames],
-                         ids=["collect", "callbacks", "frames"])
+@pytest.mark.parametrize("handler", [Collected, Callbacks, Frames], ids=["collect", "callbacks", "frames"])
 def test_nothing_formatted_when_off(smap, use_poll, handler, monkeypatch):
     """Tracing off: no trace record is made and no dump is computed."""
     calls = []
@@ -491,5 +484,3 @@ def test_trace_on_but_logger_quiet_formats_nothing(smap, monkeypatch):
         log.setLevel(old)
         b.close()
     assert calls == []
-
-

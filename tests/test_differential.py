@@ -70,8 +70,7 @@ def test_two_reads_any_split_match_asynchat(core, ref_asynchat, data, term, spli
     assume(data)
     split = split % len(data)
     chunks = [c for c in (data[:split], data[split:]) if c]
-    sc = {"term": term, "chunks": chunks, "script": [], "external": [KEEP] * len(chunks),
-          "collect_raises": set()}
+    sc = {"term": term, "chunks": chunks, "script": [], "external": [KEEP] * len(chunks), "collect_raises": set()}
     ref_events, ref_buffer, _ = run_reference(ref_asynchat, sc)
     events, scanner = run_core(core, core.MODE_CALLBACKS, CallbackTarget, sc)
     assert events == ref_events
@@ -81,9 +80,8 @@ def test_two_reads_any_split_match_asynchat(core, ref_asynchat, data, term, spli
 @SETTINGS
 @given(data=streams, term=terminators, script=st.lists(st.tuples(terminators, st.just(None)), max_size=40))
 def test_one_byte_reads_match_asynchat(core, ref_asynchat, data, term, script):
-    chunks = [data[i:i + 1] for i in range(len(data))]
-    sc = {"term": term, "chunks": chunks, "script": script, "external": [KEEP] * len(chunks),
-          "collect_raises": set()}
+    chunks = [data[i : i + 1] for i in range(len(data))]
+    sc = {"term": term, "chunks": chunks, "script": script, "external": [KEEP] * len(chunks), "collect_raises": set()}
     ref_events, ref_buffer, ref_term = run_reference(ref_asynchat, sc)
     events, scanner = run_core(core, core.MODE_CALLBACKS, CallbackTarget, sc)
     assert events == ref_events
@@ -175,8 +173,7 @@ class TwinTarget:
 twin_actions = st.one_of(
     st.tuples(st.just("term"), terminators),
     st.tuples(st.just("mode"), st.sampled_from([0, 1, 2])),
-    st.tuples(st.sampled_from(["clear", "raise", "get_data", "reenter", "stop", "none", "none"]),
-              st.none()),
+    st.tuples(st.sampled_from(["clear", "raise", "get_data", "reenter", "stop", "none", "none"]), st.none()),
     st.tuples(st.just("max_frame"), st.sampled_from([0, 1, 3, 10, 50])),
 )
 
@@ -198,7 +195,7 @@ def run_twin(core, mode, term, ops, script):
             try:
                 if arg == "buffer":
                     buf = scanner.get_buffer(len(data))
-                    buf[:len(data)] = data
+                    buf[: len(data)] = data
                     del buf
                     scanner.buffer_updated(target, len(data))
                 elif arg == "bytearray":

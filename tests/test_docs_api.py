@@ -96,8 +96,11 @@ def public_definitions(module):
             for member, attr in vars(value).items():
                 if member.startswith("_"):
                     continue
-                if callable(attr) or isinstance(attr, (property, staticmethod, classmethod)) or \
-                        type(attr).__name__ in ("getset_descriptor", "member_descriptor"):
+                if (
+                    callable(attr)
+                    or isinstance(attr, (property, staticmethod, classmethod))
+                    or type(attr).__name__ in ("getset_descriptor", "member_descriptor")
+                ):
                     names.add("%s.%s" % (name, member))
     return names
 
@@ -123,7 +126,12 @@ def test_documented_names_exist_with_their_parameters(page):
                 continue  # a compiled class set up in __cinit__; its pure twin is checked
             actual = parameter_names(obj.__init__ if inspect.isclass(obj) else obj)
             assert actual == params, "%s: %s.%s takes %s, documented as %s" % (
-                page, module.__name__, name, actual, params)
+                page,
+                module.__name__,
+                name,
+                actual,
+                params,
+            )
 
 
 @pytest.mark.parametrize("page", pages())
@@ -153,7 +161,8 @@ def test_readme_links_resolve():
     targets = re.findall(r"\]\(([^)\s]+)\)", text)
     assert targets
     missing = [
-        target for target in targets
+        target
+        for target in targets
         if not target.startswith(("http://", "https://", "#", "mailto:"))
         and not (readme.parent / target.split("#", 1)[0]).exists()
     ]

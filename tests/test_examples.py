@@ -53,8 +53,7 @@ pytestmark = [pytest.mark.api_layer, pytest.mark.timeout(60)]
 LOOPS = [
     pytest.param("asynframe", id="asynframe"),
     pytest.param("asyncio", id="asyncio"),
-    pytest.param("uvloop", id="uvloop",
-                 marks=pytest.mark.skipif(uvloop is None, reason="uvloop is not installed")),
+    pytest.param("uvloop", id="uvloop", marks=pytest.mark.skipif(uvloop is None, reason="uvloop is not installed")),
 ]
 
 
@@ -133,8 +132,7 @@ class AsynframeDriver(Driver):
 
     def wait_connections(self, state, count, what="connections to close"):
         # the channels must also have left the socket map
-        self.pump(lambda: len(state.connections) == count and len(self.map) == count + self.listeners,
-                  what=what)
+        self.pump(lambda: len(state.connections) == count and len(self.map) == count + self.listeners, what=what)
 
     def close(self):
         asyncore.close_all(self.map)
@@ -248,6 +246,7 @@ class Peer:
         def ready():
             self.fill()
             return predicate() or self.eof
+
         self.driver.pump(ready, what=what)
         if not predicate():
             raise AssertionError("connection closed while waiting for %s; got %r" % (what, bytes(self.buf)))
@@ -256,6 +255,7 @@ class Peer:
         def closed():
             self.fill()
             return self.eof
+
         self.driver.pump(closed, what="the server to close the connection")
         return bytes(self.buf)
 
@@ -279,6 +279,7 @@ def peers(driver):
 
 
 # -- the chat server ---------------------------------------------------------------
+
 
 class ChatPeer:
     def __init__(self, peer):
@@ -368,7 +369,9 @@ def test_chat_nick_and_broadcast_to_others_only(chat, driver):
     bob.expect("* online: alice bob carol")
     assert not [line for line in bob.lines if line.startswith("bob:")]
     assert [x for x in carol.lines if ":" in x and not x.startswith("*")] == [
-        "alice: hello everyone", "bob: partial line"]
+        "alice: hello everyone",
+        "bob: partial line",
+    ]
 
 
 def test_chat_quit_says_goodbye_and_closes(chat):
@@ -408,7 +411,7 @@ def test_chat_line_limit_is_max_frame(chat, driver):
     # a line of exactly MAX_LINE bytes, in pieces, is fine
     line = "".join(random.Random(3).choice("abcdefgh ") for _ in range(chat_server.MAX_LINE))
     for start in range(0, len(line), 1000):
-        alice.say(line[start:start + 1000])
+        alice.say(line[start : start + 1000])
         driver.settle(2)
     alice.say("\r\n")
     bob.expect("alice: " + line)
@@ -430,6 +433,7 @@ def test_chat_line_limit_is_max_frame(chat, driver):
 
 # -- the HTTP server, seen from a plain socket -----------------------------------------
 
+
 def expected_bytes(n):
     """What GET /bytes/n must return, computed independently of the example."""
     return (bytes(range(251)) * (n // 251 + 1))[:n]
@@ -448,7 +452,7 @@ class HTTPPeer:
         buf = self.peer.buf
         self.peer.received(lambda: b"\r\n\r\n" in buf, "a response head")
         end = buf.index(b"\r\n\r\n") + 4
-        lines = bytes(buf[:end - 4]).decode("latin-1").split("\r\n")
+        lines = bytes(buf[: end - 4]).decode("latin-1").split("\r\n")
         version, code, reason = lines[0].split(" ", 2)
         assert version == "HTTP/1.1"
         headers = {}
@@ -458,8 +462,8 @@ class HTTPPeer:
             headers[name.lower()] = value
         length = 0 if head_only else int(headers["content-length"])
         self.peer.received(lambda: len(buf) >= end + length, "a body of %d bytes" % length)
-        body = bytes(buf[end:end + length])
-        del buf[:end + length]
+        body = bytes(buf[end : end + length])
+        del buf[: end + length]
         return int(code), headers, body
 
     def wait_eof(self):
@@ -535,9 +539,9 @@ def read_chunked(conn):
         size = int(line, 16)
         sizes.append(size)
         conn.peer.received(lambda: len(buf) >= len(line) + 2 + size + 2, "a chunk of %d bytes" % size)
-        assert bytes(buf[len(line) + 2 + size:len(line) + 4 + size]) == b"\r\n"
+        assert bytes(buf[len(line) + 2 + size : len(line) + 4 + size]) == b"\r\n"
         body += rest[:size]
-        del buf[:len(line) + 4 + size]
+        del buf[: len(line) + 4 + size]
         if not size:  # no trailer fields: the empty line came right after the 0
             return body, sizes
 
@@ -566,8 +570,16 @@ def test_http_post_echo_in_pieces(web, driver):
     conn = web.connect_peer()
     # the head in pieces, its terminator split after "\r\n\r"
     stream = head + body
-    cuts = [10, 40, len(head) - 1, len(head) + 1, len(head) + 8, len(head) + 70_000, len(head) + 70_001,
-            len(head) + 200_000]
+    cuts = [
+        10,
+        40,
+        len(head) - 1,
+        len(head) + 1,
+        len(head) + 8,
+        len(head) + 70_000,
+        len(head) + 70_001,
+        len(head) + 200_000,
+    ]
     for start, stop in zip([0] + cuts, cuts + [len(stream)]):
         conn.send(stream[start:stop])
         driver.settle(2)
@@ -653,7 +665,7 @@ def test_http_oversized_head_gets_431(web, driver, pieces):
     size = -(-len(head) // pieces)
     for start in range(0, len(head), size):
         try:
-            conn.send(head[start:start + size])
+            conn.send(head[start : start + size])
         except (BrokenPipeError, ConnectionResetError):
             break  # the server has answered and closed: the 431 waits in our buffer
         driver.settle(1)
@@ -707,11 +719,20 @@ def test_http_connection_close_honoured(web, head, keep_alive):
 
 # -- the HTTP client example against the HTTP server example -------------------------------
 
+
 @pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
 def test_http_client_keep_alive(web, driver, pipeline):
-    urls = [web.url + "/", web.url + "/bytes/1000", web.url + "/nope", web.url + "/bytes/1000000",
-            web.url + "/bytes/0", web.url + "/chunked/0", web.url + "/chunked/3001",
-            web.url + "/chunked/1000000", web.url + "/?q=1"]
+    urls = [
+        web.url + "/",
+        web.url + "/bytes/1000",
+        web.url + "/nope",
+        web.url + "/bytes/1000000",
+        web.url + "/bytes/0",
+        web.url + "/chunked/0",
+        web.url + "/chunked/3001",
+        web.url + "/chunked/1000000",
+        web.url + "/?q=1",
+    ]
     responses = driver.fetch(urls, pipeline=pipeline)
     assert [r.status for r in responses] == [200, 200, 404, 200, 200, 200, 200, 200, 200]
     assert [r.url for r in responses] == urls
@@ -801,13 +822,15 @@ def test_http_client_body_until_close(driver):
 
 
 def test_http_client_chunked_with_extensions_and_trailers(driver):
-    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-              b"5;name=value\r\nhello\r\n"
-              b"1\r\n \r\n"
-              b"0000A\r\n0123456789\r\n"
-              b"0\r\nX-Trailer: one\r\nX-Other: two\r\n\r\n"
-              # and the next response starts right after the trailer's end
-              b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nend")
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;name=value\r\nhello\r\n"
+        b"1\r\n \r\n"
+        b"0000A\r\n0123456789\r\n"
+        b"0\r\nX-Trailer: one\r\nX-Other: two\r\n\r\n"
+        # and the next response starts right after the trailer's end
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nend"
+    )
     with scripted_server(answer) as url:
         first, second = driver.fetch([url, url + "2"], pipeline=True)
     assert (first.status, first.body) == (200, b"hello 0123456789")
@@ -822,19 +845,38 @@ def test_http_client_chunked_with_extensions_and_trailers(driver):
         (b"SPDY/3 200 OK\r\n\r\n", ValueError, "malformed status line"),
         (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", ValueError, "malformed header line"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ValueError, "not supported"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n", ValueError,
-         "malformed chunk size"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!!0\r\n\r\n", ValueError,
-         "not followed by CRLF"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"x" * 2000, ValueError,
-         "line of the chunked body larger than"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", ConnectionError,
-         "responses missing"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+            ValueError,
+            "malformed chunk size",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!!0\r\n\r\n",
+            ValueError,
+            "not followed by CRLF",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"x" * 2000,
+            ValueError,
+            "line of the chunked body larger than",
+        ),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", ConnectionError, "responses missing"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", ConnectionError, "responses missing"),
         (b"", ConnectionError, "responses missing"),
     ],
-    ids=["big-head", "big-head-no-end", "status", "header", "gzip", "chunk-size", "chunk-crlf",
-         "chunk-line", "chunked-cut", "short-body", "nothing"],
+    ids=[
+        "big-head",
+        "big-head-no-end",
+        "status",
+        "header",
+        "gzip",
+        "chunk-size",
+        "chunk-crlf",
+        "chunk-line",
+        "chunked-cut",
+        "short-body",
+        "nothing",
+    ],
 )
 def test_http_client_bad_responses(driver, answer, error, message):
     with scripted_server(answer) as url:
@@ -844,14 +886,20 @@ def test_http_client_bad_responses(driver, answer, error, message):
 
 # -- the examples as scripts ----------------------------------------------------------------
 
+
 def script(name):
     return [sys.executable, str(EXAMPLES / (name + ".py"))]
 
 
 def start_server(name, loop):
     """Start examples/<name>.py --port 0 --loop *loop*; (process, port) once it is listening."""
-    proc = subprocess.Popen(script(name) + ["--port", "0", "--loop", loop], cwd=str(ROOT),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        script(name) + ["--port", "0", "--loop", loop],
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = b""
     deadline = time.monotonic() + 20
     try:
@@ -947,7 +995,10 @@ def test_http_server_and_client_scripts(loop):
         base = "http://127.0.0.1:%d" % port
         result = subprocess.run(
             client + [base + "/", base + "/bytes/1000000", base + "/chunked/100000", base + "/missing"],
-            cwd=str(ROOT), capture_output=True, timeout=30)
+            cwd=str(ROOT),
+            capture_output=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.decode().splitlines() == [
             "200 OK %d bytes %s/" % (len(http_server.INDEX_PAGE), base),
@@ -956,9 +1007,12 @@ def test_http_server_and_client_scripts(loop):
             "404 Not Found %d bytes %s/missing" % (len(b"no such path: /missing\n"), base),
         ]
         result = subprocess.run(
-            script("http_client") + ["--loop", loop, "--pipeline", "--body", "--data", "hi there",
-                                     base + "/echo", base + "/echo"],
-            cwd=str(ROOT), capture_output=True, timeout=30)
+            script("http_client")
+            + ["--loop", loop, "--pipeline", "--body", "--data", "hi there", base + "/echo", base + "/echo"],
+            cwd=str(ROOT),
+            capture_output=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.decode().splitlines() == ["200 OK 8 bytes %s/echo" % base, "hi there"] * 2
         # a raw client too, and a bad request
@@ -983,8 +1037,9 @@ def test_http_server_and_client_scripts(loop):
         stop_server(proc)
 
     # with the server gone, the client reports the error
-    result = subprocess.run(script("http_client") + ["--loop", loop, base + "/"], cwd=str(ROOT),
-                            capture_output=True, timeout=30)
+    result = subprocess.run(
+        script("http_client") + ["--loop", loop, base + "/"], cwd=str(ROOT), capture_output=True, timeout=30
+    )
     assert result.returncode == 1 and result.stderr.startswith(b"error: ")
 
 
@@ -998,12 +1053,12 @@ def test_examples_import_only_asynframe():
         "assert not bad, bad\n"
         "assert chat_server.asynchat.__name__ == 'asynframe.asynchat'\n" % str(EXAMPLES)
     )
-    result = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=str(ROOT),
-                            capture_output=True, timeout=30)
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=str(ROOT), capture_output=True, timeout=30)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
 
 
 # -- both cores ----------------------------------------------------------------------------
+
 
 def test_active_core():
     if os.environ.get("ASYNFRAME_NO_EXTENSIONS", "") not in ("", "0"):

@@ -249,8 +249,7 @@ def test_econnreset_on_recv(use_poll):
     server = Server(m)
     step = asyncore.poll2 if use_poll else asyncore.poll
     try:
-        other, bad = (socket.create_connection(("127.0.0.1", server.port), timeout=5)
-                      for _ in range(2))
+        other, bad = (socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2))
         deadline = time.monotonic() + 10
         while len(server.channels) < 2:
             assert time.monotonic() < deadline
@@ -379,5 +378,3 @@ def test_descriptor_reused_within_one_iteration(use_poll):
             c.close()
     finally:
         asyncore.close_all(m, ignore_all=True)
-
-

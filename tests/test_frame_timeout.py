@@ -97,8 +97,14 @@ def test_whole_frames_are_never_cut_however_slow(use_poll):
         # whole lines with 0.3 s pauses, then a frame in three pieces taking
         # 0.4 s whose last piece starts the next frame, which completes 0.4 s
         # after its own first byte: each frame is within 0.5 s of its start
-        pieces = [(0.3, b"one\n")] * 4 + [(0.0, b"ab"), (0.2, b"c"), (0.2, b"\nde"),
-                                         (0.2, b"f"), (0.2, b"\n"), (0.7, b"")]
+        pieces = [(0.3, b"one\n")] * 4 + [
+            (0.0, b"ab"),
+            (0.2, b"c"),
+            (0.2, b"\nde"),
+            (0.2, b"f"),
+            (0.2, b"\n"),
+            (0.7, b""),
+        ]
         feed(m, peer, pieces, use_poll)
         assert chan.frames == [b"one"] * 4 + [b"abc", b"def"]
         assert chan.timeouts == 0 and not chan.closed
@@ -113,8 +119,14 @@ def test_frame_timeout_arguments():
         chan = Lines(a, m, None)
         assert chan.get_frame_timeout() is None
         chan.set_frame_timeout(2)
-        for bad, error in (("1", TypeError), (None.__class__, TypeError), (0, ValueError),
-                           (-1.0, ValueError), (float("inf"), ValueError), (float("nan"), ValueError)):
+        for bad, error in (
+            ("1", TypeError),
+            (None.__class__, TypeError),
+            (0, ValueError),
+            (-1.0, ValueError),
+            (float("inf"), ValueError),
+            (float("nan"), ValueError),
+        ):
             with pytest.raises(error):
                 chan.set_frame_timeout(bad)
             assert chan.get_frame_timeout() == 2.0  # refused: unchanged
@@ -157,8 +169,9 @@ class ProtoLines(aio.ChatProtocol):
         self.done.set_result(self.timeouts)
 
 
-@pytest.mark.parametrize("loop_name", [
-    "asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="no uvloop"))])
+@pytest.mark.parametrize(
+    "loop_name", ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="no uvloop"))]
+)
 def test_chat_protocol_cuts_a_trickled_frame(loop_name):
     loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.SelectorEventLoop()
 
@@ -187,5 +200,3 @@ def test_chat_protocol_cuts_a_trickled_frame(loop_name):
         loop.close()
     assert timeouts == 1
     assert 0.5 <= elapsed < 2.0, elapsed
-
-

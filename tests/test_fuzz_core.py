@@ -48,17 +48,16 @@ FUZZ = settings(
 TERM_BYTES = [b"a", b"b", b"\r", b"\n"]
 byte_terms = st.lists(st.sampled_from(TERM_BYTES), min_size=1, max_size=3).map(b"".join)
 terms = st.one_of(byte_terms, byte_terms, st.integers(1, 40), st.just(None))
-chunks = st.lists(st.one_of(st.sampled_from([b"a", b"b", b"\r\n", b"ab", b"aab", b"xyz"]),
-                            st.binary(max_size=8)), max_size=30).map(b"".join)
+chunks = st.lists(
+    st.one_of(st.sampled_from([b"a", b"b", b"\r\n", b"ab", b"aab", b"xyz"]), st.binary(max_size=8)), max_size=30
+).map(b"".join)
 
 ops = st.one_of(
-    st.tuples(st.just("feed"), st.sampled_from(["bytes", "bytearray", "memoryview", "buffer"]),
-              chunks),
+    st.tuples(st.just("feed"), st.sampled_from(["bytes", "bytearray", "memoryview", "buffer"]), chunks),
     st.tuples(st.just("term"), terms, st.none()),
     st.tuples(st.just("max_frame"), st.sampled_from([0, 0, 4, 16, 100]), st.none()),
     st.tuples(st.just("stop_after"), st.integers(0, 3), st.none()),
-    st.tuples(st.sampled_from(["process", "send", "send", "close", "pop_close"]), st.none(),
-              st.none()),
+    st.tuples(st.sampled_from(["process", "send", "send", "close", "pop_close"]), st.none(), st.none()),
     st.tuples(st.just("read"), st.integers(1, 70000), st.none()),
     st.tuples(st.just("push"), st.binary(max_size=5000), st.none()),
     st.tuples(st.just("producer"), st.lists(st.binary(max_size=3000), max_size=4), st.none()),
@@ -69,8 +68,20 @@ pure = importlib.import_module("asynframe._core_py")
 
 
 def test_ops_are_documented():
-    for name in ("feed", "term", "max_frame", "stop_after", "process", "send", "close",
-                 "pop_close", "read", "push", "producer", "partial"):
+    for name in (
+        "feed",
+        "term",
+        "max_frame",
+        "stop_after",
+        "process",
+        "send",
+        "close",
+        "pop_close",
+        "read",
+        "push",
+        "producer",
+        "partial",
+    ):
         assert name in OPS_HELP
 
 
@@ -91,8 +102,7 @@ def test_fixed_terminator_frames_are_split(core, term, pieces, mode):
 
 def test_small_buffers_really_split_sends(core):
     """The socketpair is small enough that one send cannot take a big push."""
-    log = run_pipeline(core, 1, b"\n", [("push", b"x" * 5000, None)] * 100
-                       + [("send", None, None)])
+    log = run_pipeline(core, 1, b"\n", [("push", b"x" * 5000, None)] * 100 + [("send", None, None)])
     sends = [entry for entry in log if entry[0] == "send"]
     assert sends and 0 < sends[0][1] < 500000
 

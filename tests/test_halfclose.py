@@ -138,8 +138,12 @@ def test_reply_to_a_half_closed_peer_arrives_whole(smap, use_poll, reply, then_c
     Replier.reply, Replier.then_close = reply, then_close
     server = Server(smap, Replier)
     client = Reader(smap, server.address, b"GET everything\n", shut=True)
-    run_until(lambda: client.closes and server.channels and not server.channels[0].connected,
-              smap, timeout=40, use_poll=use_poll)
+    run_until(
+        lambda: client.closes and server.channels and not server.channels[0].connected,
+        smap,
+        timeout=40,
+        use_poll=use_poll,
+    )
     chan = server.channels[0]
     assert chan.drain_on_eof and chan._af_generic_path
     assert chan.requests == [b"GET everything"]
@@ -153,6 +157,7 @@ def test_reply_to_a_half_closed_peer_arrives_whole(smap, use_poll, reply, then_c
 @both_poll_modes
 def test_push_after_the_end_of_file_is_still_sent(smap, use_poll):
     """drain_on_eof: pushes made while the queue drains go out too."""
+
     class Late(Chat):
         drain_on_eof = True
         reply = "push"
@@ -178,6 +183,7 @@ def test_drain_on_eof_switched_off_mid_drain_still_drains_and_closes(smap, use_p
     """The end of file already read keeps its rules: the reply goes out whole,
     then the channel closes (the compiled loop path used to take the channel
     back, never close it and spin on its write events)."""
+
     class Replier(Chat):
         drain_on_eof = True
         reply = "push"
@@ -198,6 +204,7 @@ def test_drain_on_eof_switched_off_mid_drain_still_drains_and_closes(smap, use_p
 @both_poll_modes
 def test_default_closes_at_the_end_of_file_as_asynchat(smap, use_poll):
     """Without drain_on_eof, asynchat's behaviour: the reply is cut."""
+
     class Replier(Chat):
         reply = "push"
 

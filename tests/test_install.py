@@ -70,7 +70,11 @@ def core_env(request):
 def run(code, env, *args, extra=()):
     proc = subprocess.run(
         [sys.executable, *extra, "-c", code, *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=40,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=40,
     )
     assert proc.returncode == 0, "subprocess failed:\n%s\n%s" % (proc.stdout, proc.stderr)
     lines = proc.stdout.strip().splitlines()
@@ -163,8 +167,11 @@ def test_unforced_install_where_the_stdlib_has_none(core_env, missing):
     # 3.12+: no stdlib modules, so install() always takes effect.  With a
     # backport of asyncore alone (pyasyncore without pyasynchat), asynframe's
     # asynchat needs asynframe's asyncore loop: both names must be installed.
-    code = blocker(*missing) + REPORT + textwrap.dedent(
-        """
+    code = (
+        blocker(*missing)
+        + REPORT
+        + textwrap.dedent(
+            """
         out["import_before"] = try_import()
         out["install"] = asynframe.install()
         out["state"] = state()
@@ -174,6 +181,7 @@ def test_unforced_install_where_the_stdlib_has_none(core_env, missing):
         out["import_after"] = try_import()
         print(json.dumps(out))
         """
+        )
     )
     out = run(code, core_env)
     assert out["import_before"] == "missing"
@@ -290,7 +298,6 @@ def test_unmodified_legacy_script_runs_under_install(core_env, tmp_path, mode):
     assert run.output == ["LEGACY OK 3"]
 
 
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("pure", [False, True], ids=["default", "pure-forced"])
 def test_python_m_asynframe_reports_the_install(pure):
@@ -298,8 +305,7 @@ def test_python_m_asynframe_reports_the_install(pure):
     env.pop("ASYNFRAME_NO_EXTENSIONS", None)
     if pure:
         env["ASYNFRAME_NO_EXTENSIONS"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "asynframe"], env=env, capture_output=True,
-                          text=True, timeout=50)
+    proc = subprocess.run([sys.executable, "-m", "asynframe"], env=env, capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr
     rows = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line and not line.startswith(" "))
     import asynframe

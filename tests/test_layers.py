@@ -23,12 +23,25 @@ if not SRC.is_dir():  # the tests run from a copy of the sdist's tests/ in CI
     pytest.skip("needs the source tree", allow_module_level=True)
 
 LAYERS = [
-    ("framing core", {"_version", "_core_common", "_scanner_py", "_push_queue_py", "_core_py", "_core_c",
-                      "_core"}),
-    ("loop", {"_events", "_timers", "_poller", "_loop_c", "_file_wrapper"}),
-    ("channel features", {"_flow", "_tls", "_tls_state", "_tls_transport", "_tls_socket", "_tls_channel",
-                          "_frame_timeout", "_chat_common", "_channel_log",
-                          "_channel_timeouts", "_queued_send", "_delegation"}),
+    ("framing core", {"_version", "_core_common", "_scanner_py", "_push_queue_py", "_core_py", "_core_c", "_core"}),
+    ("loop", {"_events", "_timers", "_backends", "_poller", "_loop_c", "_file_wrapper"}),
+    (
+        "channel features",
+        {
+            "_flow",
+            "_tls",
+            "_tls_state",
+            "_tls_transport",
+            "_tls_socket",
+            "_tls_channel",
+            "_frame_timeout",
+            "_chat_common",
+            "_channel_log",
+            "_channel_timeouts",
+            "_queued_send",
+            "_delegation",
+        },
+    ),
     ("public API", {"asyncore", "asynchat"}),
     ("adapters and tools", {"aio", "diagnostics", "workers", "loops", "__init__", "__main__"}),
 ]
@@ -116,7 +129,7 @@ def test_no_import_cycle():
 
     def visit(module, path):
         if module in path:
-            cycle = path[path.index(module):] + [module]
+            cycle = path[path.index(module) :] + [module]
             raise AssertionError("import cycle: " + " -> ".join(cycle))
         if module in done:
             return

@@ -114,8 +114,7 @@ def run_scenario(cls, generic, use_poll, script):
                 b.shutdown(socket.SHUT_WR)
             else:
                 b.sendall(send)
-            received += pump(m, b, lambda got, e=expect_end: got.endswith(e) or b"<EOF>" in got,
-                             use_poll)
+            received += pump(m, b, lambda got, e=expect_end: got.endswith(e) or b"<EOF>" in got, use_poll)
         counters = (poller.fast_dispatches - before[0], poller.generic_dispatches - before[1])
         del chan
         return log, received, counters
@@ -469,5 +468,3 @@ def test_push_checks_and_queues():
 def test_generic_path_attribute_is_documented_default():
     assert asynchat.async_chat._af_generic_path is False
     assert asynchat.async_chat(map={})._af_generic_path is False
-
-

@@ -65,8 +65,13 @@ def available(kind):
 def test_serves_then_sigterm_closes_everything(kind):
     if not available(kind):
         pytest.skip("uvloop is not installed")
-    child = subprocess.Popen([sys.executable, "-c", SERVER, kind], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVER, kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     try:
         port = int(child.stdout.readline())
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:

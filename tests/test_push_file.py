@@ -184,7 +184,7 @@ def test_pipelined_requests_answered_in_order_under_limits(pairs, data_file):
     ranges = [(0, 700_000), (123, 1), (1_000_000, 1_000_000), (2_000_000, 97_152)]
     p.peer.sendall(b"".join(b"GET %d %d\n" % r for r in ranges) + b"QUIT\n")
     received = p.read_until_eof(limit=65536)
-    expected = b"".join(b"OK %d\r\n" % c + DATA[o:o + c] for o, c in ranges)
+    expected = b"".join(b"OK %d\r\n" % c + DATA[o : o + c] for o, c in ranges)
     assert hashlib.sha256(received).digest() == hashlib.sha256(expected).digest()
     # paused while the replies were queued; a pause still on when the
     # channel closes is never lifted (nothing reads any more)
@@ -262,5 +262,3 @@ def test_errors_raise_and_queue_nothing(pairs, tmp_path):
 def test_core_matches_environment():
     if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
-
-

@@ -50,19 +50,35 @@ SCENARIOS = {
     "send-pipelined": [("send", b"ECHO a\r\nSEND\r\nECHO b\r\nQUIT\r\n"), ("eof",)],
     "direct": [("send", b"ECHO a\r\nDIRECT\r\n"), ("lines", 3), ("send", b"QUIT\r\n"), ("eof",)],
     "stls": STLS + [("send", b"ECHO x\r\n"), ("lines", 1), ("send", b"QUIT\r\n"), ("eof",)],
-    "stls-pipelined": [("send", b"ECHO a\r\nECHO b\r\nSTLS\r\n"), ("lines", 3), ("tls",),
-                       ("send", b"ECHO x\r\nQUIT\r\n"), ("eof",)],
-    "stls-set-socket": [("send", b"STLSSET\r\n"), ("lines", 1), ("tls",),
-                        ("send", b"ECHO x\r\n"), ("lines", 1), ("send", b"QUIT\r\n"), ("eof",)],
-    "pasv": [("send", b"PASV\r\n"), ("lines", 1), ("pasv",), ("lines", 1),
-             ("send", b"QUIT\r\n"), ("eof",)],
-    "pasv-after-pipelined": [("send", b"ECHO a\r\nECHO b\r\nPASV\r\n"), ("lines", 3), ("pasv",),
-                             ("lines", 1), ("send", b"QUIT\r\n"), ("eof",)],
+    "stls-pipelined": [
+        ("send", b"ECHO a\r\nECHO b\r\nSTLS\r\n"),
+        ("lines", 3),
+        ("tls",),
+        ("send", b"ECHO x\r\nQUIT\r\n"),
+        ("eof",),
+    ],
+    "stls-set-socket": [
+        ("send", b"STLSSET\r\n"),
+        ("lines", 1),
+        ("tls",),
+        ("send", b"ECHO x\r\n"),
+        ("lines", 1),
+        ("send", b"QUIT\r\n"),
+        ("eof",),
+    ],
+    "pasv": [("send", b"PASV\r\n"), ("lines", 1), ("pasv",), ("lines", 1), ("send", b"QUIT\r\n"), ("eof",)],
+    "pasv-after-pipelined": [
+        ("send", b"ECHO a\r\nECHO b\r\nPASV\r\n"),
+        ("lines", 3),
+        ("pasv",),
+        ("lines", 1),
+        ("send", b"QUIT\r\n"),
+        ("eof",),
+    ],
     "tls-quit-pipelined": STLS + [("send", b"ECHO a\r\nECHO b\r\nQUIT\r\nECHO c\r\n"), ("eof",)],
-    "tls-send-direct": STLS + [("send", b"ECHO a\r\nSEND\r\nDIRECT\r\n"), ("lines", 5),
-                               ("send", b"QUITDEL\r\n"), ("eof",)],
-    "tls-pasv": STLS + [("send", b"PASV\r\n"), ("lines", 1), ("pasv",), ("lines", 1),
-                        ("send", b"QUIT\r\n"), ("eof",)],
+    "tls-send-direct": STLS
+    + [("send", b"ECHO a\r\nSEND\r\nDIRECT\r\n"), ("lines", 5), ("send", b"QUITDEL\r\n"), ("eof",)],
+    "tls-pasv": STLS + [("send", b"PASV\r\n"), ("lines", 1), ("pasv",), ("lines", 1), ("send", b"QUIT\r\n"), ("eof",)],
     # the last one: close_all() ends the server
     "quitall-pipelined": [("send", b"ECHO a\r\nQUITALL\r\nECHO b\r\n"), ("eof",)],
 }
@@ -72,8 +88,14 @@ SCENARIOS = {
 # already sent more requests.  hold_pipelined_replies = False restores it.
 UNHELD_SCENARIOS = {
     "direct-pipelined": [("send", b"ECHO a\r\nDIRECT\r\nECHO b\r\nQUIT\r\n"), ("eof",)],
-    "pasv-pipelined": [("send", b"PASV\r\nECHO a\r\n"), ("lines", 1), ("pasv",), ("lines", 2),
-                       ("send", b"QUIT\r\n"), ("eof",)],
+    "pasv-pipelined": [
+        ("send", b"PASV\r\nECHO a\r\n"),
+        ("lines", 1),
+        ("pasv",),
+        ("lines", 2),
+        ("send", b"QUIT\r\n"),
+        ("eof",),
+    ],
     "quitall-pipelined": SCENARIOS["quitall-pipelined"],
 }
 
@@ -161,7 +183,10 @@ def serve(impl, use_poll, record, hold, tls_files, scenarios, env=None):
     log = os.path.join(str(where), "sends-%s-%d-%d-%s.json" % (impl, use_poll, record, hold))
     proc = subprocess.Popen(
         [sys.executable, SERVER, impl, str(int(use_poll)), str(int(record)), hold, cert, key, log],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         port = int(proc.stdout.readline())
@@ -226,7 +251,8 @@ def test_replies_reach_the_peer_as_with_asynchat(core, use_poll, record, tls_fil
     assert ("data", b"data over the data connection") in transcripts["pasv"]
     if record:
         assert [b"250 pushed\r\n", b"250 sent\r\n"] == [
-            s[1].encode("latin-1") for s in ref[1]["sends"] if s[1].startswith("250")][:2]
+            s[1].encode("latin-1") for s in ref[1]["sends"] if s[1].startswith("250")
+        ][:2]
 
 
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])

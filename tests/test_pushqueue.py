@@ -156,7 +156,7 @@ def test_push_memoryview_over_bytes_is_not_copied(core, pair):
     read_available(b, received)
     head = q.snapshot()[0]  # the unsent rest of the head, still over *base*
     assert type(head) is memoryview and head.obj is base
-    assert bytes(head) == base[5:-5][len(received):]
+    assert bytes(head) == base[5:-5][len(received) :]
     drain(q, a, b, received)
     assert received == base[5:-5]
 
@@ -187,11 +187,14 @@ def test_push_memoryview_holds_a_reference_not_a_copy(core):
     assert sys.getrefcount(base) == refs
 
 
-@pytest.mark.parametrize("make", [
-    lambda data: memoryview(bytes(data)).cast("I"),
-    lambda data: memoryview(bytes(data))[::2],  # not contiguous: copied
-    lambda data: memoryview(bytes(data)).cast("B", (len(data) // 8, 8)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda data: memoryview(bytes(data)).cast("I"),
+        lambda data: memoryview(bytes(data))[::2],  # not contiguous: copied
+        lambda data: memoryview(bytes(data)).cast("B", (len(data) // 8, 8)),
+    ],
+)
 def test_memoryviews_over_bytes_send_their_bytes(core, pair, make):
     view = make(pattern(40_000))
     q = core.PushQueue()
@@ -200,11 +203,14 @@ def test_memoryviews_over_bytes_send_their_bytes(core, pair, make):
     assert _send_all(q, pair) == view.tobytes()
 
 
-@pytest.mark.parametrize("make", [
-    bytearray,
-    lambda data: memoryview(bytearray(data))[3:],
-    lambda data: memoryview(array.array("B", data)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        bytearray,
+        lambda data: memoryview(bytearray(data))[3:],
+        lambda data: memoryview(array.array("B", data)),
+    ],
+)
 def test_push_copies_mutable_buffers_before_a_partial_send(core, pair, make):
     data = pattern(100_000)
     buffer = make(data)
@@ -246,8 +252,13 @@ def test_memoryview_push_sends_what_asynchat_sends(core, pair, ref_asynchat):
     # byte-format views: asynchat resumes a partly sent view by its item
     # count, so a cast("I") view loses bytes there; the cores send all of them.)
     base = pattern(150_000)
-    pushed = [memoryview(base)[7:], memoryview(bytearray(b"mutable")), bytearray(b"array"),
-              memoryview(base)[:70_000], memoryview(b"tail")]
+    pushed = [
+        memoryview(base)[7:],
+        memoryview(bytearray(b"mutable")),
+        bytearray(b"array"),
+        memoryview(base)[:70_000],
+        memoryview(b"tail"),
+    ]
 
     class Chat(ref_asynchat.async_chat):
         def __init__(self, sock):
@@ -385,9 +396,11 @@ def enqueue(q, kind, value):
     return bytes(value)
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 @given(mix=st.lists(items, max_size=30), read_size=st.sampled_from([1, 7, 512, 65536]))
 def test_random_mix_arrives_in_order(core, mix, read_size):
     a, b = small_pair()
@@ -422,7 +435,7 @@ def test_random_mix_arrives_in_order(core, mix, read_size):
                     pass
             read_available(b, received)
             assert total_sent == before_close
-            assert bytes(received) == b"".join(expected[:index + 1])
+            assert bytes(received) == b"".join(expected[: index + 1])
             if index < len(expected) - 1:
                 assert q.close_pending
                 assert q.pop_close()
@@ -470,7 +483,7 @@ def test_partial_sends_resume_at_offset(core, pair):
             head = q.snapshot()[0]
             assert head == big[sent_total:]
             chunk = q.next_chunk(16)
-            assert bytes(chunk) == big[sent_total:sent_total + 16]
+            assert bytes(chunk) == big[sent_total : sent_total + 16]
         read_available(b, received)
     read_available(b, received)
     assert partial_seen
@@ -836,9 +849,22 @@ def test_would_block_returns_zero(core, pair):
 # -- the twins agree ------------------------------------------------------------------------
 
 queue_ops = st.one_of(
-    st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview", "producer", "str_producer",
-                               "empty_producer", "close", "file", "memfile"]),
-              st.lists(st.binary(max_size=3000), max_size=3)),
+    st.tuples(
+        st.sampled_from(
+            [
+                "bytes",
+                "bytearray",
+                "memoryview",
+                "producer",
+                "str_producer",
+                "empty_producer",
+                "close",
+                "file",
+                "memfile",
+            ]
+        ),
+        st.lists(st.binary(max_size=3000), max_size=3),
+    ),
     st.tuples(st.sampled_from(["send", "send", "send", "pop_close", "clear", "read"]), st.none()),
     st.tuples(st.just("next_chunk"), st.tuples(st.integers(0, 5000), st.integers(0, 6000))),
     st.tuples(st.just("consume"), st.integers(-1, 9000)),
@@ -893,8 +919,7 @@ def run_queue_twin(core, ops):
                     result = q.consume(arg)
             except (TypeError, ValueError, RuntimeError) as exc:
                 result = type(exc).__name__
-            log.append((op, result, q.snapshot(), q.buffered, len(q), q.close_pending, q.stats,
-                        q.sendfile_calls))
+            log.append((op, result, q.snapshot(), q.buffered, len(q), q.close_pending, q.stats, q.sendfile_calls))
         read_available(b, received)
         log.append(bytes(received))
         q.clear()  # closes the files still queued
@@ -909,17 +934,25 @@ def _comparable(log):
     out = []
     for entry in log:
         if isinstance(entry, tuple):
-            entry = entry[:2] + (
-                [x if x is None or isinstance(x, bytes)
-                 else ("memoryview", bytes(x)) if isinstance(x, memoryview)
-                 else type(x).__name__ for x in entry[2]],
-            ) + entry[3:]
+            entry = (
+                entry[:2]
+                + (
+                    [
+                        x
+                        if x is None or isinstance(x, bytes)
+                        else ("memoryview", bytes(x))
+                        if isinstance(x, memoryview)
+                        else type(x).__name__
+                        for x in entry[2]
+                    ],
+                )
+                + entry[3:]
+            )
         out.append(entry)
     return out
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ops=st.lists(queue_ops, max_size=40))
 def test_queue_twins_agree(both_cores, ops):
     c_core, py_core = both_cores

@@ -74,7 +74,7 @@ def test_bytes_file_bytes_close_in_order_with_sendfile(core, pair, data_file, mo
     q.push_file(data_file, 12345, 1_500_000)
     q.push(b"TAIL")
     q.push_close()
-    expected = b"HEAD\r\n" + DATA[12345:12345 + 1_500_000] + b"TAIL"
+    expected = b"HEAD\r\n" + DATA[12345 : 12345 + 1_500_000] + b"TAIL"
     assert q.buffered == len(expected)
     received = bytearray()
     drain(q, a, b, received, read_limit=3000)  # a slow reader: many partial sends
@@ -225,9 +225,9 @@ def test_consume_stops_at_a_file(core, data_file):
 def test_file_producer_is_a_producer(core, data_file):
     entry = core.FileProducer(data_file, 10, core.FILE_READ_SIZE + 5)
     first = entry.more()
-    assert first == DATA[10:10 + core.FILE_READ_SIZE]
+    assert first == DATA[10 : 10 + core.FILE_READ_SIZE]
     assert not data_file.closed and entry.remaining == 5
-    assert entry.more() == DATA[10 + core.FILE_READ_SIZE:15 + core.FILE_READ_SIZE]
+    assert entry.more() == DATA[10 + core.FILE_READ_SIZE : 15 + core.FILE_READ_SIZE]
     assert data_file.closed and entry.remaining == 0  # its last byte is read
     assert entry.more() == b""
 
@@ -280,14 +280,17 @@ def test_non_file_rejected(core, obj):
         core.PushQueue().push_file(obj)
 
 
-@pytest.mark.parametrize("offset, count, exc, words", [
-    (-1, None, ValueError, "offset must be >= 0"),
-    (0, -5, ValueError, "count must be >= 0"),
-    (1.5, None, TypeError, "offset must be an int"),
-    ("0", None, TypeError, "offset must be an int"),
-    (0, 2.0, TypeError, "count must be an int"),
-    (True, None, TypeError, "offset must be an int"),
-])
+@pytest.mark.parametrize(
+    "offset, count, exc, words",
+    [
+        (-1, None, ValueError, "offset must be >= 0"),
+        (0, -5, ValueError, "count must be >= 0"),
+        (1.5, None, TypeError, "offset must be an int"),
+        ("0", None, TypeError, "offset must be an int"),
+        (0, 2.0, TypeError, "count must be an int"),
+        (True, None, TypeError, "offset must be an int"),
+    ],
+)
 def test_bad_offset_or_count(core, data_file, offset, count, exc, words):
     q = core.PushQueue()
     with pytest.raises(exc, match=words):

@@ -96,5 +96,3 @@ def test_half_closed_peer_gets_its_reply(handler_class, smap):
                 break
             data += part
         assert data == b"ping\r\n"
-
-

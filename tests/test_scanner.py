@@ -63,7 +63,7 @@ def feed_all(scanner, target, chunks):
 
 
 def one_byte(data):
-    return [data[i:i + 1] for i in range(len(data))]
+    return [data[i : i + 1] for i in range(len(data))]
 
 
 def frames_of(events):
@@ -114,7 +114,10 @@ def test_bytes_terminator_basic(core):
     scanner, rec = make(core, b"\r\n")
     scanner.feed(rec, b"hello\r\nworld\r\n")
     assert rec.events == [
-        ("data", b"hello"), ("found", b"\r\n"), ("data", b"world"), ("found", b"\r\n"),
+        ("data", b"hello"),
+        ("found", b"\r\n"),
+        ("data", b"world"),
+        ("found", b"\r\n"),
     ]
     assert scanner.pending == b""
 
@@ -124,7 +127,11 @@ def test_empty_frames_report_no_data(core):
     scanner, rec = make(core, b"\n")
     scanner.feed(rec, b"\n\nx\n\n")
     assert rec.events == [
-        ("found", b"\n"), ("found", b"\n"), ("data", b"x"), ("found", b"\n"), ("found", b"\n"),
+        ("found", b"\n"),
+        ("found", b"\n"),
+        ("data", b"x"),
+        ("found", b"\n"),
+        ("found", b"\n"),
     ]
 
 
@@ -164,8 +171,12 @@ def test_one_byte_feeds_exact_events(core):
     # what asynchat reports for one-byte reads: a lone b"\r" is held until
     # the next byte decides; a second b"\r" releases the first and is held
     assert rec.events == [
-        ("data", b"a"), ("data", b"b"), ("found", b"\r\n"),
-        ("data", b"\r"), ("data", b"\rc"), ("found", b"\r\n"),
+        ("data", b"a"),
+        ("data", b"b"),
+        ("found", b"\r\n"),
+        ("data", b"\r"),
+        ("data", b"\rc"),
+        ("found", b"\r\n"),
     ]
     assert scanner.pending == b""
 
@@ -211,8 +222,13 @@ def test_bytearray_and_memoryview_input(core):
     scanner.feed(rec, memoryview(b"ee\n"))
     data[:] = b"XXXXXXXXXXX"  # the chunks handed out are copies
     assert rec.events == [
-        ("data", b"one"), ("found", b"\n"), ("data", b"two"), ("found", b"\n"),
-        ("data", b"thr"), ("data", b"ee"), ("found", b"\n"),
+        ("data", b"one"),
+        ("found", b"\n"),
+        ("data", b"two"),
+        ("found", b"\n"),
+        ("data", b"thr"),
+        ("data", b"ee"),
+        ("found", b"\n"),
     ]
 
 
@@ -246,7 +262,11 @@ def test_int_terminator_counts_down(core):
     scanner.feed(rec, b"hijkl")
     # the rest of the read goes out with no terminator (0), like asynchat
     assert rec.events == [
-        ("data", b"abcd"), ("data", b"efg"), ("data", b"hij"), ("found", 0), ("data", b"kl"),
+        ("data", b"abcd"),
+        ("data", b"efg"),
+        ("data", b"hij"),
+        ("found", 0),
+        ("data", b"kl"),
     ]
     assert scanner.terminator == 0
     assert scanner.pending == b""
@@ -259,7 +279,11 @@ def test_int_terminator_exact_and_one_byte(core):
     scanner, rec = make(core, 3)
     feed_all(scanner, rec, one_byte(b"abcd"))
     assert rec.events == [
-        ("data", b"a"), ("data", b"b"), ("data", b"c"), ("found", 0), ("data", b"d"),
+        ("data", b"a"),
+        ("data", b"b"),
+        ("data", b"c"),
+        ("found", 0),
+        ("data", b"d"),
     ]
 
 
@@ -306,10 +330,13 @@ def header_events(core, chunks):
 def test_terminator_change_applies_to_next_byte(core):
     scanner, events = header_events(core, [HEADER_STREAM])
     assert events == [
-        ("data", b"5"), ("found", b"\n"),
-        ("data", b"hello"), ("found", 0),
+        ("data", b"5"),
+        ("found", b"\n"),
+        ("data", b"hello"),
+        ("found", 0),
         ("found", b"3\r\n"),
-        ("data", b"abc"), ("found", 0),
+        ("data", b"abc"),
+        ("found", 0),
         ("data", b"\r\nrest of it"),
     ]
     assert scanner.terminator is None
@@ -331,12 +358,17 @@ def test_switch_from_int_to_bytes_to_int(core):
     scanner, rec = make(core, 2, on_found=protocol_hooks(script))
     scanner.feed(rec, b"xyQQabZbWWWtail\n")
     assert rec.events == [
-        ("data", b"xy"), ("found", 0),
-        ("data", b"QQ"), ("found", b"ab"),
-        ("data", b"Z"), ("found", 0),
+        ("data", b"xy"),
+        ("found", 0),
+        ("data", b"QQ"),
+        ("found", b"ab"),
+        ("data", b"Z"),
+        ("found", 0),
         ("found", b"b"),
-        ("data", b"WW"), ("found", 0),
-        ("data", b"Wtail"), ("found", b"\n"),
+        ("data", b"WW"),
+        ("found", 0),
+        ("data", b"Wtail"),
+        ("found", b"\n"),
     ]
 
 
@@ -512,8 +544,7 @@ def test_clear_in_collect_mode_empties_incoming(core):
 
 
 def test_clear_in_frames_mode(core):
-    scanner, rec = make(core, b"\n", mode=core.MODE_FRAMES,
-                        on_frame=lambda r, f: r.scanner.clear())
+    scanner, rec = make(core, b"\n", mode=core.MODE_FRAMES, on_frame=lambda r, f: r.scanner.clear())
     scanner.feed(rec, b"a\nb\nc")
     assert rec.frames == [b"a"]
     assert scanner.incoming == [] and scanner.pending == b""
@@ -566,7 +597,11 @@ def test_exception_in_collect_keeps_chunk(core):
     assert scanner.pending == b"ab\ncd"
     scanner.feed(rec, b"\n")
     assert rec.events == [
-        ("data", b"ab"), ("data", b"ab"), ("found", b"\n"), ("data", b"cd"), ("found", b"\n"),
+        ("data", b"ab"),
+        ("data", b"ab"),
+        ("found", b"\n"),
+        ("data", b"cd"),
+        ("found", b"\n"),
     ]
 
 
@@ -643,8 +678,9 @@ def test_stop_leaves_the_rest_pending(core):
 
 
 def test_stop_in_frames_mode_one_frame_per_process(core):
-    scanner, rec = make(core, 2, mode=core.MODE_FRAMES,
-                        on_frame=lambda r, f: (r.scanner.set_terminator(2), r.scanner.stop()))
+    scanner, rec = make(
+        core, 2, mode=core.MODE_FRAMES, on_frame=lambda r, f: (r.scanner.set_terminator(2), r.scanner.stop())
+    )
     scanner.feed(rec, b"aabbccd")
     assert rec.frames == [b"aa"]
     for expected in ([b"aa", b"bb"], [b"aa", b"bb", b"cc"]):
@@ -855,11 +891,15 @@ def test_get_buffer_buffer_updated(core):
         buf = scanner.get_buffer(64)
         assert len(buf) >= 64
         assert not buf.readonly
-        buf[:len(piece)] = piece
+        buf[: len(piece)] = piece
         # the view is deliberately kept alive into the next get_buffer()
         scanner.buffer_updated(rec, len(piece))
     assert rec.events == [
-        ("data", b"abc"), ("found", b"\r\n"), ("data", b"def"), ("found", b"\r\n"), ("data", b"xyz"),
+        ("data", b"abc"),
+        ("found", b"\r\n"),
+        ("data", b"def"),
+        ("found", b"\r\n"),
+        ("data", b"xyz"),
     ]
     del buf
 
@@ -874,7 +914,7 @@ def test_get_buffer_with_held_bytes_across_sizes(core):
         buf = scanner.get_buffer(size)
         views.append(buf)  # stale views must stay valid memory
         n = min(len(buf), 7, len(stream) - pos)
-        buf[:n] = stream[pos:pos + n]
+        buf[:n] = stream[pos : pos + n]
         scanner.buffer_updated(rec, n)
         pos += n
         size = size * 3 % 70000 + 1
@@ -922,8 +962,12 @@ def test_receive_over_socketpair(core):
         assert scanner.receive(rec, b, 100) == 3
         assert scanner.receive(rec, b) == -1
         assert rec.events == [
-            ("data", b"one"), ("found", b"\r\n"), ("data", b"two"), ("found", b"\r\n"),
-            ("data", b"th"), ("data", b"ree"),
+            ("data", b"one"),
+            ("found", b"\r\n"),
+            ("data", b"two"),
+            ("found", b"\r\n"),
+            ("data", b"th"),
+            ("data", b"ree"),
         ]
         a.close()
         assert scanner.receive(rec, b) == 0
@@ -953,7 +997,7 @@ def test_receive_large_stream(core):
         while True:
             if sent < len(payload):
                 try:
-                    sent += a.send(view[sent:sent + 65536])
+                    sent += a.send(view[sent : sent + 65536])
                 except BlockingIOError:
                     pass
             elif a.fileno() != -1:
@@ -986,7 +1030,7 @@ def test_receive_error_raises_oserror(core):
 def test_receive_bad_fd(core):
     scanner, rec = make(core, b"\n")
     with pytest.raises(OSError) as info:
-        scanner.receive(rec, 10 ** 6)
+        scanner.receive(rec, 10**6)
     assert info.value.errno in (errno.EBADF, errno.ENOTSOCK)
 
 
@@ -1051,7 +1095,7 @@ def count_collect(core, data, chunk):
     target = Target()
     view = memoryview(data)
     for pos in range(0, len(data), chunk):
-        scanner.feed(target, view[pos:pos + chunk])
+        scanner.feed(target, view[pos : pos + chunk])
     return counts[0], counts[1], scanner
 
 
@@ -1159,8 +1203,10 @@ def test_frame_follows_in_callbacks_mode_is_about_the_current_frame(core):
     rec = FollowRecorder(s)
     s.feed(rec, b"one;two;thr")
     assert rec.seen == [
-        ("chunk", b"one", True), ("end", True),
-        ("chunk", b"two", False), ("end", False),
+        ("chunk", b"one", True),
+        ("end", True),
+        ("chunk", b"two", False),
+        ("end", False),
         ("chunk", b"thr", False),
     ]
 

@@ -34,8 +34,7 @@ def report(core):
         env.pop("ASYNFRAME_NO_EXTENSIONS", None)
         if name == "python":
             env["ASYNFRAME_NO_EXTENSIONS"] = "1"
-        proc = subprocess.run([sys.executable, PROBE], env=env, capture_output=True,
-                              text=True, timeout=150)
+        proc = subprocess.run([sys.executable, PROBE], env=env, capture_output=True, text=True, timeout=150)
         assert proc.returncode == 0, proc.stderr[-3000:]
         _reports[name] = json.loads(proc.stdout)
     return _reports[name]

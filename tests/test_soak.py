@@ -32,15 +32,22 @@ pytestmark = [
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 def test_soak(tmp_path, use_poll):
     out = tmp_path / "soak.json"
-    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "soak.py"),
-           "--cycles", str(max(100, int(100000 * SCALE))),
-           "--concurrent", str(max(10, int(1000 * SCALE))),
-           "--duration", str(max(2.0, 60 * SCALE)), "--json", str(out)]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "benchmarks", "soak.py"),
+        "--cycles",
+        str(max(100, int(100000 * SCALE))),
+        "--concurrent",
+        str(max(10, int(1000 * SCALE))),
+        "--duration",
+        str(max(2.0, 60 * SCALE)),
+        "--json",
+        str(out),
+    ]
     if use_poll:
         cmd.append("--use-poll")
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          timeout=int(850 * max(SCALE, 0.05)))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=int(850 * max(SCALE, 0.05)))
     result = json.loads(out.read_text())
     assert result["errors"] == 0, result
     assert result["fds_after"] <= result["fds_before"], result

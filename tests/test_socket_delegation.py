@@ -143,13 +143,12 @@ def test_delegating_channel_still_takes_fast_path(smap):
 
 
 def test_environment_switch():
-    code = ("import socket; from asynframe import asyncore;"
-            "a, b = socket.socketpair();"
-            "print(asyncore.socket_delegation_enabled(), asyncore.dispatcher(a, map={}).family == a.family)")
+    code = (
+        "import socket; from asynframe import asyncore;"
+        "a, b = socket.socketpair();"
+        "print(asyncore.socket_delegation_enabled(), asyncore.dispatcher(a, map={}).family == a.family)"
+    )
     env = dict(os.environ, ASYNFRAME_SOCKET_DELEGATION="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
-
-

@@ -31,7 +31,6 @@ def compiled(both_cores):
     return both_cores[0]
 
 
-
 def run_threads(target, count=THREADS):
     barrier = threading.Barrier(count)
     errors = []
@@ -56,8 +55,7 @@ def run_threads(target, count=THREADS):
 def test_import_keeps_the_gil_disabled():
     code = "import sys, asynframe._core_c, asynframe; print(sys._is_gil_enabled())"
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHON_GIL"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False", "importing the compiled core enabled the GIL:\n" + out.stderr
 

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from asynframe import _poller, asynchat, asyncore
+from asynframe import _backends, _poller, asynchat, asyncore
 
 from support import both_poll_modes, run_until
 
@@ -195,6 +195,7 @@ def test_error_in_a_channels_method_closes_that_channel_only(smap, capsys):
 def test_exitnow_from_a_timer_leaves_the_loop(smap):
     chan, peer = quiet_channel(smap)
     with peer:
+
         def leave():
             raise asyncore.ExitNow()
 
@@ -370,12 +371,12 @@ def test_no_descriptor_leaks(smap):
         asyncore.call_later(0.01, got.append, 1, map=m)
         # the socketpair and the poller's epoll; call_later alone does not
         # create the wakeup descriptor
-        assert open_fds() == base + 2 + (_poller.Backend is _poller._EpollBackend)
+        assert open_fds() == base + 2 + (_poller.Backend is _backends.EpollBackend)
         t = threading.Thread(target=asyncore.call_soon_threadsafe, args=(got.append, 2), kwargs={"map": m})
         t.start()
         t.join()
         wakeup_fds = 1 if hasattr(os, "eventfd") else 2
-        assert open_fds() == base + 2 + wakeup_fds + (_poller.Backend is _poller._EpollBackend)
+        assert open_fds() == base + 2 + wakeup_fds + (_poller.Backend is _backends.EpollBackend)
         run_until(lambda: len(got) == 2, m)
         asyncore.close_all(m)
         peer.close()
@@ -524,6 +525,7 @@ def test_sending_counts_as_activity(smap):
 def test_idle_timeout_disabled_and_override_keeping_the_channel(smap):
     a, b = socket.socketpair()
     with b:
+
         class Pinger(Echo):
             def handle_idle_timeout(self):
                 self.idle_fired.append(time.monotonic())

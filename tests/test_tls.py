@@ -56,7 +56,10 @@ def certs(tmp_path_factory):
     server_ctx, client_ctx, cert, key = _certs.contexts(where, "good")
     rogue_server_ctx, _, _, _ = _certs.contexts(where, "rogue")
     return {
-        "server": server_ctx, "client": client_ctx, "cert": cert, "key": key,
+        "server": server_ctx,
+        "client": client_ctx,
+        "cert": cert,
+        "key": key,
         "rogue_server": rogue_server_ctx,
     }
 
@@ -232,8 +235,7 @@ def test_many_connections_then_no_descriptor_left(certs, smap):
     before = len(os.listdir("/proc/self/fd"))
     listener = Listener(smap, lambda s, m: EchoServer(s, m, certs["server"]))
     clients = [
-        EchoClient(smap, listener.port, certs["client"],
-                   lines=[b"c%d-%d" % (i, j) for j in range(5)] + [b"QUIT"])
+        EchoClient(smap, listener.port, certs["client"], lines=[b"c%d-%d" % (i, j) for j in range(5)] + [b"QUIT"])
         for i in range(40)
     ]
     run_until(lambda: all("close" in c.events for c in clients), smap, timeout=30)
@@ -267,14 +269,14 @@ def test_dispatcher_with_send_echo(certs, smap):
             with certs["client"].wrap_socket(raw, server_hostname="localhost") as tls:
                 got = b""
                 for i in range(0, len(payload), 1000):
-                    piece = payload[i:i + 1000]
+                    piece = payload[i : i + 1000]
                     tls.sendall(piece)
                     want = piece[::-1]
                     while len(got) < len(want):
                         got += tls.recv(65536)
                     # a server read may join two sends: compare in order overall
-                    assert got[:len(want)] == want, (i, got[:50], want[:50])
-                    got = got[len(want):]
+                    assert got[: len(want)] == want, (i, got[:50], want[:50])
+                    got = got[len(want) :]
                 tls.unwrap()
         return True
 
@@ -347,8 +349,7 @@ def test_handshake_failure_closes_only_that_channel(certs, smap, how):
         bad = EchoClient(smap, bad_listener.port, certs["client"], lines=[b"secret"])
     else:
         bad_listener = good_listener
-        bad = EchoClient(smap, bad_listener.port, certs["client"], hostname="example.org",
-                         lines=[b"secret"])
+        bad = EchoClient(smap, bad_listener.port, certs["client"], hostname="example.org", lines=[b"secret"])
     good = EchoClient(smap, good_listener.port, certs["client"], lines=[b"before"])
     run_until(lambda: "error" in bad.events and good.lines == [b"BEFORE"], smap)
     assert isinstance(bad.errors[0], ssl.SSLCertVerificationError)
@@ -439,8 +440,7 @@ def test_starttls_asynframe_both_ends(certs, smap):
     server = listener.handlers[0]
     assert server.lines == [b"EHLO me", b"STARTTLS", b"MAIL FROM:<a@b>", b"QUIT"]
     assert server.tls_at_line == [False, False, True, True]
-    assert client.lines == [b"250 EHLO me", b"220 go ahead", b"250 upgraded",
-                            b"250 MAIL FROM:<a@b>", b"221 bye"]
+    assert client.lines == [b"250 EHLO me", b"220 go ahead", b"250 upgraded", b"250 MAIL FROM:<a@b>", b"221 bye"]
     assert client.tls_at_line == [False, False, True, True, True]
     assert "established" in client.events and "established" in server.events
     assert not client.errors and not server.errors
@@ -465,8 +465,7 @@ def test_starttls_blocking_client_sees_the_cut(certs, smap):
             tls.unwrap()
             return [first, second, third, fourth]
 
-    assert finish(*in_thread(client), smap) == [
-        b"250 EHLO me", b"220 go ahead", b"250 upgraded", b"250 NOOP"]
+    assert finish(*in_thread(client), smap) == [b"250 EHLO me", b"220 go ahead", b"250 upgraded", b"250 NOOP"]
 
 
 def test_starttls_asynframe_client_blocking_server(certs, smap):
@@ -635,7 +634,7 @@ def test_client_vanishes_mid_handshake(certs, smap, how):
         probe.do_handshake()
     hello = outgoing.read()
     raw = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
-    raw.sendall(hello[:len(hello) // 2])
+    raw.sendall(hello[: len(hello) // 2])
     run_until(lambda: len(listener.handlers) == 2, smap)
     if how == "rst":
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -697,8 +696,9 @@ def test_stalled_handshake_is_cut_after_handshake_timeout(certs, smap):
 
 
 def test_handshake_timeout_none_and_a_finished_handshake_are_never_cut(certs, smap):
-    listener = Listener(smap, lambda s, m: TimedServer(
-        s, m, certs["server"], None if len(listener.handlers) == 0 else 0.3))
+    listener = Listener(
+        smap, lambda s, m: TimedServer(s, m, certs["server"], None if len(listener.handlers) == 0 else 0.3)
+    )
     with socket.create_connection(("127.0.0.1", listener.port), timeout=5):
         raw = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
         client = in_thread(lambda: certs["client"].wrap_socket(raw, server_hostname="localhost"))
@@ -999,8 +999,7 @@ def test_close_when_done_waits_for_the_ciphertext_backlog(certs, smap):
         raw.connect(("127.0.0.1", listener.port))
         with raw:
             # suppress_ragged_eofs=False: a close without close_notify raises
-            tls = certs["client"].wrap_socket(raw, server_hostname="localhost",
-                                              suppress_ragged_eofs=False)
+            tls = certs["client"].wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
             tls.sendall(b"GET\n")
             assert go.wait(10)
             data = recv_all(tls)
@@ -1063,8 +1062,7 @@ def test_states_in_order_and_the_timer_only_while_handshaking(certs, smap):
 
     listener = Listener(smap, lambda s, m: StateRecorder(s, m, certs["server"]))
     client = EchoClient(smap, listener.port, certs["client"], lines=[b"QUIT"])
-    run_until(lambda: "close" in client.events and listener.handlers
-              and "close" in listener.handlers[0].events, smap)
+    run_until(lambda: "close" in client.events and listener.handlers and "close" in listener.handlers[0].events, smap)
     server = listener.handlers[0]
     # accepted sockets are connected: start_tls() begins the handshake at once
     assert server.states == [TLSState.HANDSHAKING, TLSState.OPEN, TLSState.SHUTDOWN, TLSState.CLOSED]
@@ -1153,12 +1151,10 @@ class Sender(asynchat.async_chat):
 def transfer(certs, smap, total, timeout):
     tls_listener = Listener(smap, lambda s, m: Receiver(s, m, certs["server"]))
     plain_listener = Listener(smap, lambda s, m: Receiver(s, m, None))
-    senders = [Sender(smap, tls_listener.port, certs["client"], total),
-               Sender(smap, plain_listener.port, None, total)]
+    senders = [Sender(smap, tls_listener.port, certs["client"], total), Sender(smap, plain_listener.port, None, total)]
     receivers = lambda: tls_listener.handlers + plain_listener.handlers  # noqa: E731
     started = time.monotonic()
-    run_until(lambda: len(receivers()) == 2 and all(r.closed for r in receivers()), smap,
-              timeout=timeout, step=0.5)
+    run_until(lambda: len(receivers()) == 2 and all(r.closed for r in receivers()), smap, timeout=timeout, step=0.5)
     elapsed = time.monotonic() - started
     expected = senders[0].source.digest.hexdigest()
     assert senders[1].source.digest.hexdigest() == expected
@@ -1185,5 +1181,3 @@ def test_transfer_1gib_tls_and_plain(certs, smap, request):
 def test_core_matches_environment():
     if NO_EXTENSIONS:
         assert not asynframe.USING_C_CORE
-
-

@@ -73,9 +73,7 @@ def runtime_module_names(module):
 
 
 def runtime_members(cls):
-    return {n for n in dir(cls) if not n.startswith("_")} | {
-        n for n in DUNDERS - {"__new__"} if n in vars(cls)
-    }
+    return {n for n in dir(cls) if not n.startswith("_")} | {n for n in DUNDERS - {"__new__"} if n in vars(cls)}
 
 
 def parameters(func):

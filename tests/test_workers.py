@@ -73,8 +73,9 @@ def ask(port, n):
 
 
 def listening_on(port):
-    return [c for c in psutil.net_connections("tcp")
-            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
+    return [
+        c for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+    ]
 
 
 modes = [False]
@@ -85,8 +86,13 @@ if workers.has_reuse_port():
 @pytest.mark.parametrize("reuse_port", modes, ids=lambda v: "reuseport" if v else "shared")
 def test_two_workers_share_the_port(reuse_port):
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, json.dumps(reuse_port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, json.dumps(reuse_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     parent = psutil.Process(proc.pid)
     try:
         info = json.loads(proc.stdout.readline())
@@ -121,8 +127,9 @@ def test_two_workers_share_the_port(reuse_port):
 
 def test_sigint_stops_everything():
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, "false"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, "false"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         info = json.loads(proc.stdout.readline())
         assert ask(info["port"], 1) in info["pids"]
@@ -153,8 +160,7 @@ except RuntimeError as exc:
 
 def test_worker_failing_at_start_up_stops_all():
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    proc = subprocess.run([sys.executable, "-c", FAILING], env=env, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run([sys.executable, "-c", FAILING], env=env, capture_output=True, text=True, timeout=30)
     assert "raised: worker(s) exited during start-up" in proc.stdout, proc.stdout + proc.stderr
     assert "factory failed" in proc.stderr  # the worker's traceback is shown
     assert proc.returncode == 0
@@ -167,5 +173,3 @@ def test_bad_arguments():
         workers.serve(lambda s: None, ("127.0.0.1", 0), workers=True)
     with pytest.raises(TypeError):
         workers.serve(None, ("127.0.0.1", 0), workers=1)
-
-

@@ -21,8 +21,13 @@ CORE_IMPLEMENTATION: str = _core.IMPLEMENTATION
 USING_C_CORE: bool = CORE_IMPLEMENTATION == "c"
 
 __all__ = [
-    "__version__", "CORE_IMPLEMENTATION", "USING_C_CORE", "install", "uninstall",
-    "set_trace", "use_logging",
+    "__version__",
+    "CORE_IMPLEMENTATION",
+    "USING_C_CORE",
+    "install",
+    "uninstall",
+    "set_trace",
+    "use_logging",
 ]
 
 _saved: Dict[str, Any] = {}

@@ -19,8 +19,7 @@ def core_reason() -> str:
     from . import _core
 
     if _core.NO_EXTENSIONS:
-        return "ASYNFRAME_NO_EXTENSIONS=%s forces the pure core" % os.environ.get(
-            "ASYNFRAME_NO_EXTENSIONS")
+        return "ASYNFRAME_NO_EXTENSIONS=%s forces the pure core" % os.environ.get("ASYNFRAME_NO_EXTENSIONS")
     if platform.python_implementation() != "CPython":
         return "the compiled core is for CPython; this is %s" % platform.python_implementation()
     if _core.IMPLEMENTATION == "c":
@@ -61,8 +60,10 @@ def facts() -> List[Tuple[str, str]]:
         ("asynframe", "%s (%s)" % (asynframe.__version__, os.path.dirname(asynframe.__file__))),
         ("core", "%s: %s" % (asynframe.CORE_IMPLEMENTATION, core_reason())),
         ("poller", poller_name()),
-        ("compiled loop dispatch", "on" if _poller.LOOP_IMPLEMENTATION == "c"
-         else "off (needs the compiled core and epoll)"),
+        (
+            "compiled loop dispatch",
+            "on" if _poller.LOOP_IMPLEMENTATION == "c" else "off (needs the compiled core and epoll)",
+        ),
         ("python", "%s %s, %s" % (platform.python_implementation(), platform.python_version(), build)),
         ("platform", "%s %s" % (platform.system(), platform.machine())),
         ("openssl", openssl),

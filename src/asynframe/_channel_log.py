@@ -79,8 +79,7 @@ def report_error(channel: Any) -> None:
         name = repr(channel)
     except Exception:
         name = "<__repr__(self) failed for object at %#x>" % id(channel)
-    logger.error("uncaptured python exception, closing channel %s", name,
-                 exc_info=sys.exc_info())
+    logger.error("uncaptured python exception, closing channel %s", name, exc_info=sys.exc_info())
 
 
 # -- protocol tracing ----------------------------------------------------------------
@@ -112,8 +111,7 @@ def _peer(channel: Any) -> str:
 
 def _emit(channel: Any, what: str, data: Any) -> None:
     data = _bytes_view(data)
-    trace_logger.debug("fd=%s peer=%s %s %d bytes %s",
-                       channel._fileno, _peer(channel), what, len(data), _dump(data))
+    trace_logger.debug("fd=%s peer=%s %s %d bytes %s", channel._fileno, _peer(channel), what, len(data), _dump(data))
 
 
 class _CountingProducer:
@@ -132,8 +130,11 @@ class _CountingProducer:
             if counts is not None:
                 counts["produced"] += len(data)
             if trace_logger.isEnabledFor(logging.DEBUG):
-                _emit(self._af_channel, "produced", data if not isinstance(data, str)
-                      else data.encode(self._af_channel.encoding))
+                _emit(
+                    self._af_channel,
+                    "produced",
+                    data if not isinstance(data, str) else data.encode(self._af_channel.encoding),
+                )
         return data
 
     def __getattr__(self, name: str) -> Any:
@@ -141,8 +142,16 @@ class _CountingProducer:
         return getattr(self.__dict__["_af_producer"], name)
 
 
-_WRAPPED = ("frame_received", "found_terminator", "collect_incoming_data",
-            "push", "push_with_producer", "initiate_send", "send", "recv")
+_WRAPPED = (
+    "frame_received",
+    "found_terminator",
+    "collect_incoming_data",
+    "push",
+    "push_with_producer",
+    "initiate_send",
+    "send",
+    "recv",
+)
 
 
 def _chat_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
@@ -191,15 +200,14 @@ def _chat_callback_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
         partial["size"] += len(data)
         head = partial["head"]
         if len(head) <= DUMP_BYTES:
-            partial["head"] = head + bytes(data[:DUMP_BYTES + 1 - len(head)])
+            partial["head"] = head + bytes(data[: DUMP_BYTES + 1 - len(head)])
         return inner_collect(data)
 
     def found_terminator_cb() -> Any:
         size, head = partial["size"], partial["head"]
         partial["size"], partial["head"] = 0, b""
         if trace_logger.isEnabledFor(logging.DEBUG):
-            trace_logger.debug("fd=%s peer=%s frame %d bytes %s", channel._fileno,
-                               _peer(channel), size, _dump(head))
+            trace_logger.debug("fd=%s peer=%s frame %d bytes %s", channel._fileno, _peer(channel), size, _dump(head))
         return inner_found_cb()
 
     return {"collect_incoming_data": collect_incoming_data, "found_terminator": found_terminator_cb}
@@ -212,8 +220,7 @@ def _chat_output_wrappers(channel: Any, queue: Any, counts: Dict[str, int]) -> D
     inner_initiate = channel.initiate_send
 
     def push(data: Any) -> None:
-        if trace_logger.isEnabledFor(logging.DEBUG) and isinstance(
-                data, (bytes, bytearray, memoryview)):
+        if trace_logger.isEnabledFor(logging.DEBUG) and isinstance(data, (bytes, bytearray, memoryview)):
             _emit(channel, "queued", data)
         inner_push(data)
 
@@ -232,8 +239,7 @@ def _chat_output_wrappers(channel: Any, queue: Any, counts: Dict[str, int]) -> D
         inner_initiate()
         sent = before + counts["produced"] - produced - queue.buffered
         if sent > 0 and trace_logger.isEnabledFor(logging.DEBUG):
-            trace_logger.debug("fd=%s peer=%s sent %d bytes", channel._fileno,
-                               _peer(channel), sent)
+            trace_logger.debug("fd=%s peer=%s sent %d bytes", channel._fileno, _peer(channel), sent)
 
     return {"push": push, "push_with_producer": push_with_producer, "initiate_send": initiate_send}
 
@@ -251,8 +257,7 @@ def _dispatcher_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
             result = inner_send(data)
             sent = before + len(data) - queue.buffered
             if sent > 0 and trace_logger.isEnabledFor(logging.DEBUG):
-                trace_logger.debug("fd=%s peer=%s sent %d bytes", channel._fileno,
-                                   _peer(channel), sent)
+                trace_logger.debug("fd=%s peer=%s sent %d bytes", channel._fileno, _peer(channel), sent)
             return result
 
         inner_initiate = channel.initiate_send
@@ -262,12 +267,12 @@ def _dispatcher_wrappers(channel: Any) -> Dict[str, Callable[..., Any]]:
             inner_initiate()
             sent = before - queue.buffered
             if sent > 0 and trace_logger.isEnabledFor(logging.DEBUG):
-                trace_logger.debug("fd=%s peer=%s sent %d bytes", channel._fileno,
-                                   _peer(channel), sent)
+                trace_logger.debug("fd=%s peer=%s sent %d bytes", channel._fileno, _peer(channel), sent)
 
         wrappers["send"] = send_queued
         wrappers["initiate_send"] = initiate_send
     else:
+
         def send(data: Any) -> Any:
             sent = inner_send(data)
             if sent and trace_logger.isEnabledFor(logging.DEBUG):
@@ -316,5 +321,3 @@ def trace_channel(channel: Any, enabled: bool = True) -> None:
     attrs["_af_trace_wrappers"] = wrappers
     # the compiled loop's fast path would skip the wrapped methods
     channel._af_refresh_generic_path()
-
-

@@ -126,8 +126,12 @@ class ChannelTimers:
             self._af_idle_timer = self._af_call_later(due - now, self._af_idle_check)
             return
         self.handle_idle_timeout()
-        if (self._af_idle_timer is None and self._af_idle_timeout is not None
-                and self._fileno is not None and self._map.get(self._fileno) is self):
+        if (
+            self._af_idle_timer is None
+            and self._af_idle_timeout is not None
+            and self._fileno is not None
+            and self._map.get(self._fileno) is self
+        ):
             # kept open by an override: check again one period from now
             self._af_idle_timer = self._af_call_later(self._af_idle_timeout, self._af_idle_check)
 
@@ -190,8 +194,11 @@ class ChannelTimers:
             delay = ACCEPT_BACKOFF_FIRST
             # once per episode, not once per attempt
             # "error": asyncore's log_info drops "warning" by default
-            self.log_info("cannot accept (%s): pausing accept() for up to %g s at a time"
-                          % (strerror(why.errno or 0), ACCEPT_BACKOFF_MAX), "error")
+            self.log_info(
+                "cannot accept (%s): pausing accept() for up to %g s at a time"
+                % (strerror(why.errno or 0), ACCEPT_BACKOFF_MAX),
+                "error",
+            )
         else:
             delay = min(delay * 2, ACCEPT_BACKOFF_MAX)
         self._af_accept_backoff = delay

@@ -44,3 +44,22 @@ def take_class_default(cls: type, base: type, name: str) -> Tuple[bool, Any]:
         return False, None
     delattr(cls, name)
     return True, value
+
+
+class SocketSlot:
+    """``dispatcher.socket``: an assignment first sends held replies.
+
+    async_chat may hold replies to pipelined frames for one send (see
+    asynchat.py); they must leave on the socket they were pushed for, ahead
+    of whatever the new one (a TLS wrapper, STARTTLS) carries.  There is no
+    ``__get__``, so reading ``self.socket`` is a plain instance-dict lookup.
+    """
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        attrs = obj.__dict__
+        if attrs.get("_af_dispatching"):
+            obj._af_release()
+        attrs["socket"] = value
+
+    def __delete__(self, obj: Any) -> None:
+        del obj.__dict__["socket"]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         SENDFILE_MAX,
     )
     from ._core_py import FileProducer, FrameScanner, PushQueue, find_prefix_at_end
+
     IMPLEMENTATION: str
 elif NO_EXTENSIONS or platform.python_implementation() != "CPython":
     from ._core_py import *  # noqa: F401,F403
@@ -40,7 +41,17 @@ else:
         from ._core_py import IMPLEMENTATION
 
 __all__ = [
-    "DEFAULT_READ_SIZE", "FILE_READ_SIZE", "IOV_MAX", "MODE_CALLBACKS", "MODE_COLLECT",
-    "MODE_FRAMES", "SEND_BUDGET", "SENDFILE_MAX", "FileProducer", "FrameScanner", "PushQueue",
-    "find_prefix_at_end", "IMPLEMENTATION",
+    "DEFAULT_READ_SIZE",
+    "FILE_READ_SIZE",
+    "IOV_MAX",
+    "MODE_CALLBACKS",
+    "MODE_COLLECT",
+    "MODE_FRAMES",
+    "SEND_BUDGET",
+    "SENDFILE_MAX",
+    "FileProducer",
+    "FrameScanner",
+    "PushQueue",
+    "find_prefix_at_end",
+    "IMPLEMENTATION",
 ]

@@ -3,9 +3,19 @@
 from typing import Any, List, Optional, Tuple, Union, final
 
 __all__ = [
-    "DEFAULT_READ_SIZE", "FILE_READ_SIZE", "IOV_MAX", "MODE_CALLBACKS", "MODE_COLLECT",
-    "MODE_FRAMES", "SEND_BUDGET", "SENDFILE_MAX", "FileProducer", "FrameScanner", "PushQueue",
-    "find_prefix_at_end", "IMPLEMENTATION",
+    "DEFAULT_READ_SIZE",
+    "FILE_READ_SIZE",
+    "IOV_MAX",
+    "MODE_CALLBACKS",
+    "MODE_COLLECT",
+    "MODE_FRAMES",
+    "SEND_BUDGET",
+    "SENDFILE_MAX",
+    "FileProducer",
+    "FrameScanner",
+    "PushQueue",
+    "find_prefix_at_end",
+    "IMPLEMENTATION",
 ]
 
 IMPLEMENTATION: str

@@ -45,8 +45,7 @@ SENDFILE_MAX = 1 << 30
 # sendfile() errors that mean "not for this pair of descriptors": the file is
 # read and sent instead, as asyncio's sendfile falls back.
 NO_SENDFILE = frozenset(
-    getattr(errno, name) for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP")
-    if hasattr(errno, name)
+    getattr(errno, name) for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP") if hasattr(errno, name)
 )
 HAS_SENDFILE = hasattr(os, "sendfile")
 HAS_PREAD = hasattr(os, "pread")
@@ -83,8 +82,7 @@ def check_terminator(term: Any, encoding: Optional[str]) -> Terminator:
         return check_count("an int terminator (a byte count)", term)
     if isinstance(term, (bytes, bytearray, memoryview)):
         return bytes(term)
-    raise TypeError(
-        "terminator must be bytes, a non-negative int or None, not %s" % type(term).__name__)
+    raise TypeError("terminator must be bytes, a non-negative int or None, not %s" % type(term).__name__)
 
 
 def _size(size: Any, lowest_message: str) -> int:
@@ -124,10 +122,7 @@ def check_file(file: Any, offset: Any, count: Any) -> Tuple[int, int, int]:
     if isinstance(file, io.TextIOBase) or isinstance(mode, str) and "b" not in mode:
         raise TypeError("push_file needs a file opened in binary mode, not %r" % (file,))
     if not (hasattr(file, "read") and hasattr(file, "seek")):
-        raise TypeError(
-            "push_file needs a binary file object with read() and seek(), not %s"
-            % type(file).__name__
-        )
+        raise TypeError("push_file needs a binary file object with read() and seek(), not %s" % type(file).__name__)
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise TypeError("offset must be an int, not %s" % type(offset).__name__)
     if offset < 0:
@@ -263,8 +258,7 @@ class FileProducer:
         self._closed = False
 
     def __repr__(self) -> str:
-        return "<FileProducer %r offset=%d remaining=%d>" % (
-            self._file, self._offset, self._remaining)
+        return "<FileProducer %r offset=%d remaining=%d>" % (self._file, self._offset, self._remaining)
 
     def __reduce__(self) -> Any:
         # it stands for an open file and a position in a queue: nothing to pickle or copy

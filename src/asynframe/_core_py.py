@@ -40,7 +40,17 @@ from ._scanner_py import FrameScanner, find_prefix_at_end
 IMPLEMENTATION = "python"
 
 __all__ = [
-    "DEFAULT_READ_SIZE", "FILE_READ_SIZE", "IOV_MAX", "MODE_CALLBACKS", "MODE_COLLECT",
-    "MODE_FRAMES", "SEND_BUDGET", "SENDFILE_MAX", "FileProducer", "FrameScanner", "PushQueue",
-    "find_prefix_at_end", "IMPLEMENTATION",
+    "DEFAULT_READ_SIZE",
+    "FILE_READ_SIZE",
+    "IOV_MAX",
+    "MODE_CALLBACKS",
+    "MODE_COLLECT",
+    "MODE_FRAMES",
+    "SEND_BUDGET",
+    "SENDFILE_MAX",
+    "FileProducer",
+    "FrameScanner",
+    "PushQueue",
+    "find_prefix_at_end",
+    "IMPLEMENTATION",
 ]

@@ -36,6 +36,4 @@ class SocketDelegation:
         try:
             return getattr(sock, name)
         except AttributeError:
-            raise AttributeError(
-                "%s object has no attribute %r" % (type(self).__name__, name)
-            ) from None
+            raise AttributeError("%s object has no attribute %r" % (type(self).__name__, name)) from None

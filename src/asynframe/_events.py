@@ -102,9 +102,7 @@ def exception(obj: Any) -> None:
 def _closed_since(obj: Any, sock: Any) -> bool:
     # A dispatcher that had *sock* and closed it (or replaced it: clients
     # reconnecting in handle_close) in an earlier handler of this event.
-    return sock is not None and (
-        getattr(obj, "_fileno", 0) is None or getattr(obj, "socket", None) is not sock
-    )
+    return sock is not None and (getattr(obj, "_fileno", 0) is None or getattr(obj, "socket", None) is not sock)
 
 
 def _unread_data(sock: Any) -> bool:
@@ -139,8 +137,9 @@ def readwrite(obj: Any, flags: int) -> None:
         if flags & POLLPRI and not _closed_since(obj, sock):
             obj.handle_expt_event()
         if flags & (POLLHUP | POLLERR | POLLNVAL) and not _closed_since(obj, sock):
-            if not (flags & POLLIN and flags & POLLHUP == flags & (POLLHUP | POLLERR | POLLNVAL)
-                    and _unread_data(sock)):
+            if not (
+                flags & POLLIN and flags & POLLHUP == flags & (POLLHUP | POLLERR | POLLNVAL) and _unread_data(sock)
+            ):
                 obj.handle_close()
     except OSError as e:
         if e.errno not in DISCONNECTED:
@@ -187,9 +186,7 @@ def compact_traceback() -> Tuple[Tuple[str, str, str], Any, Any, str]:
     if not tb:
         raise AssertionError("traceback does not exist")
     while tb:
-        tbinfo.append(
-            (tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name, str(tb.tb_lineno))
-        )
+        tbinfo.append((tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name, str(tb.tb_lineno)))
         tb = tb.tb_next
     del tb
     file, function, line = tbinfo[-1]

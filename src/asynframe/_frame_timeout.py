@@ -61,7 +61,10 @@ class FrameTimeout:
 
     def _af_frame_timeout_message(self) -> str:
         return "closing %r: a frame has been incomplete for more than %g s (%d bytes so far)" % (
-            self, self._af_frame_timeout or 0.0, self._af_scanner.partial_size)
+            self,
+            self._af_frame_timeout or 0.0,
+            self._af_scanner.partial_size,
+        )
 
     def _af_frame_check(self, frames_before: Optional[int]) -> None:
         # After a read: a frame in progress needs a timer that started with

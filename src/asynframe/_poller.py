@@ -26,14 +26,12 @@ docs/performance.md).  ``LOOP_IMPLEMENTATION`` says which is active.
 
 from __future__ import annotations
 
-import select
-import selectors
 import socket
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from . import _core, _events
+from . import _backends, _core, _events
 from ._events import BUFFERED, ERR, HUP, IN, OUT, PRI
 from ._events import to_poll_flags as _to_poll_flags
 from ._timers import LoopTimers, TimerHandle, Wakeup, check_delay, monotonic
@@ -41,74 +39,7 @@ from ._timers import LoopTimers, TimerHandle, Wakeup, check_delay, monotonic
 _get_ident = threading.get_ident
 
 
-class _EpollBackend:
-    """epoll, used directly: it reports urgent data (EPOLLPRI), selectors can't."""
-
-    supports_pri = True
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-
-    def register(self, fd: int, mask: int) -> None:
-        self._epoll.register(fd, mask)
-
-    def modify(self, fd: int, mask: int) -> None:
-        self._epoll.modify(fd, mask)
-
-    def unregister(self, fd: int) -> None:
-        self._epoll.unregister(fd)
-
-    def poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
-        if timeout is not None and timeout < 0:
-            timeout = 0
-        return self._epoll.poll(-1 if timeout is None else timeout)
-
-    def close(self) -> None:
-        self._epoll.close()
-
-
-class _SelectorsBackend:
-    """kqueue/poll/select through ``selectors`` where epoll is missing."""
-
-    supports_pri = False
-
-    def __init__(self) -> None:
-        self._sel = selectors.DefaultSelector()
-
-    @staticmethod
-    def _events(mask: int) -> int:
-        events = 0
-        if mask & IN:
-            events |= selectors.EVENT_READ
-        if mask & OUT:
-            events |= selectors.EVENT_WRITE
-        return events
-
-    def register(self, fd: int, mask: int) -> None:
-        self._sel.register(fd, self._events(mask) or selectors.EVENT_READ)
-
-    def modify(self, fd: int, mask: int) -> None:
-        self._sel.modify(fd, self._events(mask) or selectors.EVENT_READ)
-
-    def unregister(self, fd: int) -> None:
-        self._sel.unregister(fd)
-
-    def poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
-        ready = []
-        for key, events in self._sel.select(timeout):
-            mask = 0
-            if events & selectors.EVENT_READ:
-                mask |= IN
-            if events & selectors.EVENT_WRITE:
-                mask |= OUT
-            ready.append((key.fd, mask))
-        return ready
-
-    def close(self) -> None:
-        self._sel.close()
-
-
-Backend = _EpollBackend if hasattr(select, "epoll") else _SelectorsBackend
+Backend = _backends.Backend
 
 # How a channel's interest is computed: a function of the channel for the
 # stock predicates, None for "ask readable()/writable() every iteration".
@@ -441,8 +372,7 @@ class MapPoller:
 
     def _dispatch_generic(self, events: List[Tuple[int, int]], poll_semantics: bool) -> None:
         """Deliver the events of one wait (the pure twin of ``_loop_c.dispatch``)."""
-        read, write, _exception, readwrite = (_events.read, _events.write,
-                                              _events.exception, _events.readwrite)
+        read, write, _exception, readwrite = (_events.read, _events.write, _events.exception, _events.readwrite)
         known = self.known
         ready = []
         for fd, flags in events:
@@ -509,7 +439,7 @@ def compiled_loop() -> Any:
     Only with the compiled core (the loop's C code calls the core's C-level
     API; ``ASYNFRAME_NO_EXTENSIONS=1`` therefore turns both off) and on epoll.
     """
-    if _core.IMPLEMENTATION != "c" or Backend is not _EpollBackend:
+    if _core.IMPLEMENTATION != "c" or Backend is not _backends.EpollBackend:
         return None
     try:
         from . import _loop_c
@@ -542,8 +472,9 @@ _pollers: Dict[int, MapPoller] = {}
 _MAX_CUSTOM = 16
 
 
-def call_later(socket_map: Dict[Any, Any], delay: float, callback: Callable[..., Any],
-               args: Tuple[Any, ...]) -> TimerHandle:
+def call_later(
+    socket_map: Dict[Any, Any], delay: float, callback: Callable[..., Any], args: Tuple[Any, ...]
+) -> TimerHandle:
     """Schedule ``callback(*args)`` on the loop of *socket_map* (asyncore.call_later)."""
     when = check_delay(delay)
     if not callable(callback):
@@ -553,8 +484,7 @@ def call_later(socket_map: Dict[Any, Any], delay: float, callback: Callable[...,
     return poller.get_timers().call_at(monotonic() + when, callback, args)
 
 
-def call_soon_threadsafe(socket_map: Dict[Any, Any], callback: Callable[..., Any],
-                         args: Tuple[Any, ...]) -> None:
+def call_soon_threadsafe(socket_map: Dict[Any, Any], callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
     """Have the loop of *socket_map* call ``callback(*args)`` (asyncore.call_soon_threadsafe)."""
     if not callable(callback):
         raise TypeError("callback must be callable, not %s" % type(callback).__name__)
@@ -594,8 +524,7 @@ def poller_for(socket_map: Dict[Any, Any], create: bool = True) -> Optional[MapP
         if len(_pollers) > _MAX_CUSTOM:
             # pollers holding timers keep them, and a loop running in another
             # thread keeps its poller: those are not dropped
-            idle = [key for key, p in _pollers.items()
-                    if not p.has_pending_timers() and p.loop_thread is None]
+            idle = [key for key, p in _pollers.items() if not p.has_pending_timers() and p.loop_thread is None]
             for key in idle[: len(_pollers) - _MAX_CUSTOM]:
                 _drop(key)
         poller = _pollers[id(socket_map)] = MapPoller(socket_map)
@@ -620,6 +549,15 @@ def release(socket_map: Dict[Any, Any], keep: Optional[Dict[Any, Any]] = None) -
 
 
 __all__ = [
-    "MapPoller", "poller_for", "release", "enable_fast_path", "LOOP_IMPLEMENTATION",
-    "STOCK_INTEREST", "STOCK_EXPT", "wants_urgent", "IN", "OUT", "PRI",
+    "MapPoller",
+    "poller_for",
+    "release",
+    "enable_fast_path",
+    "LOOP_IMPLEMENTATION",
+    "STOCK_INTEREST",
+    "STOCK_EXPT",
+    "wants_urgent",
+    "IN",
+    "OUT",
+    "PRI",
 ]

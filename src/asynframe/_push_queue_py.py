@@ -51,8 +51,7 @@ class PushQueue:
     asynchat's ``use_encoding`` does.
     """
 
-    __slots__ = ("_items", "_offset", "_buffered", "encoding", "_pushes", "_sends",
-                 "_sendfiles", "_pulling")
+    __slots__ = ("_items", "_offset", "_buffered", "encoding", "_pushes", "_sends", "_sendfiles", "_pulling")
 
     def __init__(self, encoding: Optional[str] = None) -> None:
         # _items[0] is the head; _offset counts its bytes already sent
@@ -115,16 +114,12 @@ class PushQueue:
             # a file range read back from snapshot(): queued as a file again
             self._push_file(producer)
         elif not hasattr(producer, "more"):
-            raise TypeError(
-                "producer must be bytes-like or have a more() method, not %s"
-                % type(producer).__name__
-            )
+            raise TypeError("producer must be bytes-like or have a more() method, not %s" % type(producer).__name__)
         else:
             self._items.append(producer)
             self._pushes += 1
 
-    def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None,
-                  close: bool = True) -> None:
+    def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None, close: bool = True) -> None:
         """Queue *count* bytes of binary *file* from *offset* (see ``FileProducer``).
 
         An empty range queues nothing (and closes the file if *close*).
@@ -187,7 +182,7 @@ class PushQueue:
         """
         items = [item[:] if item.__class__ is memoryview else item for item in self._items]
         if items and self._offset and items[0].__class__ in (bytes, memoryview):
-            items[0] = items[0][self._offset:]
+            items[0] = items[0][self._offset :]
         return items
 
     def _pull_file(self, index: int, size: int) -> None:
@@ -255,7 +250,7 @@ class PushQueue:
                 continue
             view: Union[bytes, memoryview]
             if i == 0 and self._offset:
-                view = memoryview(item)[self._offset:]
+                view = memoryview(item)[self._offset :]
             else:
                 view = item
             views.append(view)
@@ -298,11 +293,11 @@ class PushQueue:
                 offset = self._offset
                 if offset == 0 and len(head) <= size:
                     return head
-                return head[offset:offset + size]
+                return head[offset : offset + size]
             if head.__class__ is memoryview:
                 # a new view of the same bytes (as asynchat hands send() a
                 # slice of a pushed memoryview): the caller may release it
-                return head[self._offset:self._offset + size]
+                return head[self._offset : self._offset + size]
             if head.__class__ is FileProducer:
                 # the caller sends itself: read the file, *size* at a time
                 self._pull_file(0, size)
@@ -323,8 +318,9 @@ class PushQueue:
             if ready >= nbytes:
                 break
             if item.__class__ is not bytes and item.__class__ is not memoryview:
-                raise ValueError("cannot consume %d bytes: %d are ready before the next %s"
-                                 % (nbytes, ready, _kind(item)))
+                raise ValueError(
+                    "cannot consume %d bytes: %d are ready before the next %s" % (nbytes, ready, _kind(item))
+                )
             ready += len(item)
         self._consume(nbytes)
 

@@ -66,8 +66,20 @@ class FrameScanner:
     """
 
     __slots__ = (
-        "_mode", "_term", "_held", "_incoming", "_clears", "_stops", "_max_frame",
-        "_partial", "_busy", "_recv_area", "_scan_data", "_scan_next", "_scan_clears", "_frames",
+        "_mode",
+        "_term",
+        "_held",
+        "_incoming",
+        "_clears",
+        "_stops",
+        "_max_frame",
+        "_partial",
+        "_busy",
+        "_recv_area",
+        "_scan_data",
+        "_scan_next",
+        "_scan_clears",
+        "_frames",
     )
 
     def __init__(self, mode: int = MODE_CALLBACKS) -> None:
@@ -342,7 +354,7 @@ class FrameScanner:
                     else:
                         if limit and self._partial + term > limit:
                             return self._overflow(target, self._partial + term)
-                        chunk = data[pos:pos + term]
+                        chunk = data[pos : pos + term]
                         self._partial = 0
                         self._frames += 1
                         if mode == MODE_CALLBACKS:
@@ -411,8 +423,12 @@ class FrameScanner:
                                 self._incoming.append(frame)
                                 frame = self.get_data()
                             target.frame_received(frame)
-                        if (self._term is not term or self._mode != mode
-                                or self._clears != clears or self._stops != stops):
+                        if (
+                            self._term is not term
+                            or self._mode != mode
+                            or self._clears != clears
+                            or self._stops != stops
+                        ):
                             break
                         index = find(term, pos)
                         if index < 0:

@@ -38,6 +38,7 @@ monotonic = time.monotonic
 # Rebuild the heap once cancelled entries are this many and the majority.
 _COMPACT_MIN = 64
 
+
 class TimerHandle:
     """A callback scheduled by ``asyncore.call_later``.
 
@@ -47,8 +48,7 @@ class TimerHandle:
 
     __slots__ = ("when", "_callback", "_args", "_owner", "_cancelled")
 
-    def __init__(self, when: float, callback: Callable[..., Any], args: Tuple[Any, ...],
-                 owner: "LoopTimers") -> None:
+    def __init__(self, when: float, callback: Callable[..., Any], args: Tuple[Any, ...], owner: "LoopTimers") -> None:
         self.when = when
         self._callback: Optional[Callable[..., Any]] = callback
         self._args = args

@@ -27,13 +27,23 @@ from ._tls_state import DEFAULT_HANDSHAKE_TIMEOUT, TLSState
 from ._tls_transport import RAW_READ
 
 __all__ = [
-    "BACKLOG_LIMIT", "DEFAULT_HANDSHAKE_TIMEOUT", "RAW_READ", "WRITE_CHUNK",
-    "TLSSocket", "TLSState", "start_tls",
+    "BACKLOG_LIMIT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "RAW_READ",
+    "WRITE_CHUNK",
+    "TLSSocket",
+    "TLSState",
+    "start_tls",
 ]
 
 
-def start_tls(channel: Any, context: Any, server_side: Any, server_hostname: Any,
-              handshake_timeout: Any = DEFAULT_HANDSHAKE_TIMEOUT) -> None:
+def start_tls(
+    channel: Any,
+    context: Any,
+    server_side: Any,
+    server_hostname: Any,
+    handshake_timeout: Any = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> None:
     """``dispatcher.start_tls``: see its docstring."""
     handshake_timeout = _checked_handshake_timeout(handshake_timeout)
     _check_tls_arguments(context, server_side, server_hostname)
@@ -97,9 +107,7 @@ def _checked_channel(channel: Any) -> socket.socket:
     if channel._af_tls is not None:
         raise ValueError("TLS was already started on %r" % (channel,))
     raw = channel.socket
-    if type(raw) is not socket.socket and not (
-        isinstance(raw, socket.socket) and not isinstance(raw, ssl.SSLSocket)
-    ):
+    if type(raw) is not socket.socket and not (isinstance(raw, socket.socket) and not isinstance(raw, ssl.SSLSocket)):
         raise ValueError("start_tls() needs a plain socket, not %s" % type(raw).__name__)
     if raw.type != socket.SOCK_STREAM:
         raise ValueError("start_tls() needs a stream socket")

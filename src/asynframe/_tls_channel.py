@@ -58,6 +58,7 @@ class TLSChannel:
 
     def handle_tls_handshake_timeout(self) -> None:
         """The TLS handshake did not finish in time; the default logs and closes."""
-        self.log_info("closing %r: TLS handshake not complete after %g s"
-                      % (self, self.socket.handshake_timeout), "error")
+        self.log_info(
+            "closing %r: TLS handshake not complete after %g s" % (self, self.socket.handshake_timeout), "error"
+        )
         self.handle_close()

@@ -46,10 +46,21 @@ _BUFFERED = _events.BUFFERED
 
 # Socket calls that are safe to pass through: none of them moves payload
 # bytes, which must all go through TLS.
-_PASS_THROUGH = frozenset({
-    "fileno", "getpeername", "getsockname", "getsockopt", "setsockopt", "connect_ex",
-    "family", "type", "proto", "gettimeout", "getblocking",
-})
+_PASS_THROUGH = frozenset(
+    {
+        "fileno",
+        "getpeername",
+        "getsockname",
+        "getsockopt",
+        "setsockopt",
+        "connect_ex",
+        "family",
+        "type",
+        "proto",
+        "gettimeout",
+        "getblocking",
+    }
+)
 
 
 class TLSSocket(TLSStateMachine, TLSTransport):
@@ -71,8 +82,14 @@ class TLSSocket(TLSStateMachine, TLSTransport):
     attacker can forge to truncate the data).
     """
 
-    def __init__(self, channel: Any, raw: socket.socket, context: ssl.SSLContext,
-                 server_side: bool, server_hostname: Optional[str]) -> None:
+    def __init__(
+        self,
+        channel: Any,
+        raw: socket.socket,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: Optional[str],
+    ) -> None:
         TLSTransport.__init__(self, raw, context, server_side, server_hostname)
         TLSStateMachine.__init__(self, channel)
         self.close_notify_received = False
@@ -98,13 +115,21 @@ class TLSSocket(TLSStateMachine, TLSTransport):
             raise AttributeError(name)
         if name in _PASS_THROUGH:
             return getattr(self.raw, name)
-        if name in ("cipher", "version", "selected_alpn_protocol", "shared_ciphers",
-                    "compression", "get_channel_binding", "server_hostname", "server_side",
-                    "context", "session", "session_reused"):
+        if name in (
+            "cipher",
+            "version",
+            "selected_alpn_protocol",
+            "shared_ciphers",
+            "compression",
+            "get_channel_binding",
+            "server_hostname",
+            "server_side",
+            "context",
+            "session",
+            "session_reused",
+        ):
             return getattr(self.ssl_object, name)
-        raise AttributeError(
-            "%s has no attribute %r (plain socket I/O would bypass TLS)" % (type(self).__name__, name)
-        )
+        raise AttributeError("%s has no attribute %r (plain socket I/O would bypass TLS)" % (type(self).__name__, name))
 
     def __repr__(self) -> str:
         return "<TLSSocket %s fd=%s>" % (self._state.value, self.raw.fileno())
@@ -270,7 +295,7 @@ class TLSSocket(TLSStateMachine, TLSTransport):
         view = memoryview(buffer).cast("B")
         size = nbytes or len(view)
         data = self.recv(min(size, len(view)), flags)
-        view[:len(data)] = data
+        view[: len(data)] = data
         return len(data)
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -448,4 +473,3 @@ class TLSSocket(TLSStateMachine, TLSTransport):
         if not self._flush():
             return True
         return not self._backlog
-

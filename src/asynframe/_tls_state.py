@@ -20,11 +20,11 @@ from . import _poller
 class TLSState(enum.Enum):
     """Where a ``TLSSocket`` is; ``TLSStateMachine._enter`` is the only way to move."""
 
-    CONNECTING = "connecting"    # start_tls() came before the TCP connection was made
+    CONNECTING = "connecting"  # start_tls() came before the TCP connection was made
     HANDSHAKING = "handshaking"  # the handshake timer runs while here
-    OPEN = "open"                # application data both ways
-    SHUTDOWN = "shutdown"        # our close_notify is written: data still comes in, none goes out
-    CLOSED = "closed"            # the plain socket is closed
+    OPEN = "open"  # application data both ways
+    SHUTDOWN = "shutdown"  # our close_notify is written: data still comes in, none goes out
+    CLOSED = "closed"  # the plain socket is closed
 
 
 CONNECTING, HANDSHAKING, OPEN, SHUTDOWN, CLOSED = TLSState
@@ -90,7 +90,8 @@ class TLSStateMachine:
         channel = self._owner()
         if self.handshake_timeout is not None and channel is not None:
             self._handshake_timer = _poller.call_later(
-                channel._map, self.handshake_timeout, self._handshake_expired, ())
+                channel._map, self.handshake_timeout, self._handshake_expired, ()
+            )
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None

@@ -37,8 +37,9 @@ RAW_READ = 65536 + 4096
 class TLSTransport:
     """An ``ssl.SSLObject`` over two memory BIOs, and the plain socket their ciphertext goes through."""
 
-    def __init__(self, raw: socket.socket, context: ssl.SSLContext,
-                 server_side: bool, server_hostname: Optional[str]) -> None:
+    def __init__(
+        self, raw: socket.socket, context: ssl.SSLContext, server_side: bool, server_hostname: Optional[str]
+    ) -> None:
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.ssl_object: ssl.SSLObject = context.wrap_bio(

@@ -63,12 +63,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Deque, List, Optional, cast
+from typing import Any, Deque, List, Optional, Union, cast
 
 from ._chat_common import delivery_mode, take_class_default
 from ._core import MODE_CALLBACKS as MODE_CALLBACKS
 from ._core import MODE_COLLECT as MODE_COLLECT
 from ._core import MODE_FRAMES, FrameScanner
+from ._core_common import queued_data
 from ._frame_timeout import FrameTimeout
 
 __all__ = ["ChatProtocol", "FrameTooLarge", "framed_reader", "FramedReader"]
@@ -141,9 +142,7 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         cls = type(self)
         scanner = self._scanner = FrameScanner(_protocol_mode(cls))
         if cls._default_terminator is not None:
-            scanner.set_terminator(
-                cls._default_terminator, self.encoding if self.use_encoding else None
-            )
+            scanner.set_terminator(cls._default_terminator, self.encoding if self.use_encoding else None)
         if cls._default_max_frame:
             scanner.max_frame = cls._default_max_frame
         if cls._get_data is ChatProtocol._get_data:
@@ -329,7 +328,9 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         """A frame passed ``max_frame``; the default logs and closes the connection."""
         logger.warning(
             "closing %r: %d bytes without terminator exceed max_frame=%d",
-            self, size, self.max_frame,
+            self,
+            size,
+            self.max_frame,
         )
         self.close()
 
@@ -338,8 +339,9 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         if not isinstance(data, _BYTES_LIKE):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
         if data.__class__ is not bytes:
-            # the caller may reuse its buffer once push() returns
-            data = bytes(data)
+            # a view over bytes is kept as it is (nothing can change it); the
+            # caller may reuse anything else once push() returns: a copy
+            data = queued_data(data)
         if not data or self._closing:
             return
         if self._waiting or self.transport is None:
@@ -445,7 +447,7 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
                     return
                 if self._writing_paused:
                     return
-                if head.__class__ is bytes:
+                if head.__class__ is bytes or head.__class__ is memoryview:
                     waiting.popleft()
                     transport.write(head)
                     continue
@@ -463,14 +465,14 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         finally:
             self._pumping = False
 
-    def _producer_bytes(self, data: Any) -> bytes:
+    def _producer_bytes(self, data: Any) -> Union[bytes, memoryview]:
         if isinstance(data, str):
             if not self.use_encoding:
                 raise TypeError("producer returned str; set use_encoding or return bytes")
             return data.encode(self.encoding)
         if isinstance(data, _BYTES_LIKE):
             # a producer may refill its buffer on the next more()
-            return bytes(data)
+            return queued_data(data)
         raise TypeError("producer.more() must return bytes, not %s" % type(data).__name__)
 
 
@@ -543,8 +545,7 @@ class FramedReader:
     def _check_too_large(self) -> None:
         if self._too_large is not None:
             raise FrameTooLarge(
-                "frame exceeds max_frame=%d (%d bytes without terminator)"
-                % (self._scanner.max_frame, self._too_large)
+                "frame exceeds max_frame=%d (%d bytes without terminator)" % (self._scanner.max_frame, self._too_large)
             )
 
     async def read_frame(self) -> bytes:

@@ -49,6 +49,7 @@ from ._chat_common import delivery_mode, take_class_default
 from ._core import MODE_CALLBACKS, FrameScanner, PushQueue
 from ._core import find_prefix_at_end as find_prefix_at_end
 from ._core_common import check_file as _check_file
+from ._core_common import queued_data as _queued_data
 from ._events import DISCONNECTED as _DISCONNECTED
 from ._events import IN as _IN
 from ._events import OUT as _OUT
@@ -143,9 +144,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
             scanner = self._af_scanner = FrameScanner(_delivery_mode(cls))
             self._af_queue = PushQueue()
             if cls._af_default_terminator is not None:
-                scanner.set_terminator(
-                    cls._af_default_terminator, self.encoding if self.use_encoding else None
-                )
+                scanner.set_terminator(cls._af_default_terminator, self.encoding if self.use_encoding else None)
             if cls._af_default_max_frame:
                 scanner.max_frame = cls._af_default_max_frame
             if cls._af_default_drain_on_eof:
@@ -155,8 +154,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
                 # found_terminator() calls this once per frame: binding the
                 # core's method saves a Python frame on every call
                 self._get_data = scanner.get_data  # type: ignore[method-assign]  # per-instance fast path
-            if (scanner.mode == MODE_CALLBACKS
-                    and cls._collect_incoming_data is async_chat._collect_incoming_data):
+            if scanner.mode == MODE_CALLBACKS and cls._collect_incoming_data is async_chat._collect_incoming_data:
                 # the same for a collect_incoming_data() that calls this once
                 # per chunk (in the other modes the core collects by itself)
                 self._collect_incoming_data = scanner.collect  # type: ignore[method-assign]
@@ -190,8 +188,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         The default logs the reason and closes this channel only.
         """
         self.log_info(
-            "closing %r: %d bytes without terminator exceed max_frame=%d"
-            % (self, size, self.max_frame),
+            "closing %r: %d bytes without terminator exceed max_frame=%d" % (self, size, self.max_frame),
             "error",
         )
         self.handle_close()
@@ -343,8 +340,11 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         cls = type(self)
         # replies to pipelined frames may be held for one send only where
         # nobody sees the difference: a plain socket written by the core
-        coalesce = (type(sock) is _PLAIN_SOCKET and cls.send is asyncore.dispatcher.send
-                    and cls.initiate_send is async_chat.initiate_send)
+        coalesce = (
+            type(sock) is _PLAIN_SOCKET
+            and cls.send is asyncore.dispatcher.send
+            and cls.initiate_send is async_chat.initiate_send
+        )
         self._af_dispatching = coalesce
         self._af_scanning = True
         try:
@@ -392,8 +392,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     def _af_holds_reply(self) -> bool:
         # push/push_file/push_with_producer: inside a coalescing read, with
         # another complete frame already buffered (the peer pipelines)
-        if not (self._af_dispatching and self.hold_pipelined_replies
-                and self._af_scanner.frame_follows()):
+        if not (self._af_dispatching and self.hold_pipelined_replies and self._af_scanner.frame_follows()):
             return False
         if self._af_limited:
             self._af_flow()  # held replies count toward the high mark too
@@ -446,15 +445,15 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         """Queue *data* (bytes, bytearray or memoryview) for sending.
 
         From a thread other than the one running the channel's loop, the
-        data (copied: the caller may reuse its buffer) is handed to the loop,
-        which is woken and pushes it; see docs/hardening.md, "Which calls are
-        thread-safe".
+        data (copied unless it is bytes or a view over bytes: the caller may
+        reuse its buffer) is handed to the loop, which is woken and pushes
+        it; see docs/hardening.md, "Which calls are thread-safe".
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
         # (inside the channel's own read the caller is the loop's thread)
         if not self._af_dispatching and _poller.off_loop_thread(self):
-            _poller.call_soon_threadsafe(self._map, self.push, (bytes(data),))
+            _poller.call_soon_threadsafe(self._map, self.push, (_queued_data(data),))
             return
         self._af_queue.push(data)
         if self._af_holds_reply():
@@ -468,8 +467,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     if _compiled_loop is not None:
         push = _compiled_loop.chat_push_like(push)
 
-    def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None,
-                  *, close: bool = True) -> None:
+    def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None, *, close: bool = True) -> None:
         """Queue *count* bytes of binary *file* from *offset* (None: to its end).
 
         Sent in order with what is pushed before and after, with
@@ -484,8 +482,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         """
         if _poller.off_loop_thread(self):
             _check_file(file, offset, count)  # bad arguments fail here, in the caller
-            _poller.call_soon_threadsafe(
-                self._map, _partial(self.push_file, file, offset, count, close=close), ())
+            _poller.call_soon_threadsafe(self._map, _partial(self.push_file, file, offset, count, close=close), ())
             return
         self._af_queue.push_file(file, offset, count, close)
         if close:
@@ -611,7 +608,7 @@ class simple_producer:
     def more(self) -> bytes:
         if len(self.data) > self.buffer_size:
             result = self.data[: self.buffer_size]
-            self.data = self.data[self.buffer_size:]
+            self.data = self.data[self.buffer_size :]
             return result
         result = self.data
         self.data = b""

@@ -55,6 +55,7 @@ from ._channel_timeouts import ACCEPT_BACKOFF_FIRST as ACCEPT_BACKOFF_FIRST
 from ._channel_timeouts import ACCEPT_BACKOFF_MAX as ACCEPT_BACKOFF_MAX
 from ._channel_timeouts import ChannelTimers
 from ._channel_timeouts import strerror as _strerror
+from ._chat_common import SocketSlot
 from ._core import PushQueue
 from ._delegation import SocketDelegation as SocketDelegation
 from ._events import DISCONNECTED as _DISCONNECTED
@@ -78,8 +79,9 @@ socket_map: Dict[Any, Any] = {}
 _OWN_MODULES = frozenset({"asynframe.asyncore", "asynframe.asynchat"})
 
 
-def call_later(delay: float, callback: Callable[..., Any], *args: Any,
-               map: Optional[Dict[Any, Any]] = None) -> TimerHandle:
+def call_later(
+    delay: float, callback: Callable[..., Any], *args: Any, map: Optional[Dict[Any, Any]] = None
+) -> TimerHandle:
     """Call ``callback(*args)`` from the loop of *map* in *delay* seconds.
 
     Returns a handle: ``handle.cancel()`` stops it, ``handle.when`` is the
@@ -100,8 +102,7 @@ def call_later(delay: float, callback: Callable[..., Any], *args: Any,
     return _poller.call_later(map, delay, callback, args)
 
 
-def call_soon_threadsafe(callback: Callable[..., Any], *args: Any,
-                         map: Optional[Dict[Any, Any]] = None) -> None:
+def call_soon_threadsafe(callback: Callable[..., Any], *args: Any, map: Optional[Dict[Any, Any]] = None) -> None:
     """Have the loop of *map* call ``callback(*args)`` at its next iteration.
 
     Safe from any thread: a loop blocked waiting for sockets is woken at
@@ -166,29 +167,10 @@ _AF_INET = socket.AF_INET
 _SOCK_STREAM = socket.SOCK_STREAM
 
 
-class _SocketSlot:
-    """``dispatcher.socket``: an assignment first sends held replies.
-
-    async_chat may hold replies to pipelined frames for one send (see
-    asynchat.py); they must leave on the socket they were pushed for, ahead
-    of whatever the new one (a TLS wrapper, STARTTLS) carries.  There is no
-    ``__get__``, so reading ``self.socket`` is a plain instance-dict lookup.
-    """
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        attrs = obj.__dict__
-        if attrs.get("_af_dispatching"):
-            obj._af_release()
-        attrs["socket"] = value
-
-    def __delete__(self, obj: Any) -> None:
-        del obj.__dict__["socket"]
-
-
 class dispatcher(ChannelTimers, TLSChannel):
     """A thin wrapper around a non-blocking socket, driven by ``loop()``."""
 
-    socket: Any = _SocketSlot()
+    socket: Any = SocketSlot()
     # async_chat: True while a read's frames are delivered, when replies to
     # pipelined frames may be held; _af_release() sends them
     _af_dispatching: Any = False
@@ -251,7 +233,7 @@ class dispatcher(ChannelTimers, TLSChannel):
         module = self.__class__.__module__
         if module in _OWN_MODULES:
             # drop-in: the classes print as the stdlib's did
-            module = module[len("asynframe."):]
+            module = module[len("asynframe.") :]
         status = [module + "." + self.__class__.__qualname__]
         if self.accepting and self.addr:
             status.append("listening")
@@ -413,6 +395,7 @@ class dispatcher(ChannelTimers, TLSChannel):
     def _af_peer_eof(self) -> None:
         # The peer shut down its sending side (async_chat may first flush).
         self.handle_close()
+
     def _af_release(self) -> None:
         """Send what async_chat holds back before an observable step (asynchat.py)."""
         self._af_dispatching = False
@@ -427,8 +410,7 @@ class dispatcher(ChannelTimers, TLSChannel):
         self.connected = False
         self.accepting = False
         self.connecting = False
-        if (self._af_idle_timer is not None or self._af_connect_timer is not None
-                or self._af_accept_timer is not None):
+        if self._af_idle_timer is not None or self._af_connect_timer is not None or self._af_accept_timer is not None:
             self._af_cancel_timers()
         self.del_channel()
         if self.socket is not None:
@@ -509,8 +491,7 @@ class dispatcher(ChannelTimers, TLSChannel):
         except BaseException:
             self_repr = "<__repr__(self) failed for object at %0x>" % id(self)
         self.log_info(
-            "uncaptured python exception, closing channel %s (%s:%s %s)"
-            % (self_repr, t, v, tbinfo),
+            "uncaptured python exception, closing channel %s (%s:%s %s)" % (self_repr, t, v, tbinfo),
             "error",
         )
         self.handle_close()
@@ -549,6 +530,7 @@ class dispatcher(ChannelTimers, TLSChannel):
             or self._af_tls is not None
             or "_af_trace_wrappers" in self.__dict__
         )
+
 
 def delegate_socket_attributes(enabled: bool = True) -> None:
     """Switch Python 2-style socket delegation on or off for every dispatcher.

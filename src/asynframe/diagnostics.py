@@ -74,8 +74,14 @@ from ._channel_log import (
 )
 
 __all__ = [
-    "LOGGER_NAME", "TRACE_LOGGER_NAME", "DUMP_BYTES",
-    "use_logging", "logging_enabled", "set_trace", "trace_enabled", "trace_channel",
+    "LOGGER_NAME",
+    "TRACE_LOGGER_NAME",
+    "DUMP_BYTES",
+    "use_logging",
+    "logging_enabled",
+    "set_trace",
+    "trace_enabled",
+    "trace_channel",
 ]
 
 

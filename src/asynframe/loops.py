@@ -50,11 +50,16 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     raise ValueError("no asyncio loop called %r (one of: asyncio, uvloop)" % (kind,))
 
 
-def run_server(kind: str, host: str, port: int, *,
-               asyncore_server: Callable[[str, int], Any],
-               protocol_factory: Callable[[], asyncio.BaseProtocol],
-               backlog: int = 128,
-               on_listening: Optional[Callable[[Address], None]] = None) -> None:
+def run_server(
+    kind: str,
+    host: str,
+    port: int,
+    *,
+    asyncore_server: Callable[[str, int], Any],
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    backlog: int = 128,
+    on_listening: Optional[Callable[[Address], None]] = None,
+) -> None:
     """Serve on the loop *kind* until SIGINT or SIGTERM, then close every connection.
 
     On ``"asynframe"``, ``asyncore_server(host, port)`` must return a
@@ -88,8 +93,9 @@ def _bound(sock: Any) -> Address:
     return str(host), int(port)
 
 
-def _run_asyncore(host: str, port: int, asyncore_server: Callable[[str, int], Any],
-                  on_listening: Optional[Callable[[Address], None]]) -> None:
+def _run_asyncore(
+    host: str, port: int, asyncore_server: Callable[[str, int], Any], on_listening: Optional[Callable[[Address], None]]
+) -> None:
     server = asyncore_server(host, port)
     # SIGTERM leaves the loop as Ctrl-C does, so the sockets get closed
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -104,8 +110,13 @@ def _run_asyncore(host: str, port: int, asyncore_server: Callable[[str, int], An
         asyncore.close_all()
 
 
-async def _serve_until_stopped(host: str, port: int, protocol_factory: Callable[[], asyncio.BaseProtocol],
-                               backlog: int, on_listening: Optional[Callable[[Address], None]]) -> None:
+async def _serve_until_stopped(
+    host: str,
+    port: int,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    backlog: int,
+    on_listening: Optional[Callable[[Address], None]],
+) -> None:
     # every protocol made, so the open ones can be aborted at the end; weak,
     # so a long-running server does not keep the closed ones
     made: "weakref.WeakSet[Any]" = weakref.WeakSet()

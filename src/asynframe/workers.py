@@ -40,8 +40,7 @@ def has_reuse_port() -> bool:
     return hasattr(socket, "SO_REUSEPORT") and sys.platform != "win32"
 
 
-def _listener(family: int, address: Any, backlog: int, reuse_port: bool,
-              listen: bool = True) -> socket.socket:
+def _listener(family: int, address: Any, backlog: int, reuse_port: bool, listen: bool = True) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -75,8 +74,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(factory: Callable[[socket.socket], Any], sock: socket.socket,
-            ready_fd: int, timeout: float, use_poll: bool, parent: int) -> int:
+def _worker(
+    factory: Callable[[socket.socket], Any],
+    sock: socket.socket,
+    ready_fd: int,
+    timeout: float,
+    use_poll: bool,
+    parent: int,
+) -> int:
     def stop(signum: int, frame: Any) -> None:
         raise _Stop()
 
@@ -149,8 +154,11 @@ def serve(
     try:
         for _ in range(workers):
             sock = _listener(family, bound, backlog, True) if reuse_port else parent_sock
-            pids.append(_fork_worker(factory, sock, parent_sock if reuse_port else None,
-                                     ready_r, ready_w, loop_timeout, use_poll, me))
+            pids.append(
+                _fork_worker(
+                    factory, sock, parent_sock if reuse_port else None, ready_r, ready_w, loop_timeout, use_poll, me
+                )
+            )
             if reuse_port:
                 sock.close()
         os.close(ready_w)
@@ -167,12 +175,12 @@ def serve(
     return status
 
 
-def _checked_arguments(factory: Callable[[socket.socket], Any], workers: Optional[int],
-                       reuse_port: Optional[bool]) -> Tuple[int, bool]:
+def _checked_arguments(
+    factory: Callable[[socket.socket], Any], workers: Optional[int], reuse_port: Optional[bool]
+) -> Tuple[int, bool]:
     """``serve()``'s worker count and reuse_port choice, defaults filled in; raises on bad ones."""
     if not hasattr(os, "fork"):
-        raise NotImplementedError("asynframe.workers.serve() needs fork(); "
-                                  "it is not supported on this platform")
+        raise NotImplementedError("asynframe.workers.serve() needs fork(); it is not supported on this platform")
     if not callable(factory):
         raise TypeError("factory must be callable, not %s" % type(factory).__name__)
     if workers is None:
@@ -200,9 +208,16 @@ def _catch_stop_signals() -> Tuple[List[int], Dict[int, Any]]:
     return stopping, {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
-def _fork_worker(factory: Callable[[socket.socket], Any], sock: socket.socket,
-                 not_served: Optional[socket.socket], ready_r: int, ready_w: int,
-                 loop_timeout: float, use_poll: bool, parent: int) -> int:
+def _fork_worker(
+    factory: Callable[[socket.socket], Any],
+    sock: socket.socket,
+    not_served: Optional[socket.socket],
+    ready_r: int,
+    ready_w: int,
+    loop_timeout: float,
+    use_poll: bool,
+    parent: int,
+) -> int:
     """Fork a worker that serves *sock*; returns its pid (the child never returns).
 
     *not_served* is the parent's bound socket when each worker has its own
@@ -226,8 +241,15 @@ def _fork_worker(factory: Callable[[socket.socket], Any], sock: socket.socket,
     return pid
 
 
-def _supervise(ready_r: int, pids: List[int], status: Dict[int, int], stopping: List[int], grace: float,
-               on_ready: Optional[Callable[[Tuple[Any, ...], List[int]], None]], bound: Tuple[Any, ...]) -> None:
+def _supervise(
+    ready_r: int,
+    pids: List[int],
+    status: Dict[int, int],
+    stopping: List[int],
+    grace: float,
+    on_ready: Optional[Callable[[Tuple[Any, ...], List[int]], None]],
+    bound: Tuple[Any, ...],
+) -> None:
     """Wait until every worker listens, tell *on_ready*, then reap workers until all exit or a signal comes."""
     ready = _wait_ready(ready_r, len(pids), pids, status, stopping)
     if ready < len(pids) and not stopping:
@@ -236,8 +258,7 @@ def _supervise(ready_r: int, pids: List[int], status: Dict[int, int], stopping: 
         _reap(pids, status, block_for=grace)
         failed = dict(status)
         _terminate(pids, status, grace)
-        raise RuntimeError("worker(s) exited during start-up (pid: exit status): %r"
-                           % (failed,))
+        raise RuntimeError("worker(s) exited during start-up (pid: exit status): %r" % (failed,))
     if on_ready is not None and not stopping:
         on_ready(bound, list(pids))
     while len(status) < len(pids):
@@ -246,8 +267,7 @@ def _supervise(ready_r: int, pids: List[int], status: Dict[int, int], stopping: 
         _reap(pids, status, block_for=0.2)
 
 
-def _wait_ready(fd: int, count: int, pids: List[int], status: Dict[int, int],
-                stopping: List[int]) -> int:
+def _wait_ready(fd: int, count: int, pids: List[int], status: Dict[int, int], stopping: List[int]) -> int:
     """How many workers said they listen (fewer when some died or a signal came)."""
     got = 0
     while got < count and not stopping and len(status) < len(pids):
@@ -276,8 +296,7 @@ def _reap(pids: List[int], status: Dict[int, int], block_for: float) -> None:
                 status[pid] = -1
                 continue
             if done:
-                status[pid] = os.waitstatus_to_exitcode(code) if hasattr(
-                    os, "waitstatus_to_exitcode") else code
+                status[pid] = os.waitstatus_to_exitcode(code) if hasattr(os, "waitstatus_to_exitcode") else code
         if len(status) == len(pids) or time.monotonic() >= deadline:
             return
         time.sleep(0.02)

@@ -39,8 +39,9 @@ def decode(fdp):
     for _ in range(fdp.ConsumeIntInRange(0, 40)):
         kind = fdp.ConsumeIntInRange(0, 8)
         if kind == 0:
-            seq.append(("feed", FEED_KINDS[fdp.ConsumeIntInRange(0, 3)],
-                        fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64))))
+            seq.append(
+                ("feed", FEED_KINDS[fdp.ConsumeIntInRange(0, 3)], fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)))
+            )
         elif kind == 1:
             seq.append(("term", _term(fdp), None))
         elif kind == 2:
@@ -54,8 +55,13 @@ def decode(fdp):
         elif kind == 6:
             seq.append(("push", fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 5000)), None))
         elif kind == 7:
-            seq.append(("producer", [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
-                                     for _ in range(fdp.ConsumeIntInRange(0, 4))], None))
+            seq.append(
+                (
+                    "producer",
+                    [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000)) for _ in range(fdp.ConsumeIntInRange(0, 4))],
+                    None,
+                )
+            )
         else:
             seq.append(("partial", fdp.ConsumeIntInRange(1, 9000), None))
     return mode, term, seq
@@ -67,8 +73,7 @@ def _term(fdp):
         return None
     if kind == 1:
         return fdp.ConsumeIntInRange(1, 40)
-    return bytes(b"ab\r\n"[fdp.ConsumeIntInRange(0, 3)]
-                 for _ in range(fdp.ConsumeIntInRange(1, 3)))
+    return bytes(b"ab\r\n"[fdp.ConsumeIntInRange(0, 3)] for _ in range(fdp.ConsumeIntInRange(1, 3)))
 
 
 def test_one_input(data):

@@ -58,8 +58,7 @@ class Model:
 
 
 class Target:
-    def __init__(self, core: Any, mode: int, scanner: Any, queue: Any, model: Model,
-                 log: List[Any]) -> None:
+    def __init__(self, core: Any, mode: int, scanner: Any, queue: Any, model: Model, log: List[Any]) -> None:
         self.core = core
         self.mode = mode
         self.scanner = scanner
@@ -150,8 +149,7 @@ def run_pipeline(core: Any, mode: int, term: Any, seq: List[Tuple[Any, Any, Any]
     a, b = _small_pair()
     received = bytearray()
     stream = bytearray()
-    fixed = isinstance(term, bytes) and all(op[0] not in ("term", "max_frame", "stop_after")
-                                             for op in seq)
+    fixed = isinstance(term, bytes) and all(op[0] not in ("term", "max_frame", "stop_after") for op in seq)
     try:
         for op, arg, data in seq:
             result: Any = None
@@ -162,7 +160,7 @@ def run_pipeline(core: Any, mode: int, term: Any, seq: List[Tuple[Any, Any, Any]
                 stream += data
                 if arg == "buffer" and data:
                     buf = scanner.get_buffer(len(data))
-                    buf[:len(data)] = data
+                    buf[: len(data)] = data
                     del buf
                     scanner.buffer_updated(target, len(data))
                 elif arg == "bytearray":
@@ -200,7 +198,7 @@ def run_pipeline(core: Any, mode: int, term: Any, seq: List[Tuple[Any, Any, Any]
                 chunk = queue.next_chunk(arg)
                 if chunk is not None and len(chunk):
                     try:
-                        result = a.send(chunk[:max(1, len(chunk) // 2)])
+                        result = a.send(chunk[: max(1, len(chunk) // 2)])
                     except BlockingIOError:
                         result = 0
                     queue.consume(result)
@@ -223,10 +221,24 @@ def run_pipeline(core: Any, mode: int, term: Any, seq: List[Tuple[Any, Any, Any]
                 partial = held + (sum(len(c) for c in target.cur) if mode == 0 else 0)
                 assert partial <= limit + len(data), (partial, limit, len(data))
             assert queue.buffered == model.pushed + model.pulled - model.sent, (
-                queue.buffered, model.pushed, model.pulled, model.sent)
-            assert bytes(received) == b"".join(model.expected)[:len(received)]
-            log.append((op, result, scanner.pending, list(scanner.incoming), scanner.terminator,
-                        queue.buffered, len(queue), queue.close_pending))
+                queue.buffered,
+                model.pushed,
+                model.pulled,
+                model.sent,
+            )
+            assert bytes(received) == b"".join(model.expected)[: len(received)]
+            log.append(
+                (
+                    op,
+                    result,
+                    scanner.pending,
+                    list(scanner.incoming),
+                    scanner.terminator,
+                    queue.buffered,
+                    len(queue),
+                    queue.close_pending,
+                )
+            )
 
         if fixed:
             parts = bytes(stream).split(term)

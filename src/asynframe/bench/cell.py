@@ -25,8 +25,17 @@ from .scenarios import HERE, LOADGEN, PACKAGE_PARENT, SCENARIOS, SERVERS, SERVER
 # seconds the load generator may stay silent beyond what it was asked to do
 SLACK = 30.0
 # the per-window figures an idle cell keeps from its run without idle connections
-BASELINE_KEYS = ("values", "median", "min", "max", "loadgen_cpu", "loadgen_user_cpu",
-                 "server_cpu", "server_user_cpu", "other_cpu")
+BASELINE_KEYS = (
+    "values",
+    "median",
+    "min",
+    "max",
+    "loadgen_cpu",
+    "loadgen_user_cpu",
+    "server_cpu",
+    "server_user_cpu",
+    "other_cpu",
+)
 
 
 class CellError(Exception):
@@ -68,7 +77,8 @@ class _Samples:
 
     def mark(self, phase: str, pid: int) -> None:
         self.marks.setdefault(phase, []).append(
-            (time.perf_counter(), cpu_seconds(pid), system_busy_seconds(), cpu_ticks(pid)))
+            (time.perf_counter(), cpu_seconds(pid), system_busy_seconds(), cpu_ticks(pid))
+        )
 
     def note_rss(self, when: str, pid: int) -> None:
         self.rss[when] = proc_status(pid).get("VmRSS", 0)
@@ -92,8 +102,11 @@ def _skip_reason(hello: Dict[str, Any], spec: Dict[str, Any]) -> Optional[Dict[s
     info = hello.get("info", {})
     expect = spec.get("expect_core")
     if expect and info.get("core") != expect:
-        return {"status": "skipped", "server_info": info,
-                "note": f"asynframe reports the {info.get('core')!r} core here, not {expect!r}"}
+        return {
+            "status": "skipped",
+            "server_info": info,
+            "note": f"asynframe reports the {info.get('core')!r} core here, not {expect!r}",
+        }
     return None
 
 
@@ -105,18 +118,41 @@ def _connections(sc: Dict[str, Any], opts: argparse.Namespace) -> int:
 
 
 def _loadgen_argv(port: int, sc: Dict[str, Any], conns: int, opts: argparse.Namespace) -> List[str]:
-    argv = [sys.executable, str(LOADGEN), "--port", str(port), "--mode", sc["mode"],
-            "--conns", str(conns), "--depth", str(sc.get("depth", 1)),
-            "--size", str(sc["size"]), "--warmup", str(opts.warmup),
-            "--duration", str(opts.duration), "--repeats", str(opts.repeats)]
+    argv = [
+        sys.executable,
+        str(LOADGEN),
+        "--port",
+        str(port),
+        "--mode",
+        sc["mode"],
+        "--conns",
+        str(conns),
+        "--depth",
+        str(sc.get("depth", 1)),
+        "--size",
+        str(sc["size"]),
+        "--warmup",
+        str(opts.warmup),
+        "--duration",
+        str(opts.duration),
+        "--repeats",
+        str(opts.repeats),
+    ]
     if sc["mode"] == "idle":
         argv += ["--idle", str(opts.idle), "--setup-timeout", str(opts.setup_timeout)]
     return argv
 
 
-def _follow_loadgen(lg: subprocess.Popen, lg_out: LineReader, lg_err: IO[bytes],
-                    srv: subprocess.Popen, srv_err: IO[bytes], opts: argparse.Namespace,
-                    samples: _Samples, progress) -> Dict[str, Any]:
+def _follow_loadgen(
+    lg: subprocess.Popen,
+    lg_out: LineReader,
+    lg_err: IO[bytes],
+    srv: subprocess.Popen,
+    srv_err: IO[bytes],
+    opts: argparse.Namespace,
+    samples: _Samples,
+    progress,
+) -> Dict[str, Any]:
     """Sample the server at each event of the load generator until its result line."""
     timeout = opts.warmup + opts.duration + SLACK
     while True:
@@ -125,8 +161,11 @@ def _follow_loadgen(lg: subprocess.Popen, lg_out: LineReader, lg_err: IO[bytes],
         except TimeoutError:
             raise CellError("load generator stalled: " + _tail(lg_err)) from None
         if ev is None:
-            raise CellError(f"load generator exited (rc={lg.wait()}): " + _tail(lg_err)
-                            + (" | server: " + _tail(srv_err) if srv.poll() is not None else ""))
+            raise CellError(
+                f"load generator exited (rc={lg.wait()}): "
+                + _tail(lg_err)
+                + (" | server: " + _tail(srv_err) if srv.poll() is not None else "")
+            )
         kind = ev.get("event")
         if kind == "mark":
             samples.mark(ev["phase"], srv.pid)
@@ -143,12 +182,12 @@ def _follow_loadgen(lg: subprocess.Popen, lg_out: LineReader, lg_err: IO[bytes],
         elif kind == "result":
             return ev
         elif kind == "error":
-            raise CellError("load generator: " + ev.get("message", "?")
-                            + (" | server: " + _tail(srv_err) if _tail(srv_err) else ""))
+            raise CellError(
+                "load generator: " + ev.get("message", "?") + (" | server: " + _tail(srv_err) if _tail(srv_err) else "")
+            )
 
 
-def run_cell(server: str, scenario: str, opts: argparse.Namespace,
-             cpus: Optional[tuple], progress) -> Dict[str, Any]:
+def run_cell(server: str, scenario: str, opts: argparse.Namespace, cpus: Optional[tuple], progress) -> Dict[str, Any]:
     spec = SERVERS[server]
     sc = SCENARIOS[scenario]
     env = _server_env(spec)
@@ -194,6 +233,7 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace,
 # ---------------------------------------------------------------------------
 # from windows and samples to a cell
 
+
 def _user_share(u0: Optional[Tuple[int, int]], u1: Optional[Tuple[int, int]]) -> float:
     """The user-space fraction of the server's CPU time between two tick samples."""
     # ticks are sampled, the total is exact: the ticks only give the
@@ -225,16 +265,16 @@ def _server_cpu(points: List[tuple], lg_cpu: List[float]) -> Tuple[List[float], 
     return srv_cpu, srv_user, other
 
 
-def _median_cost(windows: List[Dict[str, Any]], srv_cpu: List[float],
-                 srv_user: List[float]) -> Tuple[Optional[float], Optional[float]]:
+def _median_cost(
+    windows: List[Dict[str, Any]], srv_cpu: List[float], srv_user: List[float]
+) -> Tuple[Optional[float], Optional[float]]:
     """The server's CPU µs per message (per connection for accept), total and user, median window."""
     # where the kernel bounds every server's throughput, this is what
     # still tells them apart
     per_msg = []  # (total, user) µs per message, one pair per window
-    for i, w in enumerate(windows[:len(srv_cpu)]):
+    for i, w in enumerate(windows[: len(srv_cpu)]):
         if w["count"]:
-            per_msg.append((srv_cpu[i] * w["wall"] / w["count"] * 1e6,
-                            srv_user[i] * w["wall"] / w["count"] * 1e6))
+            per_msg.append((srv_cpu[i] * w["wall"] / w["count"] * 1e6, srv_user[i] * w["wall"] / w["count"] * 1e6))
     # the median window by total, with its own user part (two separate
     # medians could come from different windows: user above total)
     return sorted(per_msg)[(len(per_msg) - 1) // 2] if per_msg else (None, None)
@@ -262,8 +302,7 @@ def _summarise(sc: Dict[str, Any], windows: List[Dict[str, Any]], points: List[t
     }
 
 
-def _with_idle(base: Dict[str, Any], sc: Dict[str, Any], result: Dict[str, Any],
-               samples: _Samples) -> Dict[str, Any]:
+def _with_idle(base: Dict[str, Any], sc: Dict[str, Any], result: Dict[str, Any], samples: _Samples) -> Dict[str, Any]:
     """The idle scenario's cell: the run with idle connections, and *base* without them."""
     with_idle = _summarise(sc, result["idle_windows"], samples.marks.get("idle", []))
     cell = dict(base)
@@ -279,8 +318,14 @@ def _with_idle(base: Dict[str, Any], sc: Dict[str, Any], result: Dict[str, Any],
     return cell
 
 
-def _make_cell(sc: Dict[str, Any], result: Dict[str, Any], samples: _Samples, status: Dict[str, int],
-               info: Dict[str, Any], conns: int) -> Dict[str, Any]:
+def _make_cell(
+    sc: Dict[str, Any],
+    result: Dict[str, Any],
+    samples: _Samples,
+    status: Dict[str, int],
+    info: Dict[str, Any],
+    conns: int,
+) -> Dict[str, Any]:
     cell: Dict[str, Any] = {"status": "ok", "server_info": info, "conns": conns}
     cell.update(_summarise(sc, result["windows"], samples.marks.get("main", [])))
     cell["peak_rss"] = status.get("VmHWM") or status.get("VmRSS")

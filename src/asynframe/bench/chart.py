@@ -11,10 +11,8 @@ from .scenarios import SCENARIOS
 def _plotted(doc: Dict[str, Any], ref: str) -> Tuple[List[str], List[str]]:
     """The scenarios the reference was measured in, and the servers measured in any of them."""
     res = doc["results"]
-    scenarios = [sc for sc in doc["scenarios_run"]
-                 if res[sc].get(ref, {}).get("status") == "ok"]
-    servers = [s for s in doc["servers_run"]
-               if any(res[sc].get(s, {}).get("status") == "ok" for sc in scenarios)]
+    scenarios = [sc for sc in doc["scenarios_run"] if res[sc].get(ref, {}).get("status") == "ok"]
+    servers = [s for s in doc["servers_run"] if any(res[sc].get(s, {}).get("status") == "ok" for sc in scenarios)]
     return scenarios, servers
 
 
@@ -32,8 +30,7 @@ def _draw_bars(ax, doc: Dict[str, Any], ref: str, scenarios: List[str], servers:
                 ys.append(c["median"] / base)
                 lo.append(ys[-1] - c["min"] / base)
                 hi.append(c["max"] / base - ys[-1])
-        ax.bar(xs, ys, width, label=s, yerr=[lo, hi], capsize=2,
-               error_kw={"elinewidth": 0.8, "alpha": 0.7})
+        ax.bar(xs, ys, width, label=s, yerr=[lo, hi], capsize=2, error_kw={"elinewidth": 0.8, "alpha": 0.7})
 
 
 def write_chart(doc: Dict[str, Any], path: Path) -> Optional[str]:
@@ -58,8 +55,7 @@ def write_chart(doc: Dict[str, Any], path: Path) -> Optional[str]:
     ax.set_xticklabels([f"{sc}\n({SCENARIOS[sc]['unit']})" for sc in scenarios])
     ax.set_ylabel(f"throughput relative to {ref} (median; bars: min-max)")
     m = doc["machine"]
-    ax.set_title(f"echo servers on 127.0.0.1 - {m['cpu_model']}, Python {m['python']}, {m['date'][:10]}",
-                 fontsize=9)
+    ax.set_title(f"echo servers on 127.0.0.1 - {m['cpu_model']}, Python {m['python']}, {m['date'][:10]}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(str(path), dpi=110)

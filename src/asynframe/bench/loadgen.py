@@ -60,8 +60,7 @@ else:  # pragma: no cover - non-Linux fallback
     class _PollSeconds:
         def __init__(self):
             self._p = select.poll()
-            self.register, self.modify, self.unregister = (
-                self._p.register, self._p.modify, self._p.unregister)
+            self.register, self.modify, self.unregister = (self._p.register, self._p.modify, self._p.unregister)
 
         def poll(self, timeout=-1):
             return self._p.poll(None if timeout is None or timeout < 0 else timeout * 1000.0)
@@ -134,8 +133,7 @@ def _advance_check(entry, fd, poller, verify):
     return True
 
 
-def open_connections(addr, count, verify, concurrency=256, timeout=300.0,
-                     nodelay=True, progress=None):
+def open_connections(addr, count, verify, concurrency=256, timeout=300.0, nodelay=True, progress=None):
     """Open *count* connections; each must echo *verify* back exactly.
 
     Connections are started at most *concurrency* at a time, so the server's
@@ -369,8 +367,15 @@ def measure(driver, warmup, duration, repeats, phase):
         r1 = os.times()
         n1 = driver.count()
         emit(event="mark", phase=phase, index=i + 1)
-        windows.append({"count": n1 - n0, "wall": t1 - t0, "cpu": c1 - c0,
-                        "cpu_user": r1.user - r0.user, "cpu_sys": r1.system - r0.system})
+        windows.append(
+            {
+                "count": n1 - n0,
+                "wall": t1 - t0,
+                "cpu": c1 - c0,
+                "cpu_user": r1.user - r0.user,
+                "cpu_sys": r1.system - r0.system,
+            }
+        )
         t0, c0, r0, n0 = t1, c1, r1, n1
     return windows
 
@@ -424,13 +429,16 @@ def main(argv=None):
                 emit(event="idle_start", count=args.idle)
                 t = perf_counter()
                 idle = open_connections(
-                    addr, args.idle, make_message(64), timeout=args.setup_timeout,
-                    progress=lambda n: emit(event="idle_progress", done=n, count=args.idle))
+                    addr,
+                    args.idle,
+                    make_message(64),
+                    timeout=args.setup_timeout,
+                    progress=lambda n: emit(event="idle_progress", done=n, count=args.idle),
+                )
                 result["idle_setup_seconds"] = perf_counter() - t
                 result["idle_count"] = len(idle)
                 emit(event="idle_ready", count=len(idle), seconds=result["idle_setup_seconds"])
-                result["idle_windows"] = measure(
-                    driver, args.warmup, args.duration, args.repeats, "idle")
+                result["idle_windows"] = measure(driver, args.warmup, args.duration, args.repeats, "idle")
                 for s in idle:
                     s.close()
             for s in socks:

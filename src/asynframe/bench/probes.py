@@ -170,6 +170,7 @@ def ephemeral_ports() -> Optional[int]:
 # ---------------------------------------------------------------------------
 # machine description
 
+
 def _cpu_model() -> str:
     model = None
     try:

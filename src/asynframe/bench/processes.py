@@ -20,8 +20,14 @@ _children: List[subprocess.Popen] = []
 
 def spawn(argv: List[str], env: Dict[str, str], cwd: Path, stderr) -> subprocess.Popen:
     proc = subprocess.Popen(
-        argv, cwd=str(cwd), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=stderr, start_new_session=True)  # no terminal Ctrl-C in children
+        argv,
+        cwd=str(cwd),
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )  # no terminal Ctrl-C in children
     _children.append(proc)
     return proc
 

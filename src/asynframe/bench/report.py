@@ -50,8 +50,11 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
 
 def reference_server(doc: Dict[str, Any]) -> Optional[str]:
     servers = doc["servers_run"]
-    ok = [s for s in servers if any(doc["results"].get(sc, {}).get(s, {}).get("status") == "ok"
-                                    for sc in doc["scenarios_run"])]
+    ok = [
+        s
+        for s in servers
+        if any(doc["results"].get(sc, {}).get(s, {}).get("status") == "ok" for sc in doc["scenarios_run"])
+    ]
     if REFERENCE in ok:
         return REFERENCE
     return ok[0] if ok else None
@@ -74,10 +77,13 @@ def _ok(cell: Optional[Dict[str, Any]]) -> bool:
 # ---------------------------------------------------------------------------
 # the progress line printed after each (server, scenario) pair
 
+
 def _idle_summary(cell: Dict[str, Any]) -> str:
-    text = (f"  | no idle: {fmt_num(cell['baseline']['median'])}"
-            f", ratio {cell['idle_ratio']:.2f}"
-            f", {cell['idle_count']} idle opened in {cell['idle_setup_seconds']:.1f}s")
+    text = (
+        f"  | no idle: {fmt_num(cell['baseline']['median'])}"
+        f", ratio {cell['idle_ratio']:.2f}"
+        f", {cell['idle_count']} idle opened in {cell['idle_setup_seconds']:.1f}s"
+    )
     if cell.get("rss_per_idle_conn") is not None:
         text += f", {cell['rss_per_idle_conn'] / 1024:.1f} KiB/idle conn"
     return text
@@ -91,8 +97,7 @@ def cell_line(head: str, scenario: str, cell: Dict[str, Any]) -> str:
         return f"{head} FAILED: {cell['note']}"
     line = f"{head} {fmt_cell(cell):>22} {SCENARIOS[scenario]['unit']:<6}"
     i = cell["loadgen_cpu"].index(max(cell["loadgen_cpu"]))
-    line += (f"  loadgen cpu {cell['loadgen_cpu'][i] * 100:3.0f}%"
-             f" (user {cell['loadgen_user_cpu'][i] * 100:2.0f}%)")
+    line += f"  loadgen cpu {cell['loadgen_cpu'][i] * 100:3.0f}% (user {cell['loadgen_user_cpu'][i] * 100:2.0f}%)"
     server_cpu, srv_user = busiest_server_window(cell)
     if server_cpu is not None:
         line += f"  server cpu {server_cpu * 100:3.0f}%"
@@ -110,19 +115,24 @@ def cell_line(head: str, scenario: str, cell: Dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------
 # the tables
 
+
 def _idle_rows(cells: Dict[str, Any], servers: List[str]) -> List[List[str]]:
     """The idle scenario's extra rows: without idle connections, the ratio, RSS per connection."""
     return [
-        ["  no idle conns"] + [fmt_cell(dict(cells[s]["baseline"], status="ok"))
-                               if cells.get(s, {}).get("status") == "ok" else "-"
-                               for s in servers],
-        ["  with/without idle"] + [
-            f"{cells[s]['idle_ratio']:.2f}" if cells.get(s, {}).get("idle_ratio") else "-"
-            for s in servers],
-        ["  RSS per idle conn"] + [
+        ["  no idle conns"]
+        + [
+            fmt_cell(dict(cells[s]["baseline"], status="ok")) if cells.get(s, {}).get("status") == "ok" else "-"
+            for s in servers
+        ],
+        ["  with/without idle"]
+        + [f"{cells[s]['idle_ratio']:.2f}" if cells.get(s, {}).get("idle_ratio") else "-" for s in servers],
+        ["  RSS per idle conn"]
+        + [
             f"{cells[s]['rss_per_idle_conn'] / 1024:.1f} KiB"
-            if cells.get(s, {}).get("rss_per_idle_conn") is not None else "-"
-            for s in servers],
+            if cells.get(s, {}).get("rss_per_idle_conn") is not None
+            else "-"
+            for s in servers
+        ],
     ]
 
 
@@ -145,9 +155,11 @@ def _throughput_table(doc: Dict[str, Any], servers: List[str]) -> List[str]:
             rows.append([f"  vs {ref}"] + ratios)
         if sc == "idle":
             rows.extend(_idle_rows(res[sc], servers))
-    title = ("Throughput: median (min-max) over %d x %gs windows%s"
-             % (doc["config"]["repeats"], doc["config"]["duration"],
-                f"; ratio = median / median of {ref}" if ref else ""))
+    title = "Throughput: median (min-max) over %d x %gs windows%s" % (
+        doc["config"]["repeats"],
+        doc["config"]["duration"],
+        f"; ratio = median / median of {ref}" if ref else "",
+    )
     return [title, _table(["scenario"] + servers, rows)]
 
 
@@ -206,16 +218,22 @@ def _load_notes(doc: Dict[str, Any], servers: List[str]) -> List[str]:
     res = doc["results"]
     notes = []
     measured = [res[sc][s] for sc in doc["scenarios_run"] for s in servers if _ok(res[sc].get(s))]
-    busy = [f"{s}/{sc}" for sc in doc["scenarios_run"] for s in servers
-            if _ok(res[sc].get(s)) and max(res[sc][s]["loadgen_cpu"]) > 0.9]
+    busy = [
+        f"{s}/{sc}"
+        for sc in doc["scenarios_run"]
+        for s in servers
+        if _ok(res[sc].get(s)) and max(res[sc][s]["loadgen_cpu"]) > 0.9
+    ]
     if busy:
         notes.append("load generator above 90% CPU (may understate the server): " + ", ".join(busy))
     sampled = [c for c in measured if c.get("other_cpu")]
     noisy = [max(c["other_cpu"]) for c in sampled if max(c["other_cpu"]) > NOISE]
     if noisy:
-        notes.append(f"other processes used more than {NOISE * 100:.0f}% of a CPU during {len(noisy)} of "
-                     f"{len(sampled)} measurements (up to {max(noisy) * 100:.0f}%): those numbers are noisy "
-                     f"(a quieter machine, or --wait-quiet 60, helps)")
+        notes.append(
+            f"other processes used more than {NOISE * 100:.0f}% of a CPU during {len(noisy)} of "
+            f"{len(sampled)} measurements (up to {max(noisy) * 100:.0f}%): those numbers are noisy "
+            f"(a quieter machine, or --wait-quiet 60, helps)"
+        )
     bg = doc["machine"].get("background_cpu_load")
     if bg is not None and bg > NOISE:
         notes.append(f"before the run, other processes were using {bg * 100:.0f}% of a CPU")
@@ -230,24 +248,39 @@ def _legend(doc: Dict[str, Any]) -> List[str]:
         parts.append(f"  {sc:<{width}}  {SCENARIOS[sc]['about']}")
     config = doc["config"]
     if config.get("quick"):
-        parts.append(f"  --quick: {config['repeats']} x {config['duration']:g} s window per pair and "
-                     f"{config['idle']} idle connections (the full run: "
-                     f"{FULL['repeats']} x {FULL['duration']:g} s, {FULL['idle']} idle): a smoke test")
+        parts.append(
+            f"  --quick: {config['repeats']} x {config['duration']:g} s window per pair and "
+            f"{config['idle']} idle connections (the full run: "
+            f"{FULL['repeats']} x {FULL['duration']:g} s, {FULL['idle']} idle): a smoke test"
+        )
     else:
-        parts.append(f"  each pair: {config['repeats']} x {config['duration']:g} s windows; --quick runs "
-                     f"{QUICK['repeats']} x {QUICK['duration']:g} s and {QUICK['idle']} idle connections")
+        parts.append(
+            f"  each pair: {config['repeats']} x {config['duration']:g} s windows; --quick runs "
+            f"{QUICK['repeats']} x {QUICK['duration']:g} s and {QUICK['idle']} idle connections"
+        )
     return parts
 
 
 def render_tables(doc: Dict[str, Any]) -> str:
-    servers = [s for s in doc["servers_run"]
-               if any(doc["results"].get(sc, {}).get(s, {}).get("status") != "skipped"
-                      for sc in doc["scenarios_run"])]
+    servers = [
+        s
+        for s in doc["servers_run"]
+        if any(doc["results"].get(sc, {}).get(s, {}).get("status") != "skipped" for sc in doc["scenarios_run"])
+    ]
     parts = _throughput_table(doc, servers)
-    parts += _per_cell_table(doc, servers, "\nCPU use, % of one CPU (busiest window), user-space part in "
-                             "parentheses: load generator / server", _cpu_use)
-    parts += _per_cell_table(doc, servers, "\nCPU µs/msg: server CPU time per message (per connection for "
-                             "accept), in the median window, user-space part in parentheses", _cost)
+    parts += _per_cell_table(
+        doc,
+        servers,
+        "\nCPU use, % of one CPU (busiest window), user-space part in parentheses: load generator / server",
+        _cpu_use,
+    )
+    parts += _per_cell_table(
+        doc,
+        servers,
+        "\nCPU µs/msg: server CPU time per message (per connection for "
+        "accept), in the median window, user-space part in parentheses",
+        _cost,
+    )
     parts += _per_cell_table(doc, servers, "\nPeak server RSS (MiB)", _peak_rss)
     notes = _problem_notes(doc) + _load_notes(doc, servers)
     if notes:

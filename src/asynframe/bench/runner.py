@@ -55,9 +55,26 @@ from .scenarios import (
 
 # the names this module offered before the benchmark was split into modules
 __all__ = [
-    "CellError", "DEFAULT_RESULTS_DIR", "FULL", "HERE", "LOADGEN", "LineReader", "NOISE",
-    "PACKAGE_PARENT", "QUICK", "REFERENCE", "SCENARIOS", "SERVERS", "SERVERS_DIR",
-    "fmt_cell", "fmt_num", "main", "parse_args", "reference_server", "render_tables", "run_cell",
+    "CellError",
+    "DEFAULT_RESULTS_DIR",
+    "FULL",
+    "HERE",
+    "LOADGEN",
+    "LineReader",
+    "NOISE",
+    "PACKAGE_PARENT",
+    "QUICK",
+    "REFERENCE",
+    "SCENARIOS",
+    "SERVERS",
+    "SERVERS_DIR",
+    "fmt_cell",
+    "fmt_num",
+    "main",
+    "parse_args",
+    "reference_server",
+    "render_tables",
+    "run_cell",
     "write_chart",
 ]
 
@@ -69,27 +86,40 @@ def _on_signal(signum, frame):
 # ---------------------------------------------------------------------------
 # options
 
-def parse_args(argv: Optional[List[str]] = None,
-               results_dir: Path = DEFAULT_RESULTS_DIR) -> argparse.Namespace:
+
+def parse_args(argv: Optional[List[str]] = None, results_dir: Path = DEFAULT_RESULTS_DIR) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description="Echo-server benchmark: asynframe vs stdlib asynchat, asyncio, uvloop, twisted.")
-    ap.add_argument("--quick", action="store_true",
-                    help="short run (1 repeat of 1 s, %d idle connections), under 2 minutes" % QUICK["idle"])
+        description="Echo-server benchmark: asynframe vs stdlib asynchat, asyncio, uvloop, twisted."
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run (1 repeat of 1 s, %d idle connections), under 2 minutes" % QUICK["idle"],
+    )
     ap.add_argument("--servers", help="comma-separated subset of: " + ",".join(SERVERS))
     ap.add_argument("--scenarios", help="comma-separated subset of: " + ",".join(SCENARIOS))
     ap.add_argument("--repeats", type=int, help="measured windows per pair (default 3, quick 1)")
     ap.add_argument("--duration", type=float, help="seconds per window (default 3, quick 1)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds before measuring (default 1, quick 0.3)")
     ap.add_argument("--idle", type=int, help="idle connections in the idle scenario (default 10000, quick 2000)")
-    ap.add_argument("--json", metavar="PATH",
-                    help="write the JSON here (default: <results directory>/<time>.json)")
-    ap.add_argument("--results-dir", metavar="DIR", type=Path, default=results_dir,
-                    help="where the JSON, latest.json and the chart go (default: %(default)s)")
+    ap.add_argument("--json", metavar="PATH", help="write the JSON here (default: <results directory>/<time>.json)")
+    ap.add_argument(
+        "--results-dir",
+        metavar="DIR",
+        type=Path,
+        default=results_dir,
+        help="where the JSON, latest.json and the chart go (default: %(default)s)",
+    )
     ap.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
-    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                    help="before each measurement wait up to S seconds while other processes "
-                         "use more than %d%%%% of a CPU (for shared machines)" % (NOISE * 100))
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each measurement wait up to S seconds while other processes "
+        "use more than %d%%%% of a CPU (for shared machines)" % (NOISE * 100),
+    )
     ap.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
     # hidden knobs for the test-suite
     ap.add_argument("--connections", type=int, help=argparse.SUPPRESS)
@@ -128,6 +158,7 @@ def _print_list() -> None:
 # ---------------------------------------------------------------------------
 # preparing the run
 
+
 def _fit_idle_connections(opts: argparse.Namespace, nofile: int) -> List[str]:
     """Lower ``opts.idle`` to what the fd limit and the ephemeral ports allow; notes on why."""
     notes = []
@@ -138,14 +169,14 @@ def _fit_idle_connections(opts: argparse.Namespace, nofile: int) -> List[str]:
         if ports:
             room = min(room, ports - 2000)
         if opts.idle > room:
-            notes.append(f"idle connections reduced from {opts.idle} to {room} "
-                         f"(RLIMIT_NOFILE {nofile}, ephemeral ports {ports})")
+            notes.append(
+                f"idle connections reduced from {opts.idle} to {room} (RLIMIT_NOFILE {nofile}, ephemeral ports {ports})"
+            )
             opts.idle = max(0, room)
     return notes
 
 
-def _new_document(opts: argparse.Namespace, nofile: int, cpus: Optional[tuple],
-                  notes: List[str]) -> Dict[str, Any]:
+def _new_document(opts: argparse.Namespace, nofile: int, cpus: Optional[tuple], notes: List[str]) -> Dict[str, Any]:
     """The JSON document, before any pair is measured."""
     machine = machine_info()
     machine["background_cpu_load"] = background_load()
@@ -155,9 +186,14 @@ def _new_document(opts: argparse.Namespace, nofile: int, cpus: Optional[tuple],
         "schema": 1,
         "machine": machine,
         "config": {
-            "quick": opts.quick, "duration": opts.duration, "repeats": opts.repeats,
-            "warmup": opts.warmup, "idle": opts.idle, "connections_cap": opts.connections,
-            "wait_quiet": opts.wait_quiet, "pinned": bool(cpus),
+            "quick": opts.quick,
+            "duration": opts.duration,
+            "repeats": opts.repeats,
+            "warmup": opts.warmup,
+            "idle": opts.idle,
+            "connections_cap": opts.connections,
+            "wait_quiet": opts.wait_quiet,
+            "pinned": bool(cpus),
         },
         "servers": {name: {"about": SERVERS[name]["about"]} for name in opts.server_list},
         "scenarios": {name: dict(SCENARIOS[name]) for name in opts.scenario_list},
@@ -170,19 +206,21 @@ def _new_document(opts: argparse.Namespace, nofile: int, cpus: Optional[tuple],
 
 def _print_header(doc: Dict[str, Any], cpus: Optional[tuple]) -> None:
     machine = doc["machine"]
-    print(f"asynframe benchmarks: {machine['cpu_model']} x{machine['cpu_count']}, "
-          f"Python {machine['python']}, RLIMIT_NOFILE {machine['rlimit_nofile']}"
-          + (f", server on CPU {cpus[0]}, load generator on CPU {cpus[1]}" if cpus else ""))
+    print(
+        f"asynframe benchmarks: {machine['cpu_model']} x{machine['cpu_count']}, "
+        f"Python {machine['python']}, RLIMIT_NOFILE {machine['rlimit_nofile']}"
+        + (f", server on CPU {cpus[0]}, load generator on CPU {cpus[1]}" if cpus else "")
+    )
     background = machine["background_cpu_load"]
     if background is not None and background > NOISE:
-        print(f"warning: other processes are using {background * 100:.0f}% of a CPU; "
-              f"numbers will be noisy")
+        print(f"warning: other processes are using {background * 100:.0f}% of a CPU; numbers will be noisy")
     for n in doc["notes"]:
         print("note:", n)
 
 
 # ---------------------------------------------------------------------------
 # measuring every pair
+
 
 def _progress_head(index: int, cells: int, started: float, scenario: str, server: str) -> str:
     """'[index/cells elapsed, remaining left] scenario server', the start of a progress line."""
@@ -192,8 +230,7 @@ def _progress_head(index: int, cells: int, started: float, scenario: str, server
     return f"[{index:2d}/{cells} {elapsed:.0f}s, {left} left] {scenario:<9} {server:<17}"
 
 
-def _measure(server: str, scenario: str, opts: argparse.Namespace, cpus: Optional[tuple],
-             head: str) -> Dict[str, Any]:
+def _measure(server: str, scenario: str, opts: argparse.Namespace, cpus: Optional[tuple], head: str) -> Dict[str, Any]:
     def progress(msg):
         print(f"{head} {msg}", flush=True)
 
@@ -202,8 +239,7 @@ def _measure(server: str, scenario: str, opts: argparse.Namespace, cpus: Optiona
     return run_cell(server, scenario, opts, cpus, progress)
 
 
-def _run_pairs(doc: Dict[str, Any], opts: argparse.Namespace, cpus: Optional[tuple],
-               started: float) -> Dict[str, str]:
+def _run_pairs(doc: Dict[str, Any], opts: argparse.Namespace, cpus: Optional[tuple], started: float) -> Dict[str, str]:
     """Measure every (scenario, server) pair into ``doc["results"]``; the skipped servers' reasons."""
     skipped: Dict[str, str] = {}
     cells = len(opts.server_list) * len(opts.scenario_list)
@@ -229,6 +265,7 @@ def _run_pairs(doc: Dict[str, Any], opts: argparse.Namespace, cpus: Optional[tup
 
 # ---------------------------------------------------------------------------
 # results
+
 
 def _save(doc: Dict[str, Any], opts: argparse.Namespace) -> None:
     """Write the JSON and the chart; without --json also latest.json and latest.png."""

@@ -33,8 +33,7 @@ async def main(info):
     import asynframe
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        make_protocol(), _lifecycle.HOST, 0, backlog=_lifecycle.BACKLOG)
+    server = await loop.create_server(make_protocol(), _lifecycle.HOST, 0, backlog=_lifecycle.BACKLOG)
     info["loop"] = type(loop).__module__ + "." + type(loop).__name__
     info["core"] = asynframe.CORE_IMPLEMENTATION
     _lifecycle.announce(server.sockets[0].getsockname()[1], **info)

@@ -45,6 +45,7 @@ else:
 
 # --- the application: what a user of asynchat writes ----------------------
 
+
 class EchoChannel(asynchat.async_chat):
     def __init__(self, sock):
         super().__init__(sock)

@@ -24,7 +24,7 @@ class EchoProtocol(asyncio.Protocol):
             end = buf.find(b"\r\n", start)
             if end < 0:
                 break
-            write(buf[start:end + 2])
+            write(buf[start : end + 2])
             start = end + 2
         self.buf = buf[start:]
 
@@ -34,8 +34,7 @@ class EchoProtocol(asyncio.Protocol):
 
 async def main(info):
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        EchoProtocol, _lifecycle.HOST, 0, backlog=_lifecycle.BACKLOG)
+    server = await loop.create_server(EchoProtocol, _lifecycle.HOST, 0, backlog=_lifecycle.BACKLOG)
     info["loop"] = type(loop).__module__ + "." + type(loop).__name__
     _lifecycle.announce(server.sockets[0].getsockname()[1], **info)
     async with server:

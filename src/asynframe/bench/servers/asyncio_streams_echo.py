@@ -20,8 +20,7 @@ async def handle(reader, writer):
 
 
 async def main():
-    server = await asyncio.start_server(
-        handle, _lifecycle.HOST, 0, backlog=_lifecycle.BACKLOG)
+    server = await asyncio.start_server(handle, _lifecycle.HOST, 0, backlog=_lifecycle.BACKLOG)
     _lifecycle.announce(server.sockets[0].getsockname()[1], impl="asyncio-streams")
     async with server:
         await server.serve_forever()

@@ -25,8 +25,6 @@ class EchoFactory(protocol.Factory):
     protocol = Echo
 
 
-port = reactor.listenTCP(0, EchoFactory(), backlog=_lifecycle.BACKLOG,
-                         interface=_lifecycle.HOST)
-_lifecycle.announce(port.getHost().port, impl="twisted", version=twisted.__version__,
-                    reactor=type(reactor).__name__)
+port = reactor.listenTCP(0, EchoFactory(), backlog=_lifecycle.BACKLOG, interface=_lifecycle.HOST)
+_lifecycle.announce(port.getHost().port, impl="twisted", version=twisted.__version__, reactor=type(reactor).__name__)
 reactor.run()
