@@ -204,3 +204,68 @@ def test_stale_buffer_views_are_freed(core):
     if rss_before is not None:
         # ~1.4 MB of areas per cycle: a leak would be hundreds of MB
         assert rss() - rss_before < 4 * RSS_SLACK
+
+
+def test_forget_buffer_gives_the_lent_area_up(core):
+    # At EOF or a reset, asyncio and uvloop release the get_buffer() view
+    # without calling buffer_updated(); aio.ChatProtocol then calls
+    # forget_buffer(), and a burst of closing connections must not each keep
+    # a 64 KiB receive area until their protocols are collected.
+    class Sink:
+        def __init__(self):
+            self.frames = []
+
+        def collect_incoming_data(self, data):
+            self.frames.append(data)
+
+        def found_terminator(self):
+            self.frames.append(None)
+
+    scanners = [core.FrameScanner() for _ in range(700)]
+    filler = bytes(1 << 17)
+
+    def lend_and_forget(scanner, release_first):
+        view = scanner.get_buffer(-1)
+        view[:] = filler[: len(view)]  # touch the pages: a kept area counts in RSS
+        if release_first:  # uvloop releases the view before eof_received()
+            view.release()
+            scanner.forget_buffer()
+        else:  # a view still alive: the area goes with it
+            scanner.forget_buffer()
+            view.release()
+
+    for i, scanner in enumerate(scanners[:100]):
+        lend_and_forget(scanner, i % 2)
+    gc.collect()
+    rss_before = rss()
+    for i, scanner in enumerate(scanners[100:]):
+        lend_and_forget(scanner, i % 2)
+    if rss_before is not None:
+        # 600 areas of 64 KiB kept would be 39 MB
+        assert rss() - rss_before < 2 * RSS_SLACK
+
+    # no bytes may be reported for a forgotten lend; a new lend works
+    sink = Sink()
+    scanner = scanners[-1]
+    scanner.set_terminator(b"\n")
+    with pytest.raises(ValueError, match="outside the buffer of 0 bytes"):
+        scanner.buffer_updated(sink, 1)
+    scanner.buffer_updated(sink, 0)
+    view = scanner.get_buffer(-1)
+    view[:6] = b"hello\n"
+    scanner.buffer_updated(sink, 6)
+    del view
+    assert sink.frames == [b"hello", None]
+
+    # bytes held back (a terminator's first byte) survive it
+    scanner = scanners[-2]
+    scanner.set_terminator(b"\r\n")
+    view = scanner.get_buffer(-1)
+    view[:5] = b"part\r"
+    scanner.buffer_updated(sink, 5)
+    view.release()
+    scanner.get_buffer(-1).release()
+    scanner.forget_buffer()
+    assert scanner.pending == b"\r"
+    scanner.feed(sink, b"\n")
+    assert sink.frames[-2:] == [b"part", None]

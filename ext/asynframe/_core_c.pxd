@@ -56,6 +56,7 @@ cdef class FrameScanner:
     cdef bint _busy
     cdef Py_ssize_t _exports    # live memoryviews from get_buffer() into _buf: no realloc then
     cdef bint _lent             # get_buffer() handed out an area buffer_updated() has not counted yet
+    cdef bint _forgot           # forget_buffer() since the last get_buffer(): no bytes may be reported
     cdef _RetiredBlock *_retired  # older blocks that views still point into
     # While a scan calls back (_busy): the bytes being scanned, their length,
     # the offset just past the frame being delivered, and _clears at the

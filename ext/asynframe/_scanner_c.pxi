@@ -277,15 +277,30 @@ cdef class FrameScanner:
         self._reserve(size)
         view = memoryview(self)
         self._lent = True
+        self._forgot = False
         return view
+
+    @cython.critical_section
+    def forget_buffer(self):
+        """The transport will report no bytes for the last ``get_buffer()`` (see the pure twin)."""
+        if self._busy:
+            return
+        self._lent = False
+        self._forgot = True
+        if self._end == 0 and self._exports == 0 and self._cap > IDLE_BUFFER_MAX:
+            # with views alive, __releasebuffer__ frees it when the last goes
+            free(self._buf)
+            self._buf = NULL
+            self._cap = 0
 
     @cython.critical_section
     def buffer_updated(self, target, Py_ssize_t nbytes):
         """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
         if self._busy:
             raise RuntimeError("FrameScanner.buffer_updated() called from inside one of its callbacks")
-        if nbytes < 0 or nbytes > self._cap - self._end:
-            raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, self._cap - self._end))
+        if nbytes < 0 or nbytes > (0 if self._forgot else self._cap - self._end):
+            raise ValueError("nbytes %d outside the buffer of %d bytes"
+                             % (nbytes, 0 if self._forgot else self._cap - self._end))
         self._lent = False
         self._end += nbytes
         self._scan_buffer(target)

@@ -246,6 +246,21 @@ class FrameScanner:
             area = self._recv_area = bytearray(sizehint)
         return memoryview(area)
 
+    def forget_buffer(self) -> None:
+        """The transport will report no bytes for the last ``get_buffer()``.
+
+        At EOF or a reset asyncio and uvloop let go of the lent area without
+        calling ``buffer_updated()``.  The area is given up (the compiled core
+        frees it once no view of it is alive; bytes held back stay), so a
+        burst of closing connections does not keep one receive area each
+        until their protocols are collected.  ``buffer_updated()`` then
+        accepts no bytes until the next ``get_buffer()``.  Does nothing
+        inside a scanner callback, where the area is in use.
+        """
+        if self._busy:
+            return
+        self._recv_area = None
+
     def buffer_updated(self, target: Any, nbytes: int) -> None:
         """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
         if self._busy:

@@ -200,6 +200,9 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
         flushed; output still queued here (producers) needs the write side
         kept open, which only half-closable transports allow.
         """
+        # the transport lent a receive area for this read and got EOF
+        if self._scanner is not None:
+            self._scanner.forget_buffer()
         waiting = self._waiting
         if not waiting or self._closing:
             return None
@@ -219,6 +222,9 @@ class ChatProtocol(FrameTimeout, asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._closing = True
+        # a reset ends the last read with no buffer_updated() either
+        if self._scanner is not None:
+            self._scanner.forget_buffer()
         if self._af_frame_timer is not None:
             self._af_cancel_frame_timer()
         self._drop_waiting()
