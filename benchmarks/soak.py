@@ -198,7 +198,7 @@ def wait_fds(proc, target, timeout=10.0):
         time.sleep(0.05)
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cycles", type=int, default=100000)
     ap.add_argument("--concurrent", type=int, default=1000)
@@ -210,7 +210,26 @@ def main(argv=None) -> int:
     ap.add_argument("--use-poll", action="store_true")
     ap.add_argument("--json", help="also write the result to this file")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def summarise(result, server, max_growth):
+    """Fold the server's report into *result* and decide whether the soak passed."""
+    result["server_errors"] = server["errors"]
+    result["server_accepted"] = server.get("accepted")
+    result["cycles_rss_growth_pct"] = growth(result["cycles_rss_warm"], result["cycles_rss_end"])
+    result["concurrent_rss_growth_pct"] = growth(result["concurrent_rss_warm"], result["concurrent_rss_end"])
+    result["errors"] = (
+        result["cycle_errors"] + result["concurrent_errors"] + max(server["errors"], 0) + (server["errors"] < 0)
+    )
+    growths = [g for g in (result["cycles_rss_growth_pct"], result["concurrent_rss_growth_pct"]) if g is not None]
+    result["ok"] = bool(
+        result["errors"] == 0 and result["fds_after"] <= result["fds_before"] and all(g < max_growth for g in growths)
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.serve is not None:
         serve(args.serve, args.use_poll)
         return 0
@@ -249,19 +268,7 @@ def main(argv=None) -> int:
         child.send_signal(signal.SIGTERM)
         out, _ = child.communicate(timeout=30)
     server = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"errors": -1}
-    result["server_errors"] = server["errors"]
-    result["server_accepted"] = server.get("accepted")
-    result["cycles_rss_growth_pct"] = growth(result["cycles_rss_warm"], result["cycles_rss_end"])
-    result["concurrent_rss_growth_pct"] = growth(result["concurrent_rss_warm"], result["concurrent_rss_end"])
-    result["errors"] = (
-        result["cycle_errors"] + result["concurrent_errors"] + max(server["errors"], 0) + (server["errors"] < 0)
-    )
-    growths = [g for g in (result["cycles_rss_growth_pct"], result["concurrent_rss_growth_pct"]) if g is not None]
-    result["ok"] = bool(
-        result["errors"] == 0
-        and result["fds_after"] <= result["fds_before"]
-        and all(g < args.max_growth for g in growths)
-    )
+    summarise(result, server, args.max_growth)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if args.json:

@@ -126,11 +126,8 @@ def many_fds():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.mark.timeout(90)
-def test_5000_clients_all_answered(smap, many_fds):
-    m = smap
-    replies = {}
-    accepted = []
+def _line_echo_classes(m, replies, accepted):
+    """A line-echo server channel and a client that records its one reply, on map *m*."""
 
     class Echo(asynchat.async_chat):
         def __init__(self, sock):
@@ -166,6 +163,17 @@ def test_5000_clients_all_answered(smap, many_fds):
         def found_terminator(self):
             # stay open: all 10,000 descriptors are live at the end
             replies[self.i] = b"".join(self.buf)
+
+    return Server, Client
+
+
+@pytest.mark.timeout(90)
+def test_5000_clients_all_answered(smap, many_fds):
+    m = smap
+    replies = {}
+    accepted = []
+
+    Server, Client = _line_echo_classes(m, replies, accepted)
 
     server = Server(map=m)
     server.create_socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -176,6 +176,21 @@ def read_interest(m, chan):
     return bool(entry and entry[1] & _poller.IN)
 
 
+def assert_served_alongside(m, server, socks, count=20):
+    """A second connection gets its replies while the first is held back."""
+    other = connect(server.port, socks)
+    got = bytearray()
+    for i in range(count):
+        other.sendall(request(10_000 + i))
+        want = (i + 1) * REPLY_LEN
+        t = time.monotonic() + 5
+        while len(got) < want:
+            assert time.monotonic() < t, "the second connection was not served"
+            spin(m)
+            recv_all(other, got)
+    assert bytes(got) == b"".join(reply(10_000 + i) for i in range(count))
+
+
 def test_flooding_client_that_never_reads_is_held_back(env):
     m, socks = env
     server = Server(m, Replier)
@@ -210,17 +225,7 @@ def test_flooding_client_that_never_reads_is_held_back(env):
     served_while_paused = chan.served
 
     # another connection is served meanwhile
-    other = connect(server.port, socks)
-    got = bytearray()
-    for i in range(20):
-        other.sendall(request(10_000 + i))
-        want = (i + 1) * REPLY_LEN
-        t = time.monotonic() + 5
-        while len(got) < want:
-            assert time.monotonic() < t, "the second connection was not served"
-            spin(m)
-            recv_all(other, got)
-    assert bytes(got) == b"".join(reply(10_000 + i) for i in range(20))
+    assert_served_alongside(m, server, socks)
     assert chan.served == served_while_paused  # the flooder stayed paused
 
     # the client starts reading: everything arrives, in order, intact

@@ -138,95 +138,138 @@ def _read(b: socket.socket, n: int, received: bytearray) -> int:
     return got
 
 
+class _Run:
+    """One pipeline run: the core's objects, the model of what must happen, the socket pair."""
+
+    def __init__(self, core: Any, mode: int, term: Any) -> None:
+        self.core = core
+        self.mode = mode
+        self.scanner = core.FrameScanner(mode)
+        self.scanner.set_terminator(term)
+        self.queue = core.PushQueue()
+        self.model = Model()
+        self.log: List[Any] = []
+        self.target = Target(core, mode, self.scanner, self.queue, self.model, self.log)
+        self.a, self.b = _small_pair()
+        self.received = bytearray()
+        self.stream = bytearray()
+
+    def feed(self, how: Any, data: bytes) -> None:
+        scanner, target = self.scanner, self.target
+        self.model.fed += len(data)
+        self.stream += data
+        if how == "buffer" and data:
+            buf = scanner.get_buffer(len(data))
+            buf[: len(data)] = data
+            del buf
+            scanner.buffer_updated(target, len(data))
+        elif how == "bytearray":
+            scanner.feed(target, bytearray(data))
+        elif how == "memoryview":
+            scanner.feed(target, memoryview(b"!" + data + b"!")[1:-1])
+        else:
+            scanner.feed(target, data)
+
+    def partial_send(self, size: int) -> Any:
+        chunk = self.queue.next_chunk(size)
+        if chunk is None or not len(chunk):
+            return None
+        try:
+            result = self.a.send(chunk[: max(1, len(chunk) // 2)])
+        except BlockingIOError:
+            result = 0
+        self.queue.consume(result)
+        self.model.sent += result
+        return result
+
+    def apply(self, op: str, arg: Any, data: Any) -> Any:
+        scanner, queue, model = self.scanner, self.queue, self.model
+        if op == "feed":
+            self.feed(arg, data)
+        elif op == "term":
+            scanner.set_terminator(arg)
+        elif op == "max_frame":
+            scanner.max_frame = arg
+        elif op == "stop_after":
+            self.target.stop_after = arg
+        elif op == "process":
+            scanner.process(self.target)
+        elif op == "send":
+            sent = queue.send(self.a)
+            model.sent += sent
+            return sent
+        elif op == "close":
+            queue.push_close()
+            model.expected.append(b"")
+        elif op == "pop_close":
+            return queue.pop_close()
+        elif op == "read":
+            return _read(self.b, arg, self.received)
+        elif op == "push":
+            queue.push(arg)
+            model.pushed += len(arg)
+            model.expected.append(arg)
+        elif op == "producer":
+            queue.push_producer(Producer(arg, model))
+            model.expected.append(b"".join(arg))
+        elif op == "partial":
+            return self.partial_send(arg)
+        else:
+            raise ValueError("unknown op %r" % (op,))
+        return None
+
+    def check(self, op: str, data: Any, too_large_before: int) -> None:
+        scanner, queue, model = self.scanner, self.queue, self.model
+        held = _held(self.core, scanner, self.target)
+        unexplained = model.fed - model.delivered - model.consumed - held
+        # bytes only ever vanish when max_frame dropped a frame
+        if model.too_large == too_large_before:
+            assert unexplained == model.dropped, (op, unexplained, model.dropped)
+        else:
+            assert unexplained >= model.dropped, (op, unexplained, model.dropped)
+            model.dropped = unexplained
+        limit = scanner.max_frame
+        if op == "feed" and data and limit and not self.target.stopped:
+            partial = held + (sum(len(c) for c in self.target.cur) if self.mode == 0 else 0)
+            assert partial <= limit + len(data), (partial, limit, len(data))
+        assert queue.buffered == model.pushed + model.pulled - model.sent, (
+            queue.buffered,
+            model.pushed,
+            model.pulled,
+            model.sent,
+        )
+        assert bytes(self.received) == b"".join(model.expected)[: len(self.received)]
+
+    def drain(self) -> None:
+        # everything queued reaches the peer, in order, exactly once
+        queue = self.queue
+        for _ in range(100000):
+            if not queue:
+                break
+            if queue.close_pending:
+                queue.pop_close()
+                continue
+            self.model.sent += queue.send(self.a)
+            _read(self.b, 1 << 20, self.received)
+        else:
+            raise AssertionError("the queue never drained")
+        while _read(self.b, 1 << 20, self.received):
+            pass
+        assert bytes(self.received) == b"".join(self.model.expected)
+        assert queue.buffered == 0
+
+
 def run_pipeline(core: Any, mode: int, term: Any, seq: List[Tuple[Any, Any, Any]]) -> List[Any]:
     """Run *seq* (see OPS_HELP) on *core*; assert the invariants; return the log."""
-    scanner = core.FrameScanner(mode)
-    scanner.set_terminator(term)
-    queue = core.PushQueue()
-    model = Model()
-    log: List[Any] = []
-    target = Target(core, mode, scanner, queue, model, log)
-    a, b = _small_pair()
-    received = bytearray()
-    stream = bytearray()
+    run = _Run(core, mode, term)
+    scanner, queue, log = run.scanner, run.queue, run.log
     fixed = isinstance(term, bytes) and all(op[0] not in ("term", "max_frame", "stop_after") for op in seq)
     try:
         for op, arg, data in seq:
-            result: Any = None
-            target.stopped = False
-            too_large_before = model.too_large
-            if op == "feed":
-                model.fed += len(data)
-                stream += data
-                if arg == "buffer" and data:
-                    buf = scanner.get_buffer(len(data))
-                    buf[: len(data)] = data
-                    del buf
-                    scanner.buffer_updated(target, len(data))
-                elif arg == "bytearray":
-                    scanner.feed(target, bytearray(data))
-                elif arg == "memoryview":
-                    scanner.feed(target, memoryview(b"!" + data + b"!")[1:-1])
-                else:
-                    scanner.feed(target, data)
-            elif op == "term":
-                scanner.set_terminator(arg)
-            elif op == "max_frame":
-                scanner.max_frame = arg
-            elif op == "stop_after":
-                target.stop_after = arg
-            elif op == "process":
-                scanner.process(target)
-            elif op == "send":
-                result = queue.send(a)
-                model.sent += result
-            elif op == "close":
-                queue.push_close()
-                model.expected.append(b"")
-            elif op == "pop_close":
-                result = queue.pop_close()
-            elif op == "read":
-                result = _read(b, arg, received)
-            elif op == "push":
-                queue.push(arg)
-                model.pushed += len(arg)
-                model.expected.append(arg)
-            elif op == "producer":
-                queue.push_producer(Producer(arg, model))
-                model.expected.append(b"".join(arg))
-            elif op == "partial":
-                chunk = queue.next_chunk(arg)
-                if chunk is not None and len(chunk):
-                    try:
-                        result = a.send(chunk[: max(1, len(chunk) // 2)])
-                    except BlockingIOError:
-                        result = 0
-                    queue.consume(result)
-                    model.sent += result
-                    del chunk
-            else:
-                raise ValueError("unknown op %r" % (op,))
-
-            # -- invariants ------------------------------------------------------
-            held = _held(core, scanner, target)
-            unexplained = model.fed - model.delivered - model.consumed - held
-            # bytes only ever vanish when max_frame dropped a frame
-            if model.too_large == too_large_before:
-                assert unexplained == model.dropped, (op, unexplained, model.dropped)
-            else:
-                assert unexplained >= model.dropped, (op, unexplained, model.dropped)
-                model.dropped = unexplained
-            limit = scanner.max_frame
-            if op == "feed" and data and limit and not target.stopped:
-                partial = held + (sum(len(c) for c in target.cur) if mode == 0 else 0)
-                assert partial <= limit + len(data), (partial, limit, len(data))
-            assert queue.buffered == model.pushed + model.pulled - model.sent, (
-                queue.buffered,
-                model.pushed,
-                model.pulled,
-                model.sent,
-            )
-            assert bytes(received) == b"".join(model.expected)[: len(received)]
+            run.target.stopped = False
+            too_large_before = run.model.too_large
+            result = run.apply(op, arg, data)
+            run.check(op, data, too_large_before)
             log.append(
                 (
                     op,
@@ -239,30 +282,14 @@ def run_pipeline(core: Any, mode: int, term: Any, seq: List[Tuple[Any, Any, Any]
                     queue.close_pending,
                 )
             )
-
         if fixed:
-            parts = bytes(stream).split(term)
-            assert model.frames == parts[:-1]
-            rest = b"".join(target.cur) + b"".join(scanner.incoming) + scanner.pending
+            parts = bytes(run.stream).split(term)
+            assert run.model.frames == parts[:-1]
+            rest = b"".join(run.target.cur) + b"".join(scanner.incoming) + scanner.pending
             assert rest == parts[-1]
-
-        # drain: everything queued reaches the peer, in order, exactly once
-        for _ in range(100000):
-            if not queue:
-                break
-            if queue.close_pending:
-                queue.pop_close()
-                continue
-            model.sent += queue.send(a)
-            _read(b, 1 << 20, received)
-        else:
-            raise AssertionError("the queue never drained")
-        while _read(b, 1 << 20, received):
-            pass
-        assert bytes(received) == b"".join(model.expected)
-        assert queue.buffered == 0
-        log.append(("received", bytes(received)))
+        run.drain()
+        log.append(("received", bytes(run.received)))
     finally:
-        a.close()
-        b.close()
+        run.a.close()
+        run.b.close()
     return log
