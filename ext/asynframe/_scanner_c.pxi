@@ -298,9 +298,10 @@ cdef class FrameScanner:
         """Scan the first *nbytes* written into the area ``get_buffer()`` returned."""
         if self._busy:
             raise RuntimeError("FrameScanner.buffer_updated() called from inside one of its callbacks")
-        if nbytes < 0 or nbytes > (0 if self._forgot else self._cap - self._end):
-            raise ValueError("nbytes %d outside the buffer of %d bytes"
-                             % (nbytes, 0 if self._forgot else self._cap - self._end))
+        # after forget_buffer() the lent area is no longer the transport's
+        cdef Py_ssize_t room = 0 if self._forgot else self._cap - self._end
+        if nbytes < 0 or nbytes > room:
+            raise ValueError("nbytes %d outside the buffer of %d bytes" % (nbytes, room))
         self._lent = False
         self._end += nbytes
         self._scan_buffer(target)

@@ -214,10 +214,9 @@ class ChannelTimers:
         touch(self)
 
     def _af_accepted(self) -> None:
-        # an accept() succeeded: a backoff episode, if any, is over
-        if self._af_accept_backoff:
-            self._af_accept_backoff = 0.0
-            self.log_info("accepting connections again", "info")
+        # an accept() succeeded during a backoff episode: the episode is over
+        self._af_accept_backoff = 0.0
+        self.log_info("accepting connections again", "info")
 
     # -- teardown ----------------------------------------------------------------
     def _af_cancel_timers(self) -> None:

@@ -17,7 +17,7 @@ attribute test per read when the timeout is off.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._timers import check_delay
 
@@ -29,8 +29,10 @@ class FrameTimeout:
     _af_frame_timeout: Optional[float] = None
     _af_frame_timer: Any = None
 
-    def _af_call_later(self, delay: float, callback: Any) -> Any:
-        raise NotImplementedError  # provided by the host class
+    if TYPE_CHECKING:
+        # provided by the host class: dispatcher's (ChannelTimers) for
+        # async_chat, the running asyncio loop's for aio.ChatProtocol
+        def _af_call_later(self, delay: float, callback: Any) -> Any: ...
 
     def set_frame_timeout(self, seconds: Optional[float]) -> None:
         """Close the channel when a frame is not complete *seconds* after its first byte.

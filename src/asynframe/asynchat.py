@@ -216,10 +216,8 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
         self._af_drain_on_eof = bool(flag)
         self._af_refresh_generic_path()
 
-    # -- frame timeout (asynframe._frame_timeout) ------------------------------
-    def _af_call_later(self, delay: float, callback: Any) -> Any:
-        return asyncore.call_later(delay, callback, map=self._map)
-
+    # -- frame timeout (asynframe._frame_timeout; its timer is dispatcher's
+    # _af_call_later, on this channel's map) ---------------------------------
     def set_frame_timeout(self, seconds: Optional[float]) -> None:
         self._af_setup()
         FrameTimeout.set_frame_timeout(self, seconds)

@@ -456,8 +456,7 @@ class dispatcher(ChannelTimers, TLSChannel):
         self.handle_connect()
         self.connected = True
         self.connecting = False
-        if self._af_connect_timer is not None or self._af_idle_timeout is not None:
-            self._af_connect_done()
+        self._af_connect_done()
         _touch(self)
 
     def handle_write_event(self) -> None:
