@@ -52,7 +52,12 @@ extensions = [
         "asynframe._loop_c",
         ["ext/asynframe/_loop_c.pyx"],
         include_dirs=["ext/asynframe"],
-        depends=CORE_SOURCES + ["ext/asynframe/_loop_classes.pxi"],
+        depends=CORE_SOURCES
+        + [
+            "ext/asynframe/_loop_classes.pxi",
+            "ext/asynframe/_loop_records.pxi",
+            "ext/asynframe/_loop_wait.pxi",
+        ],
         libraries=["ws2_32"] if sys.platform == "win32" else [],
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,

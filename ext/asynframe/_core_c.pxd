@@ -72,6 +72,10 @@ cdef class FrameScanner:
     cdef Py_ssize_t _ahead_from
     cdef Py_ssize_t _ahead_index
     cdef PyObject *_ahead_term
+    # c_fill_area() read into the loop's shared area: those bytes, which the
+    # c_process() that follows scans in place (NULL: none)
+    cdef const char *_area
+    cdef Py_ssize_t _area_len
 
     cdef void _set(self, object term)
     cdef int _reserve(self, Py_ssize_t extra) except -1
@@ -82,6 +86,8 @@ cdef class FrameScanner:
     # methods of the same name without the c_, once their arguments are
     # checked.  The loop calls these and never touches the fields above.
     cdef long long c_fill(self, long long fd, Py_ssize_t size) except -2
+    cdef long long c_fill_area(self, long long fd, Py_ssize_t size, char *area,
+                               Py_ssize_t area_size) except -2
     cdef int c_process(self, object target) except -1
     cdef bint c_frame_follows(self)
 

@@ -22,7 +22,7 @@ from cpython.bytes cimport PyBytes_CheckExact
 from cpython.dict cimport PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsUnsignedLong
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, Py_TYPE
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -136,6 +136,48 @@ cdef class _Event:
     cdef bint hold
     cdef type last_class
     cdef _ClassInfo last_info
+    # _fast_socket(): the channel's trusted record (_loop_records.pxi), or
+    # None when its facts were read in full and not kept
+    cdef _FastRecord rec
+    # the receive area this dispatch() call reads into (see _ReadArea)
+    cdef _ReadArea area
+
+
+DEF READ_AREA_SIZE = 65536  # asynchat's ac_in_buffer_size; larger reads use the scanner's buffer
+
+
+@cython.final
+cdef class _ReadArea:
+    # One loop's receive area.  A fast-path read of a channel whose scanner
+    # holds nothing back goes here and is scanned in place, so the scanners
+    # of connections between frames keep no buffer and no read allocates
+    # one (uvloop reads into one buffer per loop the same way).  dispatch()
+    # takes the poller's area for the length of the call; a dispatch nested
+    # in a callback (a loop run from a handler) finds it taken and uses one
+    # of its own, so bytes still being scanned are never overwritten.
+    cdef char *data
+    cdef bint taken
+
+    def __dealloc__(self):
+        free(self.data)
+
+    cdef char *ready(self) except NULL:
+        if self.data == NULL:
+            self.data = <char *>malloc(READ_AREA_SIZE)
+            if self.data == NULL:
+                raise MemoryError()
+        return self.data
+
+
+cdef _ReadArea _take_area(object poller):
+    cdef _ReadArea area = getattr(poller, "read_area", None)
+    if area is None:
+        area = _ReadArea()
+        poller.read_area = area
+    if area.taken:
+        return _ReadArea()
+    area.taken = True
+    return area
 
 
 def configure(chat_class, plain_socket):
@@ -145,7 +187,7 @@ def configure(chat_class, plain_socket):
     in ``_STOCK_NAMES`` takes the fast path.  *plain_socket* is the socket
     type read and written directly.
     """
-    global _configured, _stock, _stock_initiate_send, _stock_expt, _plain_socket
+    global _configured, _stock, _stock_initiate_send, _stock_expt, _plain_socket, _fd_direct
     if _configured:
         if _stock_initiate_send is chat_class.initiate_send and _plain_socket is plain_socket:
             return
@@ -154,7 +196,21 @@ def configure(chat_class, plain_socket):
     _stock_initiate_send = chat_class.initiate_send
     _stock_expt = (chat_class.handle_expt, chat_class.handle_expt_event)
     _plain_socket = plain_socket
+    _fd_direct = _socket_layout_matches(plain_socket)
     _configured = True
+
+
+def records_supported():
+    """Whether fast-path channels keep a record between events here (the
+    dict version exists: CPython before 3.14, with the GIL); else every
+    event is checked in full (_loop_records.pxi)."""
+    return af_dict_version({}) != 0
+
+
+def socket_fd_direct():
+    """Whether a plain socket's descriptor is read from its C object (the
+    layout check in configure() passed) rather than by calling fileno()."""
+    return _fd_direct
 
 
 def chat_push_like(python_push):
@@ -170,14 +226,15 @@ def chat_push_like(python_push):
     return chat_push
 
 
-cdef int _push_in_read(object channel, _Event event, object data) except -1:
+cdef int _push_in_read(object channel, _Event event, object data, object attrs) except -1:
     # a push from the channel's own compiled read (so from its loop's
-    # thread): the dispatch's event holds the scanner and queue
+    # thread): the dispatch's event holds the scanner and queue; *attrs* is
+    # the channel's instance dict
     event.queue.c_push(data)
     if event.hold and event.scanner.c_frame_follows():
         return 0  # held: the peer pipelines (asynchat.py)
     # dispatch() settles the interest afterwards: no _touch needed
-    _initiate_send(channel, event.queue)
+    _initiate_send(channel, event.queue, event.rec, attrs)
     return 0
 
 
@@ -191,14 +248,14 @@ def chat_push(self, data):
         # the marker is found in the instance dict without describing the class
         marker = _lookup(own, "_af_dispatching")
         if marker != NULL and type(<object>marker) is _Event:
-            _push_in_read(self, <_Event>marker, data)
+            _push_in_read(self, <_Event>marker, data, own)
             return
     cdef _ClassInfo info = _info_of(type(self))
     cdef bint plain = info.flags & CLASS_PLAIN_GETATTR
     cdef object attrs = _instance_dict(self) if plain else None
     dispatching = _state(self, attrs, info, "_af_dispatching") if plain else self._af_dispatching
     if type(dispatching) is _Event:
-        _push_in_read(self, <_Event>dispatching, data)
+        _push_in_read(self, <_Event>dispatching, data, None)
         return
     if not dispatching:
         # (inside the channel's own read, the loop's thread is the caller:
@@ -232,6 +289,8 @@ def chat_push(self, data):
 
 # the class descriptions and the attribute reads they allow
 include "_loop_classes.pxi"
+# what a fast-path channel was found to be, kept while it stays so
+include "_loop_records.pxi"
 
 
 cdef object _fast_socket(_Event event, object obj):
@@ -241,6 +300,7 @@ cdef object _fast_socket(_Event event, object obj):
     before any Python code runs.
     """
     cdef object attrs
+    cdef _FastRecord rec
     cdef _ClassInfo info = _info_for(event, type(obj))
     if not (info.flags & CLASS_FAST):
         return None
@@ -248,6 +308,15 @@ cdef object _fast_socket(_Event event, object obj):
     if attrs is not None:
         if type(attrs) is not dict:
             return None
+        rec = _record_of(obj, attrs)
+        if rec is not None:
+            # nothing it was decided from has changed since
+            event.attrs = attrs
+            event.info = rec.info
+            event.scanner = <FrameScanner>rec.scanner
+            event.queue = <PushQueue>rec.queue
+            event.rec = rec
+            return <object>rec.sock
         for name in _STOCK_NAMES:
             if _lookup(attrs, name) != NULL:
                 return None
@@ -265,6 +334,10 @@ cdef object _fast_socket(_Event event, object obj):
     event.info = info
     event.scanner = <FrameScanner>scanner
     event.queue = <PushQueue>queue
+    if attrs is not None:
+        _remember(event, obj, attrs, info, sock)
+    else:
+        event.rec = None
     return sock
 
 
@@ -305,29 +378,40 @@ def chat_interest(obj):
     return _interest(obj, _info_of(type(obj)))
 
 
-cdef int _initiate_send(object obj, object queue=None) except -1:
+cdef int _initiate_send(object obj, object queue=None, _FastRecord rec=None,
+                        object attrs=None) except -1:
     # async_chat.initiate_send, for a channel whose send() is the stock one;
-    # *queue*: its _af_queue, if just read
+    # *queue*: its _af_queue, if just read; *rec* and *attrs*: the channel's
+    # record and instance dict, if known (the record is checked here)
     cdef PushQueue q
-    cdef _ClassInfo info = _info_of(type(obj))
-    cdef object attrs = _instance_dict(obj)
+    cdef _ClassInfo info
+    cdef bint trusted = (rec is not None and attrs is not None and type(attrs) is dict
+                         and _trusted(rec, obj, attrs))
+    if trusted:
+        # connected, with a plain socket, and queue is its _af_queue
+        info = rec.info
+    else:
+        info = _info_of(type(obj))
+        attrs = _instance_dict(obj)
     if queue is None:
         queue = _state(obj, attrs, info, "_af_queue")
     if type(queue) is not PushQueue:
         _stock_initiate_send(obj)
         return 0
     q = <PushQueue>queue
-    while q.c_has_items() and _state(obj, attrs, info, "connected"):
+    while q.c_has_items():
+        if not trusted and not _state(obj, attrs, info, "connected"):
+            break
         if q.c_pop_close():
             obj.handle_close()
             return 0
-        sock = _state(obj, attrs, info, "socket")
+        sock = <object>rec.sock if trusted else _state(obj, attrs, info, "socket")
         if type(sock) is not _plain_socket:
             # a callback swapped the socket: the Python method from here on
             _stock_initiate_send(obj)
             return 0
         try:
-            q.c_send(sock.fileno())
+            q.c_send(_sock_fd(sock))
         except OSError as why:
             obj._af_socket_error(why)
             return 0
@@ -335,6 +419,7 @@ cdef int _initiate_send(object obj, object queue=None) except -1:
             break
         # the close sentinel is next, and a producer's more() may have run
         # Python code: read the state afresh before closing
+        trusted = False
         attrs = _instance_dict(obj)
     return 0
 
@@ -345,21 +430,44 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
     cdef object attrs = event.attrs
     cdef _ClassInfo info = event.info
     cdef FrameScanner scanner = event.scanner
+    cdef _FastRecord rec = event.rec
     cdef Py_ssize_t size
     cdef long long got
-    size = read_size(_state(obj, attrs, info, "ac_in_buffer_size"))
-    try:
-        got = scanner.c_fill(sock.fileno(), size)
-    except OSError as why:
-        obj._af_socket_error(why)
-        return 0
-    if got < 0:
-        return 0  # would block
-    if got == 0:
-        obj._af_peer_eof()
-        return 0
-    event.hold = bool(_state(obj, attrs, info, "hold_pipelined_replies"))
-    _set_state(obj, attrs, info, "_af_dispatching", event)
+    cdef long long fd
+    cdef char *area
+    if rec is not None:
+        size = _record_read_size(rec)
+        event.hold = _record_hold(rec)
+        fd = _sock_fd(sock)
+        area = event.area.ready()
+        # set before the read, which may leave bytes in the shared area that
+        # the scan below must take before anything else can fail
+        _record_write(rec, attrs, "_af_dispatching", event)
+        try:
+            got = scanner.c_fill_area(fd, size, area, READ_AREA_SIZE)
+        except OSError as why:
+            _record_write(rec, attrs, "_af_dispatching", False)
+            obj._af_socket_error(why)
+            return 0
+        if got <= 0:
+            _record_write(rec, attrs, "_af_dispatching", False)
+            if got == 0:
+                obj._af_peer_eof()
+            return 0  # else would block
+    else:
+        size = read_size(_state(obj, attrs, info, "ac_in_buffer_size"))
+        try:
+            got = scanner.c_fill(_sock_fd(sock), size)
+        except OSError as why:
+            obj._af_socket_error(why)
+            return 0
+        if got < 0:
+            return 0  # would block
+        if got == 0:
+            obj._af_peer_eof()
+            return 0
+        event.hold = bool(_state(obj, attrs, info, "hold_pipelined_replies"))
+        _set_state(obj, attrs, info, "_af_dispatching", event)
     try:
         scanner.c_process(obj)
     except Exception:
@@ -371,8 +479,19 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
     finally:
         # the callbacks may have replaced anything, even the instance dict
         attrs = _instance_dict(obj)
-        info = _info_for(event, type(obj))
-        _set_state(obj, attrs, info, "_af_dispatching", False)
+        if (rec is not None and attrs is not None and type(attrs) is dict
+                and _trusted(rec, obj, attrs)):
+            _record_write(rec, attrs, "_af_dispatching", False)
+        else:
+            rec = None
+            info = _info_for(event, type(obj))
+            _set_state(obj, attrs, info, "_af_dispatching", False)
+    if rec is not None:
+        # still as _fast_socket() found it: no instance initiate_send, and
+        # the queue is the one the callbacks pushed to
+        if (<PushQueue>rec.queue).c_has_items():
+            _initiate_send(obj, <PushQueue>rec.queue, rec, attrs)
+        return 0
     queue = _state(obj, attrs, info, "_af_queue")
     if queue:
         if attrs is not None and _lookup(attrs, "initiate_send") != NULL:
@@ -394,7 +513,8 @@ cdef int _fast_readwrite(_Event event, object obj, object sock, int flags) excep
                 queue = None
         if flags & OUT:
             if queue is not None:
-                _initiate_send(obj, queue)   # handle_write_event -> handle_write
+                # handle_write_event -> handle_write
+                _initiate_send(obj, queue, event.rec, event.attrs)
             else:
                 obj.handle_write_event()
     except OSError as e:
@@ -423,7 +543,7 @@ cdef int _select_read(_Event event, object obj, object sock) except -1:
 cdef int _select_write(_Event event, object obj) except -1:
     # asyncore.write
     try:
-        _initiate_send(obj, event.queue)
+        _initiate_send(obj, event.queue, event.rec, event.attrs)
     except _reraised:
         raise
     except BaseException:
@@ -432,22 +552,38 @@ cdef int _select_write(_Event event, object obj) except -1:
 
 
 cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd,
-                object obj, bint pri) except -1:
+                object obj, bint pri, bint in_map, object entry_then) except -1:
     # What _refresh would do for the channel, when it would do nothing: leave
     # it out of ``dirty``.  Anything else (interest changed, channel gone or
     # replaced, predicates to ask) is left to _refresh as in the pure twin.
+    # *in_map*: the map still maps fd to obj (its version says so);
+    # *entry_then*: known's entry for fd if known is unchanged since, or None.
     cdef int mask
     cdef PyObject *entry
     cdef _ClassInfo info
-    if _lookup(socket_map, fd) != <PyObject *>obj:
+    cdef _FastRecord rec = None
+    if not in_map and _lookup(socket_map, fd) != <PyObject *>obj:
         # closed meanwhile: a new channel on this descriptor is already dirty
         return 0
-    info = _info_for(event, type(obj))
-    mask = _interest(obj, info)
-    if mask >= 0:
-        if mask and pri and _wants_urgent(obj, info):
+    attrs = _instance_dict(obj)
+    if attrs is not None and type(attrs) is dict:
+        rec = event.rec
+        # the event's record is obj's if it describes obj's dict as it is
+        if rec is None or not _trusted(rec, obj, attrs):
+            rec = _record_of(obj, attrs)
+    if rec is not None:
+        # a fast-path channel as it was: connected, async_chat's own
+        # readable/writable, no generic path (_interest's answer in short)
+        mask = IN | OUT if (<PushQueue>rec.queue).c_has_items() else IN
+        if pri and rec.wants_urgent:
             mask |= PRI
-        entry = _lookup(known, fd)
+    else:
+        info = _info_for(event, type(obj))
+        mask = _interest(obj, info)
+        if mask > 0 and pri and _wants_urgent(obj, info):
+            mask |= PRI
+    if mask >= 0:
+        entry = <PyObject *>entry_then if entry_then is not None else _lookup(known, fd)
         # _interest() runs no Python code: the map still holds obj
         if (entry != NULL and type(<object>entry) is list and len(<list>entry) >= 2
                 and (<list>entry)[0] is obj and (<list>entry)[1] == mask):
@@ -468,6 +604,12 @@ cdef class _Batch:
     cdef bint pri
     cdef list objs
     cdef list fds
+    cdef list entries           # known's entry for each event's fd at the wait
+    # dict versions (_loop_records.pxi; 0: none): known's after the snapshot,
+    # the map's when current() last said yes.  While unchanged, settle()
+    # needs neither lookup again.
+    cdef unsigned long long known_version
+    cdef unsigned long long map_version
     cdef int *flags_of
     cdef int *registered_of
     cdef Py_ssize_t count
@@ -480,39 +622,84 @@ cdef class _Batch:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    cdef int take(self, list events, Py_ssize_t n) except -1:
-        # each event goes to the object registered when the wait returned,
-        # whatever the handlers do to the map meanwhile
-        cdef Py_ssize_t i
-        cdef PyObject *entry
+    cdef int reserve(self, Py_ssize_t n) except -1:
         self.flags_of = <int *>malloc(n * sizeof(int) * 2)
         if self.flags_of == NULL:
             raise MemoryError()
         self.registered_of = self.flags_of + n
         self.objs = []
         self.fds = []
+        self.entries = []
+        return 0
+
+    cdef inline int add(self, object fd, int flags) except -1:
+        # each event goes to the object registered when the wait returned,
+        # whatever the handlers do to the map meanwhile
+        cdef PyObject *entry = _lookup(self.known, fd)
+        if entry == NULL:
+            return 0
+        self.objs.append((<list>entry)[0])
+        self.fds.append(fd)
+        self.entries.append(<object>entry)
+        self.flags_of[self.count] = flags
+        self.registered_of[self.count] = (<list>entry)[1]
+        self.count += 1
+        return 0
+
+    cdef int take(self, list events, Py_ssize_t n) except -1:
+        cdef Py_ssize_t i
+        self.reserve(n)
         for i in range(n):
             item = <object>PyList_GET_ITEM(events, i)
-            fd = <object>PyTuple_GET_ITEM(item, 0)
-            entry = _lookup(self.known, fd)
-            if entry == NULL:
-                continue
-            self.objs.append((<list>entry)[0])
-            self.fds.append(fd)
-            self.flags_of[self.count] = <object>PyTuple_GET_ITEM(item, 1)
-            self.registered_of[self.count] = (<list>entry)[1]
-            self.count += 1
+            self.add(<object>PyTuple_GET_ITEM(item, 0), <object>PyTuple_GET_ITEM(item, 1))
+        self.known_version = af_dict_version(self.known)
+        return 0
+
+    cdef int take_events(self, af_epoll_event *events, int n) except -1:
+        cdef int i
+        self.reserve(n)
+        for i in range(n):
+            self.add(af_event_fd(&events[i]), af_event_flags(&events[i]))
+        self.known_version = af_dict_version(self.known)
         return 0
 
     cdef inline bint current(self, Py_ssize_t i):
         # the snapshot's object for event i is still the map's
-        return (_lookup(self.socket_map, <object>PyList_GET_ITEM(self.fds, i))
-                == PyList_GET_ITEM(self.objs, i))
+        if (_lookup(self.socket_map, <object>PyList_GET_ITEM(self.fds, i))
+                != PyList_GET_ITEM(self.objs, i)):
+            return False
+        self.map_version = af_dict_version(self.socket_map)
+        return True
 
-    cdef inline int settle(self, Py_ssize_t i) except -1:
+    cdef inline int settle(self, Py_ssize_t i, bint just_current) except -1:
+        # *just_current*: current(i) was the last current() asked
+        cdef unsigned long long version
+        cdef bint in_map = False
+        cdef object entry = None
+        if just_current:
+            version = af_dict_version(self.socket_map)
+            in_map = version != 0 and version == self.map_version
+        version = af_dict_version(self.known)
+        if version != 0 and version == self.known_version:
+            entry = <object>PyList_GET_ITEM(self.entries, i)
         self.settled += _after(self.event, self.socket_map, self.known, self.dirty,
                                <object>PyList_GET_ITEM(self.fds, i),
-                               <object>PyList_GET_ITEM(self.objs, i), self.pri)
+                               <object>PyList_GET_ITEM(self.objs, i), self.pri, in_map, entry)
+        return 0
+
+    cdef int deliver(self, bint poll_semantics) except -1:
+        if poll_semantics:
+            self.deliver_poll()
+        else:
+            self.deliver_select()
+        return 0
+
+    cdef int finish(self, object poller) except -1:
+        self.event.area.taken = False
+        poller.fast_dispatches += self.fast
+        poller.generic_dispatches += self.generic
+        # a channel settled here had its interest evaluated, as _refresh would
+        poller.interest_checks += self.settled
         return 0
 
     @cython.boundscheck(False)
@@ -535,7 +722,7 @@ cdef class _Batch:
             else:
                 self.generic += 1
                 _readwrite(obj, _to_poll_flags(flags))
-            self.settle(i)
+            self.settle(i, True)
         return 0
 
     @cython.boundscheck(False)
@@ -567,7 +754,7 @@ cdef class _Batch:
                 self.generic += 1
                 _expt(<object>PyList_GET_ITEM(self.objs, i))
         for i in range(self.count):
-            self.settle(i)
+            self.settle(i, False)
         return 0
 
 
@@ -575,24 +762,40 @@ def dispatch(poller, list events, bint poll_semantics):
     """Deliver *events* (epoll's ``[(fd, flags)]``) as ``MapPoller._dispatch_generic`` does."""
     cdef Py_ssize_t n = PyList_GET_SIZE(events)
     cdef _Batch batch
-    if not _configured:
-        raise RuntimeError("asynframe._loop_c.configure() was not called")
     if n == 0:
         return
+    batch = _new_batch(poller)
+    try:
+        batch.take(events, n)
+        batch.deliver(poll_semantics)
+    finally:
+        batch.finish(poller)
+
+
+cdef int _dispatch(object poller, af_epoll_event *events, int count, bint poll_semantics) except -1:
+    # dispatch() of the C array wait_dispatch() filled
+    cdef _Batch batch = _new_batch(poller)
+    try:
+        batch.take_events(events, count)
+        batch.deliver(poll_semantics)
+    finally:
+        batch.finish(poller)
+    return 0
+
+
+cdef _Batch _new_batch(object poller):
+    cdef _Batch batch
+    if not _configured:
+        raise RuntimeError("asynframe._loop_c.configure() was not called")
     batch = _Batch()
-    batch.event = _Event()
     batch.known = poller.known
     batch.socket_map = poller.map
     batch.dirty = poller.dirty
     batch.pri = poller.backend.supports_pri
-    try:
-        batch.take(events, n)
-        if poll_semantics:
-            batch.deliver_poll()
-        else:
-            batch.deliver_select()
-    finally:
-        poller.fast_dispatches += batch.fast
-        poller.generic_dispatches += batch.generic
-        # a channel settled here had its interest evaluated, as _refresh would
-        poller.interest_checks += batch.settled
+    batch.event = _Event()
+    batch.event.area = _take_area(poller)
+    return batch
+
+
+# the wait itself, on epoll, feeding _dispatch()
+include "_loop_wait.pxi"

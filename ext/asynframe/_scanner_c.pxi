@@ -335,8 +335,39 @@ cdef class FrameScanner:
             raise RuntimeError("FrameScanner.process() called from inside one of its callbacks")
         self.c_process(target)
 
+    cdef long long c_fill_area(self, long long fd, Py_ssize_t size, char *area,
+                               Py_ssize_t area_size) except -2:
+        # c_fill() for the compiled loop, which owns *area*: when nothing is
+        # held back the bytes are read there and scanned in place by the
+        # c_process() that must follow, as feed() scans a caller's bytes.  A
+        # connection between frames then needs no receive buffer of its own
+        # (no allocation per read); held-back bytes still go to _buf.
+        cdef af_ssize_t got
+        if (self._end > self._start or self._busy or self._exports or self._lent
+                or size > area_size or self._area != NULL):
+            return self.c_fill(fd, size)
+        got = af_recv(fd, area, size)
+        if got < 0:
+            if errno == EAGAIN or errno == EWOULDBLOCK:
+                return -1
+            raise OSError(errno, _os.strerror(errno))
+        if got:
+            self._area = area
+            self._area_len = got
+        return got
+
     cdef int c_process(self, object target) except -1:
         # process() once its caller knows no scan is running
+        cdef const char *data = self._area
+        if data != NULL:
+            self._area = NULL
+            self._start = self._end = 0
+            self._busy = True
+            try:
+                _scan(self, target, data, self._area_len, None)
+            finally:
+                self._busy = False
+            return 0
         if self._end > self._start:
             self._scan_buffer(target)
         return 0

@@ -36,6 +36,10 @@ class EpollBackend:
             timeout = 0
         return self._epoll.poll(-1 if timeout is None else timeout)
 
+    def fileno(self) -> int:
+        """The epoll descriptor (the compiled loop waits on it itself)."""
+        return self._epoll.fileno()
+
     def close(self) -> None:
         self._epoll.close()
 

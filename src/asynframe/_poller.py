@@ -103,6 +103,9 @@ class MapPoller:
     def __init__(self, socket_map: Dict[Any, Any]) -> None:
         self.map = socket_map
         self.backend = Backend()
+        # the compiled dispatch's receive area for this loop (_loop_c), made
+        # on its first read
+        self.read_area: Any = None
         # fd -> [object, registered mask (0: not in the backend), interest fn]
         self.known: Dict[Any, List[Any]] = {}
         # objects asked for their predicates every iteration
@@ -346,6 +349,13 @@ class MapPoller:
             return
         if self.always_ready or buffered:
             timeout = 0
+        elif _fast is not None and type(self.backend) is _backends.EpollBackend:
+            # the same wait and dispatch, with the ready list kept in C
+            wakeup_fd = self.wakeup_fd if timers is not None else -1
+            _fast.wait_dispatch(self, self.backend.fileno(), timeout, poll_semantics, wakeup_fd, timers)
+            if timers is not None:
+                timers.run()
+            return
         events = self.backend.poll(timeout)
         if buffered:
             # input decrypted and held inside a TLS layer: a read event of its own

@@ -27,7 +27,7 @@ def fmt_num(v: Optional[float]) -> str:
 
 
 def fmt_cell(cell: Optional[Dict[str, Any]]) -> str:
-    if not cell:
+    if not cell or cell["status"] == "not run":
         return "-"
     if cell["status"] != "ok":
         return cell["status"]
@@ -208,7 +208,7 @@ def _problem_notes(doc: Dict[str, Any]) -> List[str]:
             if c and c["status"] == "skipped":
                 notes.append(f"{s}: skipped: {c.get('note', '')}")
                 break  # one note per skipped server is enough
-            if c and c["status"] != "ok":
+            if c and c["status"] not in ("ok", "not run"):
                 notes.append(f"{s} / {sc}: {c['status']}: {c.get('note', '')}")
     return notes
 

@@ -242,24 +242,29 @@ def _measure(server: str, scenario: str, opts: argparse.Namespace, cpus: Optiona
 def _run_pairs(doc: Dict[str, Any], opts: argparse.Namespace, cpus: Optional[tuple], started: float) -> Dict[str, str]:
     """Measure every (scenario, server) pair into ``doc["results"]``; the skipped servers' reasons."""
     skipped: Dict[str, str] = {}
-    cells = len(opts.server_list) * len(opts.scenario_list)
-    index = 0
+    pairs = []
     for sc in opts.scenario_list:
         for server in opts.server_list:
-            index += 1
-            head = _progress_head(index, cells, started, sc, server)
-            if server in skipped:
-                # a server that cannot run here is not started again
-                doc["results"][sc][server] = {"status": "skipped", "note": skipped[server]}
-                print(f"{head} skipped")
-                continue
-            cell = _measure(server, sc, opts, cpus, head)
-            doc["results"][sc][server] = cell
-            if cell.get("server_info"):
-                doc["servers"][server].setdefault("info", cell["server_info"])
-            if cell["status"] == "skipped":
-                skipped[server] = cell["note"]
-            print(cell_line(head, sc, cell), flush=True)
+            only = SERVERS[server].get("only")
+            if only is not None and sc not in only:
+                # a variant, measured only where it differs from its base server
+                doc["results"][sc][server] = {"status": "not run", "note": "measured in " + ", ".join(only)}
+            else:
+                pairs.append((sc, server))
+    for index, (sc, server) in enumerate(pairs, 1):
+        head = _progress_head(index, len(pairs), started, sc, server)
+        if server in skipped:
+            # a server that cannot run here is not started again
+            doc["results"][sc][server] = {"status": "skipped", "note": skipped[server]}
+            print(f"{head} skipped")
+            continue
+        cell = _measure(server, sc, opts, cpus, head)
+        doc["results"][sc][server] = cell
+        if cell.get("server_info"):
+            doc["servers"][server].setdefault("info", cell["server_info"])
+        if cell["status"] == "skipped":
+            skipped[server] = cell["note"]
+        print(cell_line(head, sc, cell), flush=True)
     return skipped
 
 

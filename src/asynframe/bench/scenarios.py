@@ -27,6 +27,20 @@ SERVERS: Dict[str, Dict[str, Any]] = {
         "expect_core": "c",
         "about": "asynframe.asynchat/asyncore, compiled core",
     },
+    "asynframe-c-stock": {
+        "argv": ["asynchat_echo.py", "--impl", "asynframe", "--style", "stock"],
+        "env": {"ASYNFRAME_NO_EXTENSIONS": None},
+        "expect_core": "c",
+        "only": ["reqresp"],
+        "about": "the same, collect_incoming_data = async_chat._collect_incoming_data (one Python call per line)",
+    },
+    "asynframe-c-frames": {
+        "argv": ["asynchat_echo.py", "--impl", "asynframe", "--style", "frames"],
+        "env": {"ASYNFRAME_NO_EXTENSIONS": None},
+        "expect_core": "c",
+        "only": ["reqresp"],
+        "about": "the same with frame_received(frame) instead of the pair (one Python call per line)",
+    },
     "asynframe-py": {
         "argv": ["asynchat_echo.py", "--impl", "asynframe"],
         "env": {"ASYNFRAME_NO_EXTENSIONS": "1"},

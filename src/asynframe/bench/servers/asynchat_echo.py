@@ -23,6 +23,11 @@ import _lifecycle
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--impl", choices=["asynframe", "stdlib"], required=True)
+# legacy: the usual pair of callbacks, collect_incoming_data calling the
+# stock helper (two Python calls per line); stock: collect_incoming_data IS
+# the stock helper, which asynframe's core then runs in C (one call per line,
+# found_terminator); frames: asynframe's frame_received (one call per line)
+parser.add_argument("--style", choices=["legacy", "stock", "frames"], default="legacy")
 args = parser.parse_args()
 _lifecycle.setup()
 
@@ -58,6 +63,31 @@ class EchoChannel(asynchat.async_chat):
         self.push(self._get_data() + b"\r\n")
 
 
+class StockPairChannel(asynchat.async_chat):
+    collect_incoming_data = asynchat.async_chat._collect_incoming_data
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.set_terminator(b"\r\n")
+
+    def found_terminator(self):
+        self.push(self._get_data() + b"\r\n")
+
+
+class FramesChannel(asynchat.async_chat):
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.set_terminator(b"\r\n")
+
+    def frame_received(self, frame):
+        self.push(frame + b"\r\n")
+
+
+if args.style == "frames" and args.impl != "asynframe":
+    _lifecycle.skip("frame_received is asynframe's own")
+CHANNEL = {"legacy": EchoChannel, "stock": StockPairChannel, "frames": FramesChannel}[args.style]
+
+
 class EchoServer(asyncore.dispatcher):
     def __init__(self, host, port):
         super().__init__()
@@ -67,13 +97,13 @@ class EchoServer(asyncore.dispatcher):
         self.listen(_lifecycle.BACKLOG)
 
     def handle_accepted(self, sock, addr):
-        EchoChannel(sock)
+        CHANNEL(sock)
 
 
 # ---------------------------------------------------------------------------
 
 server = EchoServer(_lifecycle.HOST, 0)
-info = {"impl": args.impl, "asynchat": getattr(asynchat, "__file__", "?")}
+info = {"impl": args.impl, "style": args.style, "asynchat": getattr(asynchat, "__file__", "?")}
 if args.impl == "asynframe":
     import asynframe
 

@@ -1,0 +1,198 @@
+# Included by _loop_c.pyx (one extension module, split for reading).
+#
+# A fast-path channel's facts, remembered between events.  _fast_socket()
+# decides from about twenty dictionary lookups whether a channel may take
+# the fast path (no instance override of the stock plumbing, connected, not
+# listening, a plain socket, the core's scanner and queue) and what it needs
+# (socket, scanner, queue, read size, hold flag, urgent-data interest).  On
+# a request/response load that is one event per message, and those lookups
+# were a third of the loop's own work per message.
+#
+# Every one of those facts is read from the channel's instance dict or its
+# class.  So the answer stays right for as long as neither changes, which
+# CPython tells us: a class's version tag (see _loop_classes.pxi) and a
+# dict's PEP 509 version, a number taken from a counter shared by all dicts
+# at every change to one (insert, replace, delete, clear, the interpreter's
+# specialised attribute stores included).  The record keeps both and is
+# trusted only while both still match; any assignment to the channel (by the
+# application, asyncore, TLS, a timeout...) makes the next event check in
+# full, exactly as without a record.
+#
+# The record lives in the channel's instance dict (_RECORD_KEY), so it goes
+# when the channel goes.  It holds no references to what it describes: while
+# the dict's version is unchanged the dict itself keeps those objects alive,
+# and nothing is read through the record before that is checked.
+#
+# 3.12 deprecated the dict version and 3.14 removes it; on a free-threaded
+# build another thread may change it without the GIL.  There af_dict_version()
+# is 0, no record is ever trusted, and every event is checked in full.
+
+cdef extern from *:
+    """
+    #if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    #  if defined(__GNUC__) || defined(__clang__)
+    #    pragma GCC diagnostic push
+    #    pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    #  endif
+    static inline unsigned long long af_dict_version(PyObject *d) {
+        return (unsigned long long)((PyDictObject *)d)->ma_version_tag;
+    }
+    #  if defined(__GNUC__) || defined(__clang__)
+    #    pragma GCC diagnostic pop
+    #  endif
+    #else
+    static inline unsigned long long af_dict_version(PyObject *d) {
+        (void)d;
+        return 0;
+    }
+    #endif
+
+    /* socket.socket's descriptor without a fileno() call: the C object of
+       _socket.socket starts with it (SOCKET_T, an int on POSIX).  configure()
+       checks this against fileno() on a live and a closed socket and falls
+       back to fileno() if they ever disagree. */
+    typedef struct {
+        PyObject_HEAD
+        int sock_fd;
+    } af_socket_head;
+
+    static inline long long af_socket_fd(PyObject *sock) {
+    #ifdef _WIN32
+        (void)sock;
+        return -2;  /* SOCKET is wider there: always use fileno() */
+    #else
+        return (long long)((af_socket_head *)sock)->sock_fd;
+    #endif
+    }
+    """
+    unsigned long long af_dict_version(object d)
+    long long af_socket_fd(PyObject *sock)
+
+
+# True once configure() saw af_socket_fd() agree with fileno()
+cdef bint _fd_direct = False
+
+
+cdef bint _socket_layout_matches(object plain_socket):
+    # af_socket_fd() against fileno(), on a live and on a closed socket
+    import socket as _socket_module
+    sock = plain_socket(_socket_module.AF_INET, _socket_module.SOCK_STREAM)
+    try:
+        if af_socket_fd(<PyObject *>sock) != sock.fileno():
+            return False
+    finally:
+        sock.close()
+    return af_socket_fd(<PyObject *>sock) == sock.fileno() == -1
+
+
+cdef inline long long _sock_fd(object sock) except? -3:
+    # sock.fileno() of a plain socket.socket
+    if _fd_direct:
+        return af_socket_fd(<PyObject *>sock)
+    return sock.fileno()
+
+
+_RECORD_KEY = "_af_fast_record"
+
+
+@cython.final
+cdef class _FastRecord:
+    # What _fast_socket() found for one channel that may take the fast path.
+    # The pointers are borrowed (see above): dereference only after
+    # _trusted() said yes.
+    cdef unsigned long long dict_version  # the instance dict's, 0: never trusted
+    cdef PyObject *attrs                  # that dict (identity only)
+    cdef PyObject *cls                    # the channel's class (identity only)
+    cdef _ClassInfo info                  # its description, with its version tag
+    cdef PyObject *sock                   # a plain socket.socket
+    cdef PyObject *scanner                # FrameScanner
+    cdef PyObject *queue                  # PushQueue
+    cdef PyObject *size_value             # ac_in_buffer_size
+    cdef PyObject *hold_value             # hold_pipelined_replies
+    cdef Py_ssize_t read_size             # read_size(size_value) once asked, else -1
+    cdef int hold                         # truth of hold_value once asked, else -1
+    cdef bint wants_urgent                # _wants_urgent() for the channel
+
+
+cdef inline bint _trusted(_FastRecord rec, object obj, object attrs):
+    # whether *rec* still describes *obj*, whose instance dict is *attrs* (a dict)
+    cdef unsigned long long version = af_dict_version(attrs)
+    return (version != 0 and version == rec.dict_version and rec.attrs == <PyObject *>attrs
+            and rec.cls == <PyObject *>Py_TYPE(obj) and rec.info.version != 0
+            and rec.info.version == af_type_version(rec.cls))
+
+
+cdef inline _FastRecord _record_of(object obj, object attrs):
+    # *obj*'s record if it is still trusted, else None; *attrs* is its dict
+    cdef PyObject *found = _lookup(attrs, _RECORD_KEY)
+    if found == NULL or type(<object>found) is not _FastRecord:
+        return None
+    if not _trusted(<_FastRecord>found, obj, attrs):
+        return None
+    return <_FastRecord>found
+
+
+cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, object sock) except -1:
+    # After a full check said yes (event holds its findings): keep them for
+    # the next events.  Only for a class whose state reads are dict reads.
+    cdef PyObject *found
+    cdef PyObject *size_value
+    cdef PyObject *hold_value
+    cdef _FastRecord rec
+    event.rec = None
+    if af_dict_version(attrs) == 0 or not (info.flags & CLASS_PLAIN_STATE):
+        return 0
+    size_value = _plain_value(attrs, info, "ac_in_buffer_size")
+    hold_value = _plain_value(attrs, info, "hold_pipelined_replies")
+    if size_value == NULL or hold_value == NULL:
+        return 0  # left to the full reads and their errors, in _fast_read
+    found = _lookup(attrs, _RECORD_KEY)
+    if found != NULL and type(<object>found) is _FastRecord:
+        rec = <_FastRecord>found
+    else:
+        rec = _FastRecord()
+        PyDict_SetItem(attrs, _RECORD_KEY, rec)
+    rec.attrs = <PyObject *>attrs
+    rec.cls = <PyObject *>Py_TYPE(obj)
+    rec.info = info
+    rec.sock = <PyObject *>sock
+    rec.scanner = <PyObject *>event.scanner
+    rec.queue = <PyObject *>event.queue
+    rec.size_value = size_value
+    rec.hold_value = hold_value
+    rec.read_size = -1
+    rec.hold = -1
+    rec.wants_urgent = _wants_urgent(obj, info)
+    # last: the lookups above change nothing, the insertion above does
+    rec.dict_version = af_dict_version(attrs)
+    event.rec = rec
+    return 0
+
+
+cdef inline PyObject *_plain_value(object attrs, _ClassInfo info, str name):
+    # _state() for a CLASS_PLAIN_STATE class, or NULL where it would ask getattr
+    cdef PyObject *value = _lookup(attrs, name)
+    if value == NULL:
+        value = _lookup(info.defaults, name)
+    return value
+
+
+cdef inline int _record_write(_FastRecord rec, object attrs, str name, object value) except -1:
+    # attrs[name] = value by the loop itself, keeping *rec* trusted if it was
+    cdef bint was_trusted = af_dict_version(attrs) == rec.dict_version
+    PyDict_SetItem(attrs, name, value)
+    if was_trusted:
+        rec.dict_version = af_dict_version(attrs)
+    return 0
+
+
+cdef inline Py_ssize_t _record_read_size(_FastRecord rec) except -1:
+    if rec.read_size < 0:
+        rec.read_size = read_size(<object>rec.size_value)
+    return rec.read_size
+
+
+cdef inline bint _record_hold(_FastRecord rec) except -1:
+    if rec.hold < 0:
+        rec.hold = bool(<object>rec.hold_value)
+    return rec.hold

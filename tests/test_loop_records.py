@@ -1,0 +1,238 @@
+"""What the compiled loop remembers about a fast-path channel (_loop_records.pxi).
+
+After a full check the loop keeps a record of a stock channel's facts and
+trusts it while the channel's instance dict and class are unchanged (their
+version numbers).  These tests change a channel in every way an application,
+asyncore or a feature can between two events, and in the middle of one
+(inside a callback), and require the same log and the same bytes as the
+same script on the generic Python path.  The file is marked ``api_layer``:
+with the pure core forced both runs are the Python path and the comparison
+still holds; the counters and the record itself are checked only where the
+compiled loop runs.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+from test_loop_fast_path import pump
+
+from asynframe import _poller, asynchat, asyncore
+
+from support import both_poll_modes
+
+pytestmark = pytest.mark.api_layer
+
+FAST = _poller.LOOP_IMPLEMENTATION == "c"
+if FAST:
+    from asynframe import _loop_c
+
+    RECORDS = _loop_c.records_supported()
+else:
+    RECORDS = False
+
+
+class Switching(asynchat.async_chat):
+    """Echo each line; some lines change the channel from inside the callback."""
+
+    def __init__(self, sock, m, log, generic=False):
+        super().__init__(sock, map=m)
+        self.log = log
+        self.generic = generic
+        if generic:
+            self._af_generic_path = True
+        self.set_terminator(b"\r\n")
+
+    def collect_incoming_data(self, data):
+        self.log.append(("chunk", len(data)))
+        self._collect_incoming_data(data)
+
+    def found_terminator(self):
+        line = self._get_data()
+        self.log.append(("line", line))
+        word, _, arg = line.partition(b" ")
+        if word == b"size":
+            self.ac_in_buffer_size = int(arg)
+        elif word == b"store":
+            # the interpreter specialises this store after a few runs; the
+            # last one must still be seen by the loop
+            for i in range(64):
+                self.ac_in_buffer_size = 64 + i
+            self.ac_in_buffer_size = int(arg)
+        elif word == b"override":
+            self.handle_read = self.logged_read
+        elif word == b"override-dict":
+            self.__dict__["handle_read"] = self.logged_read
+        elif word == b"override-update":
+            vars(self).update(handle_read=self.logged_read)
+        elif word == b"unoverride":
+            del self.handle_read
+        elif word == b"new-dict":
+            self.__dict__ = dict(self.__dict__)
+        elif word == b"junk-record":
+            self.__dict__["_af_fast_record"] = 42
+        elif word == b"drop-record":
+            self.__dict__.pop("_af_fast_record", None)
+        elif word == b"class":
+            self.__class__ = Prefixing
+        elif word == b"class-back":
+            self.__class__ = Switching
+        elif word == b"clear-expt":
+            self.handle_expt = self.handle_expt
+        elif word == b"generic":
+            self._af_generic_path = True
+        elif word == b"fast":
+            self._af_generic_path = self.generic
+        self.push(self.reply(line))
+
+    def reply(self, line):
+        return line + b"\r\n"
+
+    def logged_read(self):
+        self.log.append(("own read",))
+        asynchat.async_chat.handle_read(self)
+
+    def handle_close(self):
+        self.log.append(("close",))
+        self.close()
+
+    def handle_error(self):
+        t, v = asyncore.compact_traceback()[1:3]
+        self.log.append(("error", t.__name__, str(v)))
+        self.handle_close()
+
+
+class Prefixing(Switching):
+    def reply(self, line):
+        return b"sub:" + line + b"\r\n"
+
+
+def run_lines(generic, use_poll, lines, between=None):
+    """Send *lines* one at a time; return (log, bytes received, fast count)."""
+    m: dict = {}
+    log: list = []
+    a, b = socket.socketpair()
+    try:
+        chan = Switching(a, m, log, generic=generic)
+        poller = _poller.poller_for(m)
+        fast = poller.fast_dispatches
+        got = b""
+        for line in lines:
+            if between is not None:
+                between(chan, line)
+            b.sendall(line + b"\r\n")
+            got += pump(m, b, lambda data, line=line: data.endswith(line + b"\r\n"), use_poll)
+        return log, got, poller.fast_dispatches - fast
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        b.close()
+
+
+LONG = b"x" * 40
+
+SCRIPTS = {
+    "read size": [b"one", b"size 7", LONG, b"size 3", LONG, b"size 65536", LONG],
+    "specialised store": [b"one", b"store 5", LONG, b"store 11", LONG],
+    "instance override": [b"one", b"override", b"two", b"unoverride", b"three"],
+    "override through __dict__": [b"one", b"override-dict", b"two", b"unoverride", b"three"],
+    "override through vars().update": [b"one", b"override-update", b"two", b"unoverride", b"three"],
+    "new instance dict": [b"one", b"new-dict", b"two", b"size 5", LONG, b"three"],
+    "foreign record value": [b"one", b"junk-record", b"two", b"drop-record", b"three", b"four"],
+    "class changed": [b"one", b"class", b"two", b"class-back", b"three"],
+    "urgent handler on the instance": [b"one", b"clear-expt", b"two"],
+    "generic flag": [b"one", b"generic", b"two", b"fast", b"three"],
+}
+
+
+@both_poll_modes
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.timeout(20)
+def test_change_inside_callback_seen_at_next_event(name, use_poll):
+    fast_log, fast_got, fast_count = run_lines(False, use_poll, SCRIPTS[name])
+    slow_log, slow_got, slow_count = run_lines(True, use_poll, SCRIPTS[name])
+    assert fast_log == slow_log
+    assert fast_got == slow_got
+    assert slow_count == 0
+    if FAST:
+        assert fast_count > 0
+    # the change really happened
+    sizes = [entry[1] for entry in fast_log if entry[0] == "chunk"]
+    if name == "read size":
+        assert 40 in sizes and 3 in sizes[-12:]
+    if name == "specialised store":
+        assert sizes.count(5) >= 8 and 11 in sizes
+    if "override" in name:
+        # the reads of "two" and of "unoverride" went through the override
+        assert fast_log.count(("own read",)) == 2
+    if name == "class changed":
+        assert b"sub:two\r\n" in fast_got and b"sub:three" not in fast_got
+
+
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_change_between_events_seen(use_poll):
+    # changes made from outside the loop's callbacks, between two events
+    def between(chan, line):
+        if line.startswith(b"two"):
+            chan.ac_in_buffer_size = 4
+        elif line == b"three":
+            chan.handle_read = chan.logged_read
+        elif line.startswith(b"four"):
+            del chan.handle_read
+            type(chan).ac_in_buffer_size = 6  # the class default, instance value removed below
+            del chan.ac_in_buffer_size
+        elif line.startswith(b"five"):
+            # only the class changes: the record must not outlive it
+            type(chan).ac_in_buffer_size = 2
+
+    def run(generic):
+        try:
+            return run_lines(generic, use_poll, lines, between)
+        finally:
+            if "ac_in_buffer_size" in Switching.__dict__:
+                del Switching.ac_in_buffer_size
+
+    lines = [b"one", b"two" + LONG, b"three", b"four" + LONG, b"five" + LONG]
+    fast_log, fast_got, fast_count = run(False)
+    slow_log, slow_got, _ = run(True)
+    assert fast_log == slow_log and fast_got == slow_got
+    sizes = [entry[1] for entry in fast_log if entry[0] == "chunk"]
+    assert max(sizes[1:]) <= 6 and 4 in sizes and ("own read",) in fast_log
+    assert max(sizes[-10:]) == 2
+    if FAST:
+        assert fast_count > 0
+
+
+@pytest.mark.skipif(not RECORDS, reason="records need the compiled loop and dict versions")
+@pytest.mark.timeout(20)
+def test_record_kept_while_nothing_changes(smap):
+    log: list = []
+    a, b = socket.socketpair()
+    with b:
+        chan = Switching(a, smap, log)
+        b.sendall(b"one\r\n")
+        pump(smap, b, lambda data: data.endswith(b"one\r\n"), True)
+        record = vars(chan).get("_af_fast_record")
+        assert type(record).__name__ == "_FastRecord"
+        for line in (b"two", b"three"):
+            b.sendall(line + b"\r\n")
+            pump(smap, b, lambda data, line=line: data.endswith(line + b"\r\n"), True)
+        # the same record, updated in place: the dict gained no other key
+        assert vars(chan)["_af_fast_record"] is record
+
+
+@pytest.mark.skipif(not FAST, reason="no compiled loop")
+def test_records_exist_where_dict_versions_do():
+    free_threaded = not getattr(sys, "_is_gil_enabled", lambda: True)() or bool(
+        __import__("sysconfig").get_config_var("Py_GIL_DISABLED")
+    )
+    assert RECORDS == (sys.version_info < (3, 14) and not free_threaded)
+
+
+@pytest.mark.skipif(not FAST or not sys.platform.startswith("linux"), reason="compiled loop on Linux")
+def test_socket_descriptor_read_directly():
+    # configure() compared the C object's descriptor with fileno(): on
+    # CPython for Linux they agree, so the loop makes no fileno() call
+    assert _loop_c.socket_fd_direct()
