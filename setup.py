@@ -31,6 +31,8 @@ if os.environ.get("ASYNFRAME_ASAN") == "1":
 # (cimported by _loop_c), the .pxi files _core_c.pyx includes, the C helpers.
 CORE_SOURCES = [
     "ext/asynframe/_sockio.h",
+    "ext/asynframe/_versions.h",
+    "ext/asynframe/_versions.pxd",
     "ext/asynframe/_core_c.pxd",
     "ext/asynframe/_scanner_c.pxi",
     "ext/asynframe/_scan_c.pxi",

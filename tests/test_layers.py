@@ -23,7 +23,10 @@ if not SRC.is_dir():  # the tests run from a copy of the sdist's tests/ in CI
     pytest.skip("needs the source tree", allow_module_level=True)
 
 LAYERS = [
-    ("framing core", {"_version", "_core_common", "_scanner_py", "_push_queue_py", "_core_py", "_core_c", "_core"}),
+    (
+        "framing core",
+        {"_version", "_core_common", "_scanner_py", "_push_queue_py", "_core_py", "_core_c", "_core", "_versions"},
+    ),
     ("loop", {"_events", "_timers", "_backends", "_poller", "_loop_c", "_file_wrapper"}),
     (
         "channel features",

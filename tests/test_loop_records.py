@@ -236,3 +236,100 @@ def test_socket_descriptor_read_directly():
     # configure() compared the C object's descriptor with fileno(): on
     # CPython for Linux they agree, so the loop makes no fileno() call
     assert _loop_c.socket_fd_direct()
+
+
+# -- the callbacks a scan calls without looking them up ------------------------
+#
+# With a record, a scan calls the class's collect_incoming_data /
+# found_terminator / frame_received directly while the channel's dict and
+# class are as they were.  A change made by one callback applies to the very
+# next one, within the same read: here the lines of each script arrive in
+# one piece.
+
+
+def replacement(self, *args):
+    self.log.append(("replaced", len(args)))
+    self.push(b"replaced\r\n")
+
+
+class Rebinding(Switching):
+    def found_terminator(self):
+        line = self._get_data()
+        self.log.append(("line", line))
+        if line == b"instance":
+            self.found_terminator = lambda: replacement(self)
+        elif line == b"class":
+            Rebinding.found_terminator = replacement
+        elif line == b"new-dict":
+            fresh = dict(self.__dict__)
+            fresh["found_terminator"] = lambda: replacement(self)
+            self.__dict__ = fresh
+        elif line == b"delete":
+            # the function running now is removed from its class
+            del Rebinding.found_terminator
+        self.push(line + b"\r\n")
+
+
+class RebindingFrames(Switching):
+    def frame_received(self, frame):
+        self.log.append(("frame", frame))
+        if frame == b"instance":
+            self.frame_received = lambda f: replacement(self, f)
+        elif frame == b"static":
+            RebindingFrames.frame_received = staticmethod(lambda f: None)
+        self.push(frame + b"\r\n")
+
+
+def run_pipelined(cls, generic, use_poll, data, expect_end):
+    m: dict = {}
+    log: list = []
+    a, b = socket.socketpair()
+    original = dict(cls.__dict__)
+    chan = None
+    try:
+        chan = cls(a, m, log, generic=generic)
+        poller = _poller.poller_for(m)
+        fast = poller.fast_dispatches
+        b.sendall(b"warm\r\n")
+        got = pump(m, b, lambda data: data.endswith(b"warm\r\n"), use_poll)
+        b.sendall(data)
+        got += pump(m, b, lambda data: data.endswith(expect_end), use_poll)
+        return log, got, poller.fast_dispatches - fast
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        b.close()
+        for name in ("found_terminator", "frame_received"):
+            if name in original:
+                setattr(cls, name, original[name])
+        del chan
+
+
+PIPELINED = {
+    "instance attribute": (Rebinding, b"instance\r\nnext\r\n", b"replaced\r\n"),
+    "class attribute": (Rebinding, b"class\r\nnext\r\n", b"replaced\r\n"),
+    "new __dict__": (Rebinding, b"new-dict\r\nnext\r\n", b"replaced\r\n"),
+    "function deleted from its class": (Rebinding, b"delete\r\nnext\r\n", b"next\r\n"),
+    "frames, instance attribute": (RebindingFrames, b"instance\r\nnext\r\n", b"replaced\r\n"),
+    "frames, staticmethod": (RebindingFrames, b"static\r\nnext\r\nlast\r\n", b"static\r\n"),
+}
+
+
+@both_poll_modes
+@pytest.mark.parametrize("name", sorted(PIPELINED))
+@pytest.mark.timeout(20)
+def test_callback_changed_mid_read_applies_to_the_next_frame(name, use_poll):
+    cls, data, end = PIPELINED[name]
+    fast_log, fast_got, fast_count = run_pipelined(cls, False, use_poll, data, end)
+    slow_log, slow_got, slow_count = run_pipelined(cls, True, use_poll, data, end)
+    assert fast_log == slow_log
+    assert fast_got == slow_got
+    assert slow_count == 0
+    if FAST:
+        assert fast_count > 0
+    if "staticmethod" in name:
+        assert fast_log == [("frame", b"warm"), ("frame", b"static")]
+    elif "deleted" in name:
+        # the class falls back to Switching.found_terminator for "next"
+        assert fast_log[-1] == ("line", b"next") and fast_got.endswith(b"next\r\n")
+    else:
+        assert ("replaced", 0 if "frames" not in name else 1) in fast_log

@@ -38,6 +38,25 @@ cdef struct _RetiredBlock:
     _RetiredBlock *next
 
 
+cdef struct CallbackCache:
+    # The callbacks a scan calls on its target, as its class defines them
+    # (plain functions, borrowed from the class), for a target whose
+    # instance dict was *attrs* at *attrs_version* and whose class was *cls*
+    # at *cls_version*: while all four still hold, target.name(...) is
+    # exactly that function called with the target.  NULL: look it up.
+    PyObject *attrs
+    unsigned long long attrs_version
+    PyObject *cls
+    unsigned int cls_version
+    PyObject *funcs[3]          # CB_COLLECT, CB_FOUND, CB_FRAME
+
+
+cdef enum:
+    CB_COLLECT = 0              # collect_incoming_data
+    CB_FOUND = 1                # found_terminator
+    CB_FRAME = 2                # frame_received
+
+
 cdef class FrameScanner:
     cdef int _mode
     cdef int _kind              # TERM_NONE, TERM_BYTES or TERM_INT
@@ -76,6 +95,8 @@ cdef class FrameScanner:
     # c_process() that follows scans in place (NULL: none)
     cdef const char *_area
     cdef Py_ssize_t _area_len
+    # c_process_cached(): its caller's cache for the scan under way, else NULL
+    cdef CallbackCache *_callbacks
 
     cdef void _set(self, object term)
     cdef int _reserve(self, Py_ssize_t extra) except -1
@@ -89,6 +110,7 @@ cdef class FrameScanner:
     cdef long long c_fill_area(self, long long fd, Py_ssize_t size, char *area,
                                Py_ssize_t area_size) except -2
     cdef int c_process(self, object target) except -1
+    cdef int c_process_cached(self, object target, CallbackCache *cache) except -1
     cdef bint c_frame_follows(self)
 
 

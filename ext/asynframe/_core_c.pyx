@@ -22,12 +22,16 @@ from cpython.buffer cimport (
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_GET_BUFFER
-from cpython.object cimport PyObject
+from cpython.exc cimport PyErr_Clear
+from cpython.object cimport PyObject, Py_TYPE
 from cpython.long cimport PyLong_FromSsize_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport Py_XDECREF
 from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
+
+from asynframe._versions cimport af_dict_version, af_type_version
 
 import os as _os
 

@@ -28,7 +28,7 @@ from cpython.ref cimport Py_DECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdlib cimport free, malloc
 
-from asynframe._core_c cimport FrameScanner, PushQueue, read_size
+from asynframe._core_c cimport CB_COLLECT, CB_FOUND, CB_FRAME, CallbackCache, FrameScanner, PushQueue, read_size
 
 from asynframe import _events
 
@@ -40,6 +40,9 @@ _STOCK_NAMES = (
     "handle_read_event", "handle_write_event", "handle_read", "handle_write",
     "readable", "writable", "recv", "send", "initiate_send",
 )
+
+# The scanner's callbacks, in the order of CB_COLLECT, CB_FOUND, CB_FRAME
+_CALLBACK_NAMES = ("collect_incoming_data", "found_terminator", "frame_received")
 
 # The per-event state the loop reads from a channel.  When no class in the
 # MRO makes one of them a descriptor, obj.name is "the instance dict's
@@ -58,24 +61,7 @@ cdef enum:
     CLASS_WANTS_URGENT = 16  # overrides handle_expt or handle_expt_event (_poller.wants_urgent)
 
 
-cdef extern from *:
-    """
-    /* CPython's type-attribute cache tag: a fresh number is given when the
-       type's attributes are looked up; modifying the type or one of its bases
-       invalidates it.  Up to 3.12 that clears Py_TPFLAGS_VALID_VERSION_TAG
-       (3.9 leaves the number as it was); 3.13 no longer uses the flag and
-       resets the number to 0.  tests/test_loop_fast_path.py checks this on
-       every interpreter. */
-    static inline unsigned int af_type_version(PyObject *type) {
-        PyTypeObject *t = (PyTypeObject *)type;
-    #if PY_VERSION_HEX < 0x030D0000
-        if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
-            return 0;
-    #endif
-        return t->tp_version_tag;
-    }
-    """
-    unsigned int af_type_version(PyObject *type)
+from asynframe._versions cimport af_dict_version, af_type_version
 
 
 cdef inline unsigned int _version_of(type cls):
@@ -90,6 +76,9 @@ cdef class _ClassInfo:
     cdef int flags
     cdef unsigned int version
     cdef dict defaults      # name in _STATE_NAMES -> the class's value
+    # the class's collect_incoming_data, found_terminator and frame_received
+    # where each is a plain function, else None (_CALLBACK_NAMES order)
+    cdef tuple callbacks
 
 
 # Set once by configure(), when asynchat defines async_chat and before any
@@ -204,7 +193,8 @@ def records_supported():
     """Whether fast-path channels keep a record between events here (the
     dict version exists: CPython before 3.14, with the GIL); else every
     event is checked in full (_loop_records.pxi)."""
-    return af_dict_version({}) != 0
+    probe = {}
+    return af_dict_version(<PyObject *>probe) != 0
 
 
 def socket_fd_direct():
@@ -468,8 +458,13 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
             return 0
         event.hold = bool(_state(obj, attrs, info, "hold_pipelined_replies"))
         _set_state(obj, attrs, info, "_af_dispatching", event)
+    cdef CallbackCache callbacks
     try:
-        scanner.c_process(obj)
+        if rec is not None:
+            _record_callbacks(rec, attrs, &callbacks)
+            scanner.c_process_cached(obj, &callbacks)
+        else:
+            scanner.c_process(obj)
     except Exception:
         # as async_chat.handle_read: held replies to the frames before the
         # failing one go out before handle_error closes the channel
@@ -652,7 +647,7 @@ cdef class _Batch:
         for i in range(n):
             item = <object>PyList_GET_ITEM(events, i)
             self.add(<object>PyTuple_GET_ITEM(item, 0), <object>PyTuple_GET_ITEM(item, 1))
-        self.known_version = af_dict_version(self.known)
+        self.known_version = af_dict_version(<PyObject *>self.known)
         return 0
 
     cdef int take_events(self, af_epoll_event *events, int n) except -1:
@@ -660,7 +655,7 @@ cdef class _Batch:
         self.reserve(n)
         for i in range(n):
             self.add(af_event_fd(&events[i]), af_event_flags(&events[i]))
-        self.known_version = af_dict_version(self.known)
+        self.known_version = af_dict_version(<PyObject *>self.known)
         return 0
 
     cdef inline bint current(self, Py_ssize_t i):
@@ -668,7 +663,7 @@ cdef class _Batch:
         if (_lookup(self.socket_map, <object>PyList_GET_ITEM(self.fds, i))
                 != PyList_GET_ITEM(self.objs, i)):
             return False
-        self.map_version = af_dict_version(self.socket_map)
+        self.map_version = af_dict_version(<PyObject *>self.socket_map)
         return True
 
     cdef inline int settle(self, Py_ssize_t i, bint just_current) except -1:
@@ -677,9 +672,9 @@ cdef class _Batch:
         cdef bint in_map = False
         cdef object entry = None
         if just_current:
-            version = af_dict_version(self.socket_map)
+            version = af_dict_version(<PyObject *>self.socket_map)
             in_map = version != 0 and version == self.map_version
-        version = af_dict_version(self.known)
+        version = af_dict_version(<PyObject *>self.known)
         if version != 0 and version == self.known_version:
             entry = <object>PyList_GET_ITEM(self.entries, i)
         self.settled += _after(self.event, self.socket_map, self.known, self.dirty,

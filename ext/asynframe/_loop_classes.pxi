@@ -39,6 +39,7 @@ cdef _ClassInfo _describe(type cls):
     if cls.__getattribute__ is not object.__getattribute__:
         # _get() would bypass it
         info.flags = 0
+        info.callbacks = (None, None, None)
         info.version = _version_of(cls)
         return info
     for i, name in enumerate(_STOCK_NAMES):
@@ -63,10 +64,28 @@ cdef _ClassInfo _describe(type cls):
                     else:
                         info.defaults[name] = value
                     break
+    callbacks = []
+    for name in _CALLBACK_NAMES:
+        value = _from_class(cls, name)
+        callbacks.append(value if type(value) is _function_type else None)
+    info.callbacks = tuple(callbacks)
     info.flags = flags
     # read last: the getattr calls above are what give the class its tag
     info.version = _version_of(cls)
     return info
+
+
+from types import FunctionType as _function_type
+
+
+cdef object _from_class(type cls, str name):
+    # what looking *name* up on an instance of *cls* finds in the class
+    # (the first class of the MRO that defines it), or None
+    for klass in cls.__mro__:
+        attrs = klass.__dict__
+        if name in attrs:
+            return attrs[name]
+    return None
 
 
 cdef extern from "Python.h":

@@ -10,10 +10,8 @@
 #
 # Every one of those facts is read from the channel's instance dict or its
 # class.  So the answer stays right for as long as neither changes, which
-# CPython tells us: a class's version tag (see _loop_classes.pxi) and a
-# dict's PEP 509 version, a number taken from a counter shared by all dicts
-# at every change to one (insert, replace, delete, clear, the interpreter's
-# specialised attribute stores included).  The record keeps both and is
+# CPython tells us: a class's version tag and a dict's PEP 509 version
+# (_versions.h).  The record keeps both and is
 # trusted only while both still match; any assignment to the channel (by the
 # application, asyncore, TLS, a timeout...) makes the next event check in
 # full, exactly as without a record.
@@ -23,30 +21,11 @@
 # the dict's version is unchanged the dict itself keeps those objects alive,
 # and nothing is read through the record before that is checked.
 #
-# 3.12 deprecated the dict version and 3.14 removes it; on a free-threaded
-# build another thread may change it without the GIL.  There af_dict_version()
-# is 0, no record is ever trusted, and every event is checked in full.
+# Where CPython keeps no dict version (3.14, free-threaded builds: see
+# _versions.h) no record is ever trusted and every event is checked in full.
 
 cdef extern from *:
     """
-    #if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
-    #  if defined(__GNUC__) || defined(__clang__)
-    #    pragma GCC diagnostic push
-    #    pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    #  endif
-    static inline unsigned long long af_dict_version(PyObject *d) {
-        return (unsigned long long)((PyDictObject *)d)->ma_version_tag;
-    }
-    #  if defined(__GNUC__) || defined(__clang__)
-    #    pragma GCC diagnostic pop
-    #  endif
-    #else
-    static inline unsigned long long af_dict_version(PyObject *d) {
-        (void)d;
-        return 0;
-    }
-    #endif
-
     /* socket.socket's descriptor without a fileno() call: the C object of
        _socket.socket starts with it (SOCKET_T, an int on POSIX).  configure()
        checks this against fileno() on a live and a closed socket and falls
@@ -65,7 +44,6 @@ cdef extern from *:
     #endif
     }
     """
-    unsigned long long af_dict_version(object d)
     long long af_socket_fd(PyObject *sock)
 
 
@@ -112,11 +90,13 @@ cdef class _FastRecord:
     cdef Py_ssize_t read_size             # read_size(size_value) once asked, else -1
     cdef int hold                         # truth of hold_value once asked, else -1
     cdef bint wants_urgent                # _wants_urgent() for the channel
+    # the class's callbacks the instance does not shadow (info.callbacks)
+    cdef PyObject *callbacks[3]
 
 
 cdef inline bint _trusted(_FastRecord rec, object obj, object attrs):
     # whether *rec* still describes *obj*, whose instance dict is *attrs* (a dict)
-    cdef unsigned long long version = af_dict_version(attrs)
+    cdef unsigned long long version = af_dict_version(<PyObject *>attrs)
     return (version != 0 and version == rec.dict_version and rec.attrs == <PyObject *>attrs
             and rec.cls == <PyObject *>Py_TYPE(obj) and rec.info.version != 0
             and rec.info.version == af_type_version(rec.cls))
@@ -140,7 +120,7 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
     cdef PyObject *hold_value
     cdef _FastRecord rec
     event.rec = None
-    if af_dict_version(attrs) == 0 or not (info.flags & CLASS_PLAIN_STATE):
+    if af_dict_version(<PyObject *>attrs) == 0 or not (info.flags & CLASS_PLAIN_STATE):
         return 0
     size_value = _plain_value(attrs, info, "ac_in_buffer_size")
     hold_value = _plain_value(attrs, info, "hold_pipelined_replies")
@@ -163,8 +143,14 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
     rec.read_size = -1
     rec.hold = -1
     rec.wants_urgent = _wants_urgent(obj, info)
+    for i in range(3):
+        callback = <object>PyTuple_GET_ITEM(info.callbacks, i)
+        if callback is None or _lookup(attrs, _CALLBACK_NAMES[i]) != NULL:
+            rec.callbacks[i] = NULL
+        else:
+            rec.callbacks[i] = <PyObject *>callback
     # last: the lookups above change nothing, the insertion above does
-    rec.dict_version = af_dict_version(attrs)
+    rec.dict_version = af_dict_version(<PyObject *>attrs)
     event.rec = rec
     return 0
 
@@ -179,10 +165,10 @@ cdef inline PyObject *_plain_value(object attrs, _ClassInfo info, str name):
 
 cdef inline int _record_write(_FastRecord rec, object attrs, str name, object value) except -1:
     # attrs[name] = value by the loop itself, keeping *rec* trusted if it was
-    cdef bint was_trusted = af_dict_version(attrs) == rec.dict_version
+    cdef bint was_trusted = af_dict_version(<PyObject *>attrs) == rec.dict_version
     PyDict_SetItem(attrs, name, value)
     if was_trusted:
-        rec.dict_version = af_dict_version(attrs)
+        rec.dict_version = af_dict_version(<PyObject *>attrs)
     return 0
 
 
@@ -196,3 +182,16 @@ cdef inline bint _record_hold(_FastRecord rec) except -1:
     if rec.hold < 0:
         rec.hold = bool(<object>rec.hold_value)
     return rec.hold
+
+
+cdef inline void _record_callbacks(_FastRecord rec, object attrs, CallbackCache *callbacks):
+    # what a scan of the channel may call without looking the methods up
+    # (FrameScanner.c_process_cached checks it before each call); *attrs* is
+    # the channel's instance dict, as _record_write just left it
+    callbacks.attrs = <PyObject *>attrs
+    callbacks.attrs_version = af_dict_version(<PyObject *>attrs)
+    callbacks.cls = rec.cls
+    callbacks.cls_version = rec.info.version
+    callbacks.funcs[CB_COLLECT] = rec.callbacks[CB_COLLECT]
+    callbacks.funcs[CB_FOUND] = rec.callbacks[CB_FOUND]
+    callbacks.funcs[CB_FRAME] = rec.callbacks[CB_FRAME]

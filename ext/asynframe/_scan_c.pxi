@@ -5,9 +5,75 @@
 # FrameScanner._scan in src/asynframe/_scanner_py.py.
 
 
+cdef extern from "Python.h":
+    # the raw form: NULL with the error set
+    PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
+
+
+cdef PyObject *_cached_callback(FrameScanner scanner, object target, int which) noexcept:
+    # The function *target*.<callback> would call, from the scan's cache, or
+    # NULL when there is none or it may no longer be right (then the scan
+    # looks the method up as usual).
+    cdef CallbackCache *cache = scanner._callbacks
+    cdef PyObject *func
+    cdef PyObject *attrs
+    cdef bint same
+    if cache == NULL:
+        return NULL
+    func = cache.funcs[which]
+    if (func == NULL or <PyObject *>Py_TYPE(target) != cache.cls
+            or af_type_version(cache.cls) != cache.cls_version):
+        return NULL
+    # the dict itself, not only its version: a callback may have given the
+    # target a new __dict__, leaving the old one unchanged
+    attrs = _generic_getdict(<PyObject *>target, NULL)
+    if attrs == NULL:
+        PyErr_Clear()
+        return NULL
+    same = attrs == cache.attrs and af_dict_version(attrs) == cache.attrs_version
+    Py_XDECREF(attrs)
+    return func if same else NULL
+
+
+cdef int _collect(FrameScanner scanner, object target, object chunk) except -1:
+    # target.collect_incoming_data(chunk)
+    cdef object func
+    cdef PyObject *cached = _cached_callback(scanner, target, CB_COLLECT)
+    if cached == NULL:
+        target.collect_incoming_data(chunk)
+    else:
+        func = <object>cached  # our own reference: the callback may delete it from the class
+        func(target, chunk)
+    return 0
+
+
+cdef int _found(FrameScanner scanner, object target) except -1:
+    # target.found_terminator()
+    cdef object func
+    cdef PyObject *cached = _cached_callback(scanner, target, CB_FOUND)
+    if cached == NULL:
+        target.found_terminator()
+    else:
+        func = <object>cached
+        func(target)
+    return 0
+
+
+cdef int _frame(FrameScanner scanner, object target, object frame) except -1:
+    # target.frame_received(frame)
+    cdef object func
+    cdef PyObject *cached = _cached_callback(scanner, target, CB_FRAME)
+    if cached == NULL:
+        target.frame_received(frame)
+    else:
+        func = <object>cached
+        func(target, frame)
+    return 0
+
+
 cdef int _deliver_partial(FrameScanner scanner, object target, object chunk) except -1:
     if scanner._mode == C_MODE_CALLBACKS:
-        target.collect_incoming_data(chunk)
+        _collect(scanner, target, chunk)
     else:
         PyList_Append(scanner._incoming, chunk)
     return 0
@@ -18,14 +84,14 @@ cdef int _deliver_frame_end(FrameScanner scanner, object target, object chunk) e
     if scanner._mode == C_MODE_COLLECT:
         if chunk is not None:
             PyList_Append(scanner._incoming, chunk)
-        target.found_terminator()
+        _found(scanner, target)
     else:
         if chunk is None:
             chunk = b""
         if PyList_GET_SIZE(scanner._incoming):
             PyList_Append(scanner._incoming, chunk)
             chunk = scanner._join_incoming()
-        target.frame_received(chunk)
+        _frame(scanner, target, chunk)
     return 0
 
 
@@ -99,11 +165,11 @@ cdef int _scan(FrameScanner scanner, object target, const char *data, Py_ssize_t
                     scanner._partial = 0
                     scanner._frames += 1
                     if mode == C_MODE_CALLBACKS:
-                        target.collect_incoming_data(chunk)
+                        _collect(scanner, target, chunk)
                         pos += need
                         scanner._kind = TERM_NONE
                         scanner._term = 0
-                        target.found_terminator()
+                        _found(scanner, target)
                     else:
                         pos += need
                         scanner._kind = TERM_NONE
@@ -143,23 +209,23 @@ cdef int _scan(FrameScanner scanner, object target, const char *data, Py_ssize_t
                     scanner._scan_next = index + tlen
                     if mode == C_MODE_CALLBACKS:
                         if index > pos:
-                            target.collect_incoming_data(
-                                PyBytes_FromStringAndSize(data + pos, index - pos))
+                            _collect(scanner, target,
+                                     PyBytes_FromStringAndSize(data + pos, index - pos))
                         pos = index + tlen
-                        target.found_terminator()
+                        _found(scanner, target)
                     elif mode == C_MODE_COLLECT:
                         if index > pos:
                             PyList_Append(scanner._incoming,
                                           PyBytes_FromStringAndSize(data + pos, index - pos))
                         pos = index + tlen
-                        target.found_terminator()
+                        _found(scanner, target)
                     else:
                         chunk = PyBytes_FromStringAndSize(data + pos, index - pos)
                         pos = index + tlen
                         if PyList_GET_SIZE(scanner._incoming):
                             PyList_Append(scanner._incoming, chunk)
                             chunk = scanner._join_incoming()
-                        target.frame_received(chunk)
+                        _frame(scanner, target, chunk)
                     if (scanner._term is not term or scanner._kind != TERM_BYTES
                             or scanner._mode != mode or scanner._clears != clears
                             or scanner._stops != stops):

@@ -356,6 +356,16 @@ cdef class FrameScanner:
             self._area_len = got
         return got
 
+    cdef int c_process_cached(self, object target, CallbackCache *cache) except -1:
+        # c_process(), calling the callbacks *cache* holds while it is valid
+        # (the compiled loop's records know the channel's class and dict)
+        self._callbacks = cache
+        try:
+            self.c_process(target)
+        finally:
+            self._callbacks = NULL
+        return 0
+
     cdef int c_process(self, object target) except -1:
         # process() once its caller knows no scan is running
         cdef const char *data = self._area
