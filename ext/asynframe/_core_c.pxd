@@ -41,11 +41,13 @@ cdef struct _RetiredBlock:
 cdef struct CallbackCache:
     # The callbacks a scan calls on its target, as its class defines them
     # (plain functions, borrowed from the class), for a target whose
-    # instance dict was *attrs* at *attrs_version* and whose class was *cls*
-    # at *cls_version*: while all four still hold, target.name(...) is
-    # exactly that function called with the target.  NULL: look it up.
+    # instance dict was *attrs* at *attrs_version* (or while *valid*) and
+    # whose class was *cls* at *cls_version*: while all that still holds,
+    # target.name(...) is exactly that function called with the target.
+    # NULL: look it up.
     PyObject *attrs
     unsigned long long attrs_version
+    int *valid                  # if not NULL: the dict is as cached while *valid (not the version)
     PyObject *cls
     unsigned int cls_version
     PyObject *funcs[3]          # CB_COLLECT, CB_FOUND, CB_FRAME

@@ -23,6 +23,7 @@ from cpython.dict cimport PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsUnsignedLong
 from cpython.object cimport PyObject, Py_TYPE
+from cpython.unicode cimport PyUnicode_CheckExact
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -186,15 +187,15 @@ def configure(chat_class, plain_socket):
     _stock_expt = (chat_class.handle_expt, chat_class.handle_expt_event)
     _plain_socket = plain_socket
     _fd_direct = _socket_layout_matches(plain_socket)
+    _start_watching()
     _configured = True
 
 
 def records_supported():
-    """Whether fast-path channels keep a record between events here (the
-    dict version exists: CPython before 3.14, with the GIL); else every
-    event is checked in full (_loop_records.pxi)."""
-    probe = {}
-    return af_dict_version(<PyObject *>probe) != 0
+    """Whether fast-path channels keep a record between events here
+    (CPython up to 3.12 with the GIL: dict versions, on 3.12 dict watchers);
+    else every event is checked in full (_loop_records.pxi)."""
+    return records_available()
 
 
 def socket_fd_direct():
@@ -432,15 +433,15 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         area = event.area.ready()
         # set before the read, which may leave bytes in the shared area that
         # the scan below must take before anything else can fail
-        _record_write(rec, attrs, "_af_dispatching", event)
+        _record_write(rec, attrs, _DISPATCHING, event)
         try:
             got = scanner.c_fill_area(fd, size, area, READ_AREA_SIZE)
         except OSError as why:
-            _record_write(rec, attrs, "_af_dispatching", False)
+            _record_write(rec, attrs, _DISPATCHING, False)
             obj._af_socket_error(why)
             return 0
         if got <= 0:
-            _record_write(rec, attrs, "_af_dispatching", False)
+            _record_write(rec, attrs, _DISPATCHING, False)
             if got == 0:
                 obj._af_peer_eof()
             return 0  # else would block
@@ -476,7 +477,7 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         attrs = _instance_dict(obj)
         if (rec is not None and attrs is not None and type(attrs) is dict
                 and _trusted(rec, obj, attrs)):
-            _record_write(rec, attrs, "_af_dispatching", False)
+            _record_write(rec, attrs, _DISPATCHING, False)
         else:
             rec = None
             info = _info_for(event, type(obj))

@@ -21,8 +21,14 @@
 # the dict's version is unchanged the dict itself keeps those objects alive,
 # and nothing is read through the record before that is checked.
 #
-# Where CPython keeps no dict version (3.14, free-threaded builds: see
-# _versions.h) no record is ever trusted and every event is checked in full.
+# On CPython 3.12 the record does not use the dict version: the loop
+# registers a dict watcher and watches each recorded dict; a change to one
+# of the names a record was made from (_RECORDED_NAMES), a clear or the
+# dict's end clears the record's `valid` flag.  Assignments to other
+# attributes (`self.ibuffer = []` in every found_terminator) then keep the
+# record, which a version number cannot tell apart.  From 3.13 on, and on
+# free-threaded builds, no record is kept (see AF_RECORDS below) and every
+# event is checked in full, as without records.
 
 cdef extern from *:
     """
@@ -45,6 +51,73 @@ cdef extern from *:
     }
     """
     long long af_socket_fd(PyObject *sock)
+
+cdef extern from *:
+    """
+    /* Dict watchers (CPython 3.12+, builds with the GIL): one per process,
+       added when the loop is configured, calling af_dict_changed (set from
+       Cython) with the dict and the key changed, or NULL for a change to the
+       whole dict (cleared, filled from another, deallocated).  It runs with
+       the GIL held, before the change is made, and must not fail. */
+    #if PY_VERSION_HEX >= 0x030C0000 && !defined(Py_GIL_DISABLED)
+    #define AF_DICT_WATCHERS 1
+    static int af_watcher_id = -1;
+    static void (*af_dict_changed)(PyObject *d, PyObject *key) = NULL;
+    /* the loop's own write around every read (the interned key it writes
+       with): no record is made from it, so it is dismissed here at once */
+    static PyObject *af_own_key = NULL;
+
+    static int af_on_dict_event(PyDict_WatchEvent event, PyObject *d, PyObject *key,
+                                PyObject *new_value) {
+        int keyed;
+        (void)new_value;
+        keyed = event == PyDict_EVENT_ADDED || event == PyDict_EVENT_MODIFIED
+                || event == PyDict_EVENT_DELETED;
+        if (keyed && key == af_own_key)
+            return 0;
+        if (af_dict_changed != NULL)
+            af_dict_changed(d, keyed ? key : NULL);
+        return 0;
+    }
+
+    /* 0 once the watcher exists, -1 with an exception set */
+    static int af_watch_start(void) {
+        if (af_watcher_id < 0) {
+            af_watcher_id = PyDict_AddWatcher(af_on_dict_event);
+            if (af_watcher_id < 0)
+                return -1;
+        }
+        return 0;
+    }
+
+    static int af_watch(PyObject *d) { return PyDict_Watch(af_watcher_id, d); }
+    #else
+    #define AF_DICT_WATCHERS 0
+    static void (*af_dict_changed)(PyObject *d, PyObject *key) = NULL;
+    static PyObject *af_own_key = NULL;
+    static int af_watch_start(void) { return 0; }
+    static int af_watch(PyObject *d) { (void)d; return -1; }
+    #endif
+
+    /* From 3.13 an instance's attributes live in values stored inline in
+       the object, and the dict made for its __dict__ shares them: an
+       attribute store writes the values and neither changes the dict's
+       version nor tells its watchers (3.13.0, checked by
+       tests/test_loop_records.py).  Giving the channel a dict of its own
+       would avoid that, but 3.13.0 then mishandles a later __class__
+       assignment.  So from 3.13 on no record is kept. */
+    #if PY_VERSION_HEX >= 0x030D0000 || defined(Py_GIL_DISABLED)
+    #define AF_RECORDS 0
+    #else
+    #define AF_RECORDS 1
+    #endif
+    """
+    bint AF_DICT_WATCHERS
+    void (*af_dict_changed)(PyObject *d, PyObject *key) noexcept
+    PyObject *af_own_key
+    int af_watch_start() except -1
+    int af_watch(PyObject *d)
+    bint AF_RECORDS
 
 
 # True once configure() saw af_socket_fd() agree with fileno()
@@ -70,7 +143,9 @@ cdef inline long long _sock_fd(object sock) except? -3:
     return sock.fileno()
 
 
-_RECORD_KEY = "_af_fast_record"
+cdef str _RECORD_KEY = "_af_fast_record"
+# the key of the loop's own writes (_record_write), one interned object
+cdef str _DISPATCHING = "_af_dispatching"
 
 
 @cython.final
@@ -79,6 +154,7 @@ cdef class _FastRecord:
     # The pointers are borrowed (see above): dereference only after
     # _trusted() said yes.
     cdef unsigned long long dict_version  # the instance dict's, 0: never trusted
+    cdef int valid                        # with dict watchers: cleared by _dict_changed()
     cdef PyObject *attrs                  # that dict (identity only)
     cdef PyObject *cls                    # the channel's class (identity only)
     cdef _ClassInfo info                  # its description, with its version tag
@@ -96,10 +172,55 @@ cdef class _FastRecord:
 
 cdef inline bint _trusted(_FastRecord rec, object obj, object attrs):
     # whether *rec* still describes *obj*, whose instance dict is *attrs* (a dict)
-    cdef unsigned long long version = af_dict_version(<PyObject *>attrs)
-    return (version != 0 and version == rec.dict_version and rec.attrs == <PyObject *>attrs
-            and rec.cls == <PyObject *>Py_TYPE(obj) and rec.info.version != 0
-            and rec.info.version == af_type_version(rec.cls))
+    cdef unsigned long long version
+    if AF_DICT_WATCHERS:
+        if not rec.valid:
+            return False
+    else:
+        version = af_dict_version(<PyObject *>attrs)
+        if version == 0 or version != rec.dict_version:
+            return False
+    return (rec.attrs == <PyObject *>attrs and rec.cls == <PyObject *>Py_TYPE(obj)
+            and rec.info.version != 0 and rec.info.version == af_type_version(rec.cls))
+
+
+# What a record is made from in the instance dict: a change to any of these
+# names (with dict watchers) makes it untrusted.
+_RECORDED_NAMES = frozenset(
+    _STOCK_NAMES + _CALLBACK_NAMES
+    + ("connected", "accepting", "socket", "_af_generic_path", "_af_scanner", "_af_queue",
+       "ac_in_buffer_size", "hold_pipelined_replies", "handle_expt", "handle_expt_event",
+       _RECORD_KEY)
+)
+
+
+cdef void _dict_changed(PyObject *attrs, PyObject *key) noexcept:
+    # the dict watcher: *attrs*, a recorded instance dict, is about to change
+    # at *key* (NULL: as a whole)
+    cdef PyObject *found
+    if key != NULL and PyUnicode_CheckExact(<object>key) and <object>key not in _RECORDED_NAMES:
+        return
+    # (any other key, even one of another type, counts as a change)
+    found = _lookup(<object>attrs, _RECORD_KEY)  # a str key: cannot fail
+    if found == NULL:
+        return
+    if type(<object>found) is _FastRecord and (<_FastRecord>found).attrs == attrs:
+        (<_FastRecord>found).valid = 0
+
+
+cdef bint records_available():
+    # whether records are kept here (see above)
+    return AF_RECORDS
+
+
+cdef int _start_watching() except -1:
+    # from configure(): the process's dict watcher, where there are watchers
+    global af_dict_changed, af_own_key
+    if AF_DICT_WATCHERS:
+        af_dict_changed = _dict_changed
+        af_own_key = <PyObject *>_DISPATCHING  # the module keeps it alive
+        af_watch_start()
+    return 0
 
 
 cdef inline _FastRecord _record_of(object obj, object attrs):
@@ -120,7 +241,15 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
     cdef PyObject *hold_value
     cdef _FastRecord rec
     event.rec = None
-    if af_dict_version(<PyObject *>attrs) == 0 or not (info.flags & CLASS_PLAIN_STATE):
+    if not (info.flags & CLASS_PLAIN_STATE):
+        return 0
+    if not AF_RECORDS:
+        return 0
+    if AF_DICT_WATCHERS:
+        if af_watch(<PyObject *>attrs) < 0:
+            PyErr_Clear()
+            return 0
+    elif af_dict_version(<PyObject *>attrs) == 0:
         return 0
     size_value = _plain_value(attrs, info, "ac_in_buffer_size")
     hold_value = _plain_value(attrs, info, "hold_pipelined_replies")
@@ -151,6 +280,7 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
             rec.callbacks[i] = <PyObject *>callback
     # last: the lookups above change nothing, the insertion above does
     rec.dict_version = af_dict_version(<PyObject *>attrs)
+    rec.valid = 1
     event.rec = rec
     return 0
 
@@ -164,10 +294,11 @@ cdef inline PyObject *_plain_value(object attrs, _ClassInfo info, str name):
 
 
 cdef inline int _record_write(_FastRecord rec, object attrs, str name, object value) except -1:
-    # attrs[name] = value by the loop itself, keeping *rec* trusted if it was
+    # attrs[name] = value by the loop itself, keeping *rec* trusted if it
+    # was (*name* is not one of _RECORDED_NAMES: a watcher ignores it)
     cdef bint was_trusted = af_dict_version(<PyObject *>attrs) == rec.dict_version
     PyDict_SetItem(attrs, name, value)
-    if was_trusted:
+    if was_trusted and not AF_DICT_WATCHERS:
         rec.dict_version = af_dict_version(<PyObject *>attrs)
     return 0
 
@@ -190,6 +321,9 @@ cdef inline void _record_callbacks(_FastRecord rec, object attrs, CallbackCache 
     # the channel's instance dict, as _record_write just left it
     callbacks.attrs = <PyObject *>attrs
     callbacks.attrs_version = af_dict_version(<PyObject *>attrs)
+    # with watchers the record's flag says whether the dict is as recorded;
+    # the caller holds the record for the scan, so the pointer stays valid
+    callbacks.valid = &rec.valid if AF_DICT_WATCHERS else NULL
     callbacks.cls = rec.cls
     callbacks.cls_version = rec.info.version
     callbacks.funcs[CB_COLLECT] = rec.callbacks[CB_COLLECT]

@@ -30,7 +30,10 @@ cdef PyObject *_cached_callback(FrameScanner scanner, object target, int which) 
     if attrs == NULL:
         PyErr_Clear()
         return NULL
-    same = attrs == cache.attrs and af_dict_version(attrs) == cache.attrs_version
+    if cache.valid != NULL:
+        same = attrs == cache.attrs and cache.valid[0]
+    else:
+        same = attrs == cache.attrs and af_dict_version(attrs) == cache.attrs_version
     Py_XDECREF(attrs)
     return func if same else NULL
 
