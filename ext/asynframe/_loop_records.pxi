@@ -11,10 +11,10 @@
 # Every one of those facts is read from the channel's instance dict or its
 # class.  So the answer stays right for as long as neither changes, which
 # CPython tells us: a class's version tag and a dict's PEP 509 version
-# (_versions.h).  The record keeps both and is
-# trusted only while both still match; any assignment to the channel (by the
-# application, asyncore, TLS, a timeout...) makes the next event check in
-# full, exactly as without a record.
+# (_versions.h).  The record keeps both and is trusted only while both still
+# match; any assignment to the channel (by the application, asyncore, TLS, a
+# timeout...) makes the next event check in full, exactly as without a
+# record.
 #
 # The record lives in the channel's instance dict (_RECORD_KEY), so it goes
 # when the channel goes.  It holds no references to what it describes: while
@@ -54,12 +54,13 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* Dict watchers (CPython 3.12+, builds with the GIL): one per process,
+    /* Dict watchers (CPython 3.12, with the GIL; see AF_RECORDS for later
+       versions): one per process,
        added when the loop is configured, calling af_dict_changed (set from
        Cython) with the dict and the key changed, or NULL for a change to the
        whole dict (cleared, filled from another, deallocated).  It runs with
        the GIL held, before the change is made, and must not fail. */
-    #if PY_VERSION_HEX >= 0x030C0000 && !defined(Py_GIL_DISABLED)
+    #if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000 && !defined(Py_GIL_DISABLED)
     #define AF_DICT_WATCHERS 1
     static int af_watcher_id = -1;
     static void (*af_dict_changed)(PyObject *d, PyObject *key) = NULL;

@@ -9,17 +9,26 @@ cdef extern from "Python.h":
     # the raw form: NULL with the error set
     PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
 
+cdef extern from *:
+    """
+    /* the usual case, every scan but the compiled loop's of a recorded channel */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define af_no_cache(cache) __builtin_expect((cache) == NULL, 1)
+    #else
+    #define af_no_cache(cache) ((cache) == NULL)
+    #endif
+    """
+    bint _no_cache "af_no_cache"(CallbackCache *cache)
+
 
 cdef PyObject *_cached_callback(FrameScanner scanner, object target, int which) noexcept:
-    # The function *target*.<callback> would call, from the scan's cache, or
-    # NULL when there is none or it may no longer be right (then the scan
-    # looks the method up as usual).
+    # The function *target*.<callback> would call, from the scan's cache
+    # (not NULL), or NULL when there is none or it may no longer be right
+    # (then the scan looks the method up as usual).
     cdef CallbackCache *cache = scanner._callbacks
     cdef PyObject *func
     cdef PyObject *attrs
     cdef bint same
-    if cache == NULL:
-        return NULL
     func = cache.funcs[which]
     if (func == NULL or <PyObject *>Py_TYPE(target) != cache.cls
             or af_type_version(cache.cls) != cache.cls_version):
@@ -38,8 +47,12 @@ cdef PyObject *_cached_callback(FrameScanner scanner, object target, int which) 
     return func if same else NULL
 
 
-cdef int _collect(FrameScanner scanner, object target, object chunk) except -1:
-    # target.collect_incoming_data(chunk)
+# The scan calls a callback as target.name(...) unless the compiled loop gave
+# it a cache (FrameScanner.c_process_cached); then through these.
+
+
+cdef int _collect_cached(FrameScanner scanner, object target, object chunk) except -1:
+    # target.collect_incoming_data(chunk), for a scan with a callback cache
     cdef object func
     cdef PyObject *cached = _cached_callback(scanner, target, CB_COLLECT)
     if cached == NULL:
@@ -50,8 +63,8 @@ cdef int _collect(FrameScanner scanner, object target, object chunk) except -1:
     return 0
 
 
-cdef int _found(FrameScanner scanner, object target) except -1:
-    # target.found_terminator()
+cdef int _found_cached(FrameScanner scanner, object target) except -1:
+    # target.found_terminator(), for a scan with a callback cache
     cdef object func
     cdef PyObject *cached = _cached_callback(scanner, target, CB_FOUND)
     if cached == NULL:
@@ -62,8 +75,8 @@ cdef int _found(FrameScanner scanner, object target) except -1:
     return 0
 
 
-cdef int _frame(FrameScanner scanner, object target, object frame) except -1:
-    # target.frame_received(frame)
+cdef int _frame_cached(FrameScanner scanner, object target, object frame) except -1:
+    # target.frame_received(frame), for a scan with a callback cache
     cdef object func
     cdef PyObject *cached = _cached_callback(scanner, target, CB_FRAME)
     if cached == NULL:
@@ -76,7 +89,10 @@ cdef int _frame(FrameScanner scanner, object target, object frame) except -1:
 
 cdef int _deliver_partial(FrameScanner scanner, object target, object chunk) except -1:
     if scanner._mode == C_MODE_CALLBACKS:
-        _collect(scanner, target, chunk)
+        if _no_cache(scanner._callbacks):
+            target.collect_incoming_data(chunk)
+        else:
+            _collect_cached(scanner, target, chunk)
     else:
         PyList_Append(scanner._incoming, chunk)
     return 0
@@ -87,14 +103,20 @@ cdef int _deliver_frame_end(FrameScanner scanner, object target, object chunk) e
     if scanner._mode == C_MODE_COLLECT:
         if chunk is not None:
             PyList_Append(scanner._incoming, chunk)
-        _found(scanner, target)
+        if _no_cache(scanner._callbacks):
+            target.found_terminator()
+        else:
+            _found_cached(scanner, target)
     else:
         if chunk is None:
             chunk = b""
         if PyList_GET_SIZE(scanner._incoming):
             PyList_Append(scanner._incoming, chunk)
             chunk = scanner._join_incoming()
-        _frame(scanner, target, chunk)
+        if _no_cache(scanner._callbacks):
+            target.frame_received(chunk)
+        else:
+            _frame_cached(scanner, target, chunk)
     return 0
 
 
@@ -168,11 +190,17 @@ cdef int _scan(FrameScanner scanner, object target, const char *data, Py_ssize_t
                     scanner._partial = 0
                     scanner._frames += 1
                     if mode == C_MODE_CALLBACKS:
-                        _collect(scanner, target, chunk)
+                        if _no_cache(scanner._callbacks):
+                            target.collect_incoming_data(chunk)
+                        else:
+                            _collect_cached(scanner, target, chunk)
                         pos += need
                         scanner._kind = TERM_NONE
                         scanner._term = 0
-                        _found(scanner, target)
+                        if _no_cache(scanner._callbacks):
+                            target.found_terminator()
+                        else:
+                            _found_cached(scanner, target)
                     else:
                         pos += need
                         scanner._kind = TERM_NONE
@@ -212,23 +240,35 @@ cdef int _scan(FrameScanner scanner, object target, const char *data, Py_ssize_t
                     scanner._scan_next = index + tlen
                     if mode == C_MODE_CALLBACKS:
                         if index > pos:
-                            _collect(scanner, target,
-                                     PyBytes_FromStringAndSize(data + pos, index - pos))
+                            chunk = PyBytes_FromStringAndSize(data + pos, index - pos)
+                            if _no_cache(scanner._callbacks):
+                                target.collect_incoming_data(chunk)
+                            else:
+                                _collect_cached(scanner, target, chunk)
                         pos = index + tlen
-                        _found(scanner, target)
+                        if _no_cache(scanner._callbacks):
+                            target.found_terminator()
+                        else:
+                            _found_cached(scanner, target)
                     elif mode == C_MODE_COLLECT:
                         if index > pos:
                             PyList_Append(scanner._incoming,
                                           PyBytes_FromStringAndSize(data + pos, index - pos))
                         pos = index + tlen
-                        _found(scanner, target)
+                        if _no_cache(scanner._callbacks):
+                            target.found_terminator()
+                        else:
+                            _found_cached(scanner, target)
                     else:
                         chunk = PyBytes_FromStringAndSize(data + pos, index - pos)
                         pos = index + tlen
                         if PyList_GET_SIZE(scanner._incoming):
                             PyList_Append(scanner._incoming, chunk)
                             chunk = scanner._join_incoming()
-                        _frame(scanner, target, chunk)
+                        if _no_cache(scanner._callbacks):
+                            target.frame_received(chunk)
+                        else:
+                            _frame_cached(scanner, target, chunk)
                     if (scanner._term is not term or scanner._kind != TERM_BYTES
                             or scanner._mode != mode or scanner._clears != clears
                             or scanner._stops != stops):
