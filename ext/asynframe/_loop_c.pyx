@@ -25,7 +25,7 @@ from cpython.long cimport PyLong_AsUnsignedLong
 from cpython.object cimport PyObject, Py_TYPE
 from cpython.unicode cimport PyUnicode_CheckExact
 from cpython.pythread cimport PyThread_get_thread_ident
-from cpython.ref cimport Py_DECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdlib cimport free, malloc
 
@@ -588,6 +588,15 @@ cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd
     return 0
 
 
+cdef struct _Ready:
+    # one event of a _Batch
+    PyObject *obj
+    PyObject *fd
+    PyObject *entry
+    int flags
+    int registered
+
+
 @cython.final
 cdef class _Batch:
     # One dispatch() call's events: the snapshot of who was registered for
@@ -598,34 +607,33 @@ cdef class _Batch:
     cdef dict socket_map
     cdef dict dirty
     cdef bint pri
-    cdef list objs
-    cdef list fds
-    cdef list entries           # known's entry for each event's fd at the wait
+    # the events, each with strong references to its object, its fd (an
+    # int) and known's entry for that fd at the wait
+    cdef _Ready *ready
     # dict versions (_loop_records.pxi; 0: none): known's after the snapshot,
     # the map's when current() last said yes.  While unchanged, settle()
     # needs neither lookup again.
     cdef unsigned long long known_version
     cdef unsigned long long map_version
-    cdef int *flags_of
-    cdef int *registered_of
     cdef Py_ssize_t count
     cdef Py_ssize_t fast
     cdef Py_ssize_t generic
     cdef Py_ssize_t settled
 
     def __dealloc__(self):
-        free(self.flags_of)
+        cdef Py_ssize_t i
+        for i in range(self.count):
+            Py_XDECREF(self.ready[i].obj)
+            Py_XDECREF(self.ready[i].fd)
+            Py_XDECREF(self.ready[i].entry)
+        free(self.ready)
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef int reserve(self, Py_ssize_t n) except -1:
-        self.flags_of = <int *>malloc(n * sizeof(int) * 2)
-        if self.flags_of == NULL:
+        self.ready = <_Ready *>malloc(n * sizeof(_Ready))
+        if self.ready == NULL:
             raise MemoryError()
-        self.registered_of = self.flags_of + n
-        self.objs = []
-        self.fds = []
-        self.entries = []
         return 0
 
     cdef inline int add(self, object fd, int flags) except -1:
@@ -634,11 +642,16 @@ cdef class _Batch:
         cdef PyObject *entry = _lookup(self.known, fd)
         if entry == NULL:
             return 0
-        self.objs.append((<list>entry)[0])
-        self.fds.append(fd)
-        self.entries.append(<object>entry)
-        self.flags_of[self.count] = flags
-        self.registered_of[self.count] = (<list>entry)[1]
+        cdef _Ready *event = &self.ready[self.count]
+        cdef object obj = (<list>entry)[0]
+        event.registered = (<list>entry)[1]
+        event.flags = flags
+        Py_INCREF(obj)
+        event.obj = <PyObject *>obj
+        Py_INCREF(fd)
+        event.fd = <PyObject *>fd
+        Py_INCREF(<object>entry)
+        event.entry = entry
         self.count += 1
         return 0
 
@@ -661,8 +674,7 @@ cdef class _Batch:
 
     cdef inline bint current(self, Py_ssize_t i):
         # the snapshot's object for event i is still the map's
-        if (_lookup(self.socket_map, <object>PyList_GET_ITEM(self.fds, i))
-                != PyList_GET_ITEM(self.objs, i)):
+        if _lookup(self.socket_map, <object>self.ready[i].fd) != self.ready[i].obj:
             return False
         self.map_version = af_dict_version(<PyObject *>self.socket_map)
         return True
@@ -677,10 +689,10 @@ cdef class _Batch:
             in_map = version != 0 and version == self.map_version
         version = af_dict_version(<PyObject *>self.known)
         if version != 0 and version == self.known_version:
-            entry = <object>PyList_GET_ITEM(self.entries, i)
+            entry = <object>self.ready[i].entry
         self.settled += _after(self.event, self.socket_map, self.known, self.dirty,
-                               <object>PyList_GET_ITEM(self.fds, i),
-                               <object>PyList_GET_ITEM(self.objs, i), self.pri, in_map, entry)
+                               <object>self.ready[i].fd, <object>self.ready[i].obj,
+                               self.pri, in_map, entry)
         return 0
 
     cdef int deliver(self, bint poll_semantics) except -1:
@@ -707,8 +719,8 @@ cdef class _Batch:
         for i in range(self.count):
             if not self.current(i):
                 continue
-            obj = <object>PyList_GET_ITEM(self.objs, i)
-            flags = self.flags_of[i]
+            obj = <object>self.ready[i].obj
+            flags = self.ready[i].flags
             sock = None
             if not (flags & ~(IN | OUT)):
                 sock = _fast_socket(self.event, obj)
@@ -727,8 +739,8 @@ cdef class _Batch:
         # asyncore.poll(): all reads, then all writes, then exceptions
         cdef Py_ssize_t i
         for i in range(self.count):
-            if self.flags_of[i] & (IN | ERR | HUP) and self.registered_of[i] & IN and self.current(i):
-                obj = <object>PyList_GET_ITEM(self.objs, i)
+            if self.ready[i].flags & (IN | ERR | HUP) and self.ready[i].registered & IN and self.current(i):
+                obj = <object>self.ready[i].obj
                 sock = _fast_socket(self.event, obj)
                 if sock is not None:
                     self.fast += 1
@@ -737,8 +749,8 @@ cdef class _Batch:
                     self.generic += 1
                     _read(obj)
         for i in range(self.count):
-            if self.flags_of[i] & (OUT | ERR | HUP) and self.registered_of[i] & OUT and self.current(i):
-                obj = <object>PyList_GET_ITEM(self.objs, i)
+            if self.ready[i].flags & (OUT | ERR | HUP) and self.ready[i].registered & OUT and self.current(i):
+                obj = <object>self.ready[i].obj
                 if _fast_socket(self.event, obj) is not None:
                     self.fast += 1
                     _select_write(self.event, obj)
@@ -746,9 +758,9 @@ cdef class _Batch:
                     self.generic += 1
                     _write(obj)
         for i in range(self.count):
-            if self.flags_of[i] & PRI and self.current(i):
+            if self.ready[i].flags & PRI and self.current(i):
                 self.generic += 1
-                _expt(<object>PyList_GET_ITEM(self.objs, i))
+                _expt(<object>self.ready[i].obj)
         for i in range(self.count):
             self.settle(i, False)
         return 0
