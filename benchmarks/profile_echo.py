@@ -147,26 +147,15 @@ def make_asynchat_server(style: str) -> type:
 
 
 def serve_asyncio(opts: argparse.Namespace) -> None:
-    """The runner's asyncio-protocol echo (hand-written line split) on
-    asyncio or uvloop, serving one client child to the end."""
+    """The runner's asyncio-protocol echo server (hand-written line split)
+    on asyncio or uvloop, serving one client child to the end."""
     import asyncio
 
-    class EchoProtocol(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-            self.buf = b""
+    from asynframe.bench.scenarios import SERVERS_DIR
 
-        def data_received(self, data: bytes) -> None:
-            buf = self.buf + data if self.buf else data
-            start = 0
-            write = self.transport.write  # type: ignore[attr-defined]
-            while True:
-                end = buf.find(b"\r\n", start)
-                if end < 0:
-                    break
-                write(buf[start : end + 2])
-                start = end + 2
-            self.buf = buf[start:]
+    # the runner's own protocol: its servers import their helper by name
+    sys.path.insert(0, str(SERVERS_DIR))
+    from asyncio_protocol_echo import EchoProtocol
 
     async def serve() -> float:
         loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ import socket
 import sys
 
 import pytest
-from test_loop_fast_path import pump
+from test_loop_fast_path import Echo, pump
 
 from asynframe import _poller, asynchat, asyncore
 
@@ -34,16 +34,14 @@ else:
     RECORDS = False
 
 
-class Switching(asynchat.async_chat):
-    """Echo each line; some lines change the channel from inside the callback."""
+class Switching(Echo):
+    """Echo each line; some lines change the channel from inside the callback.
+
+    Echo's handle_close/handle_error log what the framework called."""
 
     def __init__(self, sock, m, log, generic=False):
-        super().__init__(sock, map=m)
-        self.log = log
+        super().__init__(sock, m, log, generic)
         self.generic = generic
-        if generic:
-            self._af_generic_path = True
-        self.set_terminator(b"\r\n")
 
     def collect_incoming_data(self, data):
         self.log.append(("chunk", len(data)))
@@ -93,15 +91,6 @@ class Switching(asynchat.async_chat):
     def logged_read(self):
         self.log.append(("own read",))
         asynchat.async_chat.handle_read(self)
-
-    def handle_close(self):
-        self.log.append(("close",))
-        self.close()
-
-    def handle_error(self):
-        t, v = asyncore.compact_traceback()[1:3]
-        self.log.append(("error", t.__name__, str(v)))
-        self.handle_close()
 
 
 class Prefixing(Switching):

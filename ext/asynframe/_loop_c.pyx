@@ -31,6 +31,8 @@ from libc.stdlib cimport free, malloc
 
 from asynframe._core_c cimport CB_COLLECT, CB_FOUND, CB_FRAME, CallbackCache, FrameScanner, PushQueue, read_size
 
+from types import FunctionType as _function_type
+
 from asynframe import _events
 
 IMPLEMENTATION = "c"
@@ -195,7 +197,7 @@ def records_supported():
     """Whether fast-path channels keep a record between events here
     (CPython up to 3.12 with the GIL: dict versions, on 3.12 dict watchers);
     else every event is checked in full (_loop_records.pxi)."""
-    return records_available()
+    return AF_RECORDS
 
 
 def socket_fd_direct():
@@ -628,8 +630,6 @@ cdef class _Batch:
             Py_XDECREF(self.ready[i].entry)
         free(self.ready)
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     cdef int reserve(self, Py_ssize_t n) except -1:
         self.ready = <_Ready *>malloc(n * sizeof(_Ready))
         if self.ready == NULL:
@@ -655,6 +655,8 @@ cdef class _Batch:
         self.count += 1
         return 0
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     cdef int take(self, list events, Py_ssize_t n) except -1:
         cdef Py_ssize_t i
         self.reserve(n)

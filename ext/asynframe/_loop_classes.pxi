@@ -75,9 +75,6 @@ cdef _ClassInfo _describe(type cls):
     return info
 
 
-from types import FunctionType as _function_type
-
-
 cdef object _from_class(type cls, str name):
     # what looking *name* up on an instance of *cls* finds in the class
     # (the first class of the MRO that defines it), or None

@@ -209,11 +209,6 @@ cdef void _dict_changed(PyObject *attrs, PyObject *key) noexcept:
         (<_FastRecord>found).valid = 0
 
 
-cdef bint records_available():
-    # whether records are kept here (see above)
-    return AF_RECORDS
-
-
 cdef int _start_watching() except -1:
     # from configure(): the process's dict watcher, where there are watchers
     global af_dict_changed, af_own_key
@@ -296,10 +291,15 @@ cdef inline PyObject *_plain_value(object attrs, _ClassInfo info, str name):
 
 cdef inline int _record_write(_FastRecord rec, object attrs, str name, object value) except -1:
     # attrs[name] = value by the loop itself, keeping *rec* trusted if it
-    # was (*name* is not one of _RECORDED_NAMES: a watcher ignores it)
-    cdef bint was_trusted = af_dict_version(<PyObject *>attrs) == rec.dict_version
+    # was (*name* is not one of _RECORDED_NAMES: a watcher ignores it, a
+    # version is carried past it)
+    cdef bint was_trusted
+    if AF_DICT_WATCHERS:
+        PyDict_SetItem(attrs, name, value)
+        return 0
+    was_trusted = af_dict_version(<PyObject *>attrs) == rec.dict_version
     PyDict_SetItem(attrs, name, value)
-    if was_trusted and not AF_DICT_WATCHERS:
+    if was_trusted:
         rec.dict_version = af_dict_version(<PyObject *>attrs)
     return 0
 

@@ -2,6 +2,16 @@
 # core (its fields are declared in _core_c.pxd, its scanning loop is in
 # _scan_c.pxi).  Its pure twin is src/asynframe/_scanner_py.py.
 
+cdef long long _recv(long long fd, char *buf, Py_ssize_t size) except -2:
+    # one recv() into *buf*: the byte count, 0 at EOF, -1 if it would block
+    cdef af_ssize_t got = af_recv(fd, buf, size)
+    if got < 0:
+        if errno == EAGAIN or errno == EWOULDBLOCK:
+            return -1
+        raise OSError(errno, _os.strerror(errno))
+    return got
+
+
 @cython.final
 cdef class FrameScanner:
     """Split an incoming byte stream at the current terminator (compiled).
@@ -316,16 +326,13 @@ cdef class FrameScanner:
 
     cdef long long c_fill(self, long long fd, Py_ssize_t size) except -2:
         # fill() once its arguments are checked (the compiled loop's read)
-        cdef af_ssize_t got
+        cdef long long got
         if self._busy:
             raise RuntimeError("FrameScanner.fill() called from inside one of its callbacks")
         self._reserve(size)
-        got = af_recv(fd, self._buf + self._end, size)
-        if got < 0:
-            if errno == EAGAIN or errno == EWOULDBLOCK:
-                return -1
-            raise OSError(errno, _os.strerror(errno))
-        self._end += got
+        got = _recv(fd, self._buf + self._end, size)
+        if got > 0:
+            self._end += got
         return got
 
     @cython.critical_section
@@ -342,16 +349,12 @@ cdef class FrameScanner:
         # c_process() that must follow, as feed() scans a caller's bytes.  A
         # connection between frames then needs no receive buffer of its own
         # (no allocation per read); held-back bytes still go to _buf.
-        cdef af_ssize_t got
+        cdef long long got
         if (self._end > self._start or self._busy or self._exports or self._lent
                 or size > area_size or self._area != NULL):
             return self.c_fill(fd, size)
-        got = af_recv(fd, area, size)
-        if got < 0:
-            if errno == EAGAIN or errno == EWOULDBLOCK:
-                return -1
-            raise OSError(errno, _os.strerror(errno))
-        if got:
+        got = _recv(fd, area, size)
+        if got > 0:
             self._area = area
             self._area_len = got
         return got

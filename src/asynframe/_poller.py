@@ -348,14 +348,21 @@ class MapPoller:
                 time.sleep(timeout)
             return
         if self.always_ready or buffered:
-            timeout = 0
+            self._wait_dispatch(0, poll_semantics, buffered, timers)
         elif _fast is not None and type(self.backend) is _backends.EpollBackend:
             # the same wait and dispatch, with the ready list kept in C
             wakeup_fd = self.wakeup_fd if timers is not None else -1
             _fast.wait_dispatch(self, self.backend.fileno(), timeout, poll_semantics, wakeup_fd, timers)
-            if timers is not None:
-                timers.run()
-            return
+        else:
+            self._wait_dispatch(timeout, poll_semantics, buffered, timers)
+        if timers is not None:
+            timers.run()
+
+    def _wait_dispatch(
+        self, timeout: Optional[float], poll_semantics: bool, buffered: Dict[Any, Any], timers: Any
+    ) -> None:
+        """Wait on the backend, then dispatch what is ready (with TLS layers'
+        held input and the timers' wakeup descriptor taken into account)."""
         events = self.backend.poll(timeout)
         if buffered:
             # input decrypted and held inside a TLS layer: a read event of its own
@@ -377,8 +384,6 @@ class MapPoller:
             _fast.dispatch(self, events, poll_semantics)
         else:
             self._dispatch_generic(events, poll_semantics)
-        if timers is not None:
-            timers.run()
 
     def _dispatch_generic(self, events: List[Tuple[int, int]], poll_semantics: bool) -> None:
         """Deliver the events of one wait (the pure twin of ``_loop_c.dispatch``)."""
