@@ -27,7 +27,7 @@ LAYERS = [
         "framing core",
         {"_version", "_core_common", "_scanner_py", "_push_queue_py", "_core_py", "_core_c", "_core", "_versions"},
     ),
-    ("loop", {"_events", "_timers", "_backends", "_poller", "_loop_c", "_file_wrapper"}),
+    ("loop", {"_events", "_timers", "_backends", "_poller", "_loop_c", "_file_wrapper", "_callback_shapes"}),
     (
         "channel features",
         {

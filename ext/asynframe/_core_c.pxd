@@ -51,6 +51,14 @@ cdef struct CallbackCache:
     PyObject *cls
     unsigned int cls_version
     PyObject *funcs[3]          # CB_COLLECT, CB_FOUND, CB_FRAME
+    # funcs[CB_COLLECT]'s code when its whole body is
+    # self._collect_incoming_data(data) and that resolves to the scanner's
+    # own collect() (asynframe._callback_shapes), else NULL.  While the
+    # function still has this code and nothing could see its frame (a
+    # tracer, a profiler, a frame-evaluation hook), the scan appends the
+    # chunk itself, as that call would, and counts it in *collected*.
+    PyObject *collect_code
+    Py_ssize_t collected
 
 
 cdef enum:

@@ -55,6 +55,46 @@ cdef extern from "_sockio.h":
 cdef extern from *:
     int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject *items) except -1
 
+cdef extern from *:
+    """
+    /* A list the core empties once per frame (incoming) or per send (the
+       queue's items) is appended to again right after: emptying it with
+       PyList_SetSlice frees its array and the next append allocates one.
+       These keep a small array (an idle channel holds at most
+       AF_KEPT_ITEMS pointers per list; a larger one is freed as before).
+       Free-threaded builds always take the list's own path (its lock). */
+    #define AF_KEPT_ITEMS 8
+
+    static inline int af_keeps_array(PyObject *list) {
+    #ifdef Py_GIL_DISABLED
+        (void)list;
+        return 0;
+    #else
+        return ((PyListObject *)list)->allocated <= AF_KEPT_ITEMS;
+    #endif
+    }
+
+    /* The only item of a one-item list, the list emptied: the list's
+       reference becomes the caller's (nothing is released, so no code runs
+       while the list is half changed). */
+    static inline PyObject *af_list_take_only(PyObject *list) {
+        PyObject *item = PyList_GET_ITEM(list, 0);
+        Py_SET_SIZE(list, 0);
+        return item;
+    }
+
+    /* Empty a list whose items are all None: releasing None runs no code. */
+    static inline void af_list_drop_nones(PyObject *list) {
+        Py_ssize_t n = Py_SIZE(list);
+        Py_SET_SIZE(list, 0);
+        while (n-- > 0)
+            Py_DECREF(Py_None);
+    }
+    """
+    bint af_keeps_array(object lst)
+    object af_list_take_only(object lst)  # a new reference (Cython takes it)
+    void af_list_drop_nones(object lst)
+
 IMPLEMENTATION = "c"
 
 __all__ = [

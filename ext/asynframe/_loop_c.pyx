@@ -34,6 +34,7 @@ from asynframe._core_c cimport CB_COLLECT, CB_FOUND, CB_FRAME, CallbackCache, Fr
 from types import FunctionType as _function_type
 
 from asynframe import _events
+from asynframe._callback_shapes import collect_handing_code as _collect_handing_code
 
 IMPLEMENTATION = "c"
 
@@ -82,6 +83,10 @@ cdef class _ClassInfo:
     # the class's collect_incoming_data, found_terminator and frame_received
     # where each is a plain function, else None (_CALLBACK_NAMES order)
     cdef tuple callbacks
+    # the code of callbacks[CB_COLLECT] when it only hands each chunk to
+    # _collect_incoming_data and the class's _collect_incoming_data is
+    # async_chat's (_callback_shapes), else None
+    cdef object collect_code
 
 
 # Set once by configure(), when asynchat defines async_chat and before any
@@ -90,6 +95,7 @@ cdef bint _configured = False
 cdef tuple _stock = ()          # the functions named by _STOCK_NAMES, in order
 cdef object _stock_initiate_send = None
 cdef tuple _stock_expt = ()     # the handle_expt/handle_expt_event that only log
+cdef object _stock_collect = None  # async_chat._collect_incoming_data
 cdef object _plain_socket = None
 
 # Class descriptions, shared by every loop: a _ClassInfo is never changed once
@@ -133,6 +139,8 @@ cdef class _Event:
     cdef _FastRecord rec
     # the receive area this dispatch() call reads into (see _ReadArea)
     cdef _ReadArea area
+    # collect_incoming_data calls made unnecessary (CallbackCache.collected)
+    cdef Py_ssize_t collects_in_core
 
 
 DEF READ_AREA_SIZE = 65536  # asynchat's ac_in_buffer_size; larger reads use the scanner's buffer
@@ -179,7 +187,7 @@ def configure(chat_class, plain_socket):
     in ``_STOCK_NAMES`` takes the fast path.  *plain_socket* is the socket
     type read and written directly.
     """
-    global _configured, _stock, _stock_initiate_send, _stock_expt, _plain_socket, _fd_direct
+    global _configured, _stock, _stock_initiate_send, _stock_expt, _stock_collect, _plain_socket, _fd_direct
     if _configured:
         if _stock_initiate_send is chat_class.initiate_send and _plain_socket is plain_socket:
             return
@@ -187,6 +195,7 @@ def configure(chat_class, plain_socket):
     _stock = tuple([getattr(chat_class, name) for name in _STOCK_NAMES])
     _stock_initiate_send = chat_class.initiate_send
     _stock_expt = (chat_class.handle_expt, chat_class.handle_expt_event)
+    _stock_collect = chat_class._collect_incoming_data
     _plain_socket = plain_socket
     _fd_direct = _socket_layout_matches(plain_socket)
     _start_watching()
@@ -462,6 +471,7 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         event.hold = bool(_state(obj, attrs, info, "hold_pipelined_replies"))
         _set_state(obj, attrs, info, "_af_dispatching", event)
     cdef CallbackCache callbacks
+    callbacks.collected = 0
     try:
         if rec is not None:
             _record_callbacks(rec, attrs, &callbacks)
@@ -475,6 +485,7 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
             obj._af_release()
         raise
     finally:
+        event.collects_in_core += callbacks.collected
         # the callbacks may have replaced anything, even the instance dict
         attrs = _instance_dict(obj)
         if (rec is not None and attrs is not None and type(attrs) is dict
@@ -707,6 +718,9 @@ cdef class _Batch:
     cdef int finish(self, object poller) except -1:
         self.event.area.taken = False
         poller.fast_dispatches += self.fast
+        if self.event.collects_in_core:
+            poller.collects_in_core += self.event.collects_in_core
+            self.event.collects_in_core = 0
         poller.generic_dispatches += self.generic
         # a channel settled here had its interest evaluated, as _refresh would
         poller.interest_checks += self.settled

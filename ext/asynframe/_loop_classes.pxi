@@ -40,6 +40,7 @@ cdef _ClassInfo _describe(type cls):
         # _get() would bypass it
         info.flags = 0
         info.callbacks = (None, None, None)
+        info.collect_code = None
         info.version = _version_of(cls)
         return info
     for i, name in enumerate(_STOCK_NAMES):
@@ -69,6 +70,9 @@ cdef _ClassInfo _describe(type cls):
         value = _from_class(cls, name)
         callbacks.append(value if type(value) is _function_type else None)
     info.callbacks = tuple(callbacks)
+    info.collect_code = None
+    if _from_class(cls, "_collect_incoming_data") is _stock_collect:
+        info.collect_code = _collect_handing_code(callbacks[CB_COLLECT])
     info.flags = flags
     # read last: the getattr calls above are what give the class its tag
     info.version = _version_of(cls)

@@ -169,6 +169,9 @@ cdef class _FastRecord:
     cdef bint wants_urgent                # _wants_urgent() for the channel
     # the class's callbacks the instance does not shadow (info.callbacks)
     cdef PyObject *callbacks[3]
+    # info.collect_code when the instance's _collect_incoming_data is the
+    # scanner's own collect(), else NULL (CallbackCache.collect_code)
+    cdef PyObject *collect_code
 
 
 cdef inline bint _trusted(_FastRecord rec, object obj, object attrs):
@@ -191,7 +194,7 @@ _RECORDED_NAMES = frozenset(
     _STOCK_NAMES + _CALLBACK_NAMES
     + ("connected", "accepting", "socket", "_af_generic_path", "_af_scanner", "_af_queue",
        "ac_in_buffer_size", "hold_pipelined_replies", "handle_expt", "handle_expt_event",
-       _RECORD_KEY)
+       "_collect_incoming_data", _RECORD_KEY)
 )
 
 
@@ -274,11 +277,22 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
             rec.callbacks[i] = NULL
         else:
             rec.callbacks[i] = <PyObject *>callback
+    rec.collect_code = NULL
+    if rec.callbacks[CB_COLLECT] != NULL and info.collect_code is not None:
+        found = _lookup(attrs, "_collect_incoming_data")
+        if found != NULL and _is_collect_of(<object>found, event.scanner):
+            rec.collect_code = <PyObject *>info.collect_code
     # last: the lookups above change nothing, the insertion above does
     rec.dict_version = af_dict_version(<PyObject *>attrs)
     rec.valid = 1
     event.rec = rec
     return 0
+
+
+cdef bint _is_collect_of(object bound, FrameScanner scanner) except -1:
+    # whether *bound* is scanner.collect, as async_chat binds it per instance
+    own = scanner.collect
+    return type(bound) is type(own) and bound == own
 
 
 cdef inline PyObject *_plain_value(object attrs, _ClassInfo info, str name):
@@ -330,3 +344,5 @@ cdef inline void _record_callbacks(_FastRecord rec, object attrs, CallbackCache 
     callbacks.funcs[CB_COLLECT] = rec.callbacks[CB_COLLECT]
     callbacks.funcs[CB_FOUND] = rec.callbacks[CB_FOUND]
     callbacks.funcs[CB_FRAME] = rec.callbacks[CB_FRAME]
+    callbacks.collect_code = rec.collect_code
+    callbacks.collected = 0

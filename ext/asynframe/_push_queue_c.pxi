@@ -198,8 +198,12 @@ cdef class PushQueue:
     cdef void _compact(self):
         cdef Py_ssize_t size = PyList_GET_SIZE(self._items)
         if self._head >= size:
+            # everything was sent: the items are the Nones _consume() left
             if size:
-                self._items = []
+                if af_keeps_array(self._items):
+                    af_list_drop_nones(self._items)
+                else:
+                    self._items = []
             self._head = 0
         elif self._head >= 64 and self._head * 2 >= size:
             PyList_SetSlice(self._items, 0, self._head, NULL)

@@ -20,6 +20,29 @@ cdef extern from *:
     """
     bint _no_cache "af_no_cache"(CallbackCache *cache)
 
+cdef extern from *:
+    """
+    /* Whether a Python frame run now could be seen other than through its
+       effects: a trace or profile function on this thread, or a PEP 523
+       frame-evaluation hook (debuggers, JITs).  Up to 3.11 those are all
+       there is.  From 3.12 sys.monitoring can watch any code object and is
+       not visible from here, so there every frame counts as seen. */
+    static inline int af_frames_watched(void) {
+    #if PY_VERSION_HEX < 0x030C0000
+        PyThreadState *ts = PyThreadState_Get();
+        return ts->c_tracefunc != NULL || ts->c_profilefunc != NULL
+            || _PyInterpreterState_GetEvalFrameFunc(ts->interp) != _PyEval_EvalFrameDefault;
+    #else
+        return 1;
+    #endif
+    }
+    /* PyList_Append without Cython's error check: the caller handles -1 */
+    #define af_list_append(list, item) PyList_Append((list), (item))
+    """
+    bint af_frames_watched()
+    int af_list_append(object lst, object item)
+    PyObject *PyFunction_GET_CODE(PyObject *func)
+
 
 cdef PyObject *_cached_callback(FrameScanner scanner, object target, int which) noexcept:
     # The function *target*.<callback> would call, from the scan's cache
@@ -54,12 +77,24 @@ cdef PyObject *_cached_callback(FrameScanner scanner, object target, int which) 
 cdef int _collect_cached(FrameScanner scanner, object target, object chunk) except -1:
     # target.collect_incoming_data(chunk), for a scan with a callback cache
     cdef object func
+    cdef CallbackCache *cache
     cdef PyObject *cached = _cached_callback(scanner, target, CB_COLLECT)
     if cached == NULL:
         target.collect_incoming_data(chunk)
-    else:
-        func = <object>cached  # our own reference: the callback may delete it from the class
-        func(target, chunk)
+        return 0
+    cache = scanner._callbacks
+    if (cache.collect_code != NULL and PyFunction_GET_CODE(cached) == cache.collect_code
+            and not af_frames_watched()):
+        # the method would only have called self._collect_incoming_data,
+        # which is this scanner's collect()
+        if af_list_append(scanner._incoming, chunk) == 0:
+            cache.collected += 1
+            return 0
+        # (MemoryError) the real call fails the same way, with the
+        # application's frame in the traceback
+        PyErr_Clear()
+    func = <object>cached  # our own reference: the callback may delete it from the class
+    func(target, chunk)
     return 0
 
 

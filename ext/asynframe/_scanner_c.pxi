@@ -125,6 +125,8 @@ cdef class FrameScanner:
         cdef list incoming = self._incoming
         cdef object data
         if PyList_GET_SIZE(incoming) == 1 and PyBytes_CheckExact(<object>PyList_GET_ITEM(incoming, 0)):
+            if af_keeps_array(incoming):
+                return af_list_take_only(incoming)
             data = <object>PyList_GET_ITEM(incoming, 0)
         else:
             data = b"".join(incoming)

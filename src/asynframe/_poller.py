@@ -133,6 +133,10 @@ class MapPoller:
         # asyncore's read/write/_exception/readwrite
         self.fast_dispatches = 0
         self.generic_dispatches = 0
+        # collect_incoming_data calls the compiled loop made unnecessary: the
+        # method only handed the chunk to _collect_incoming_data, and the core
+        # appended it itself (asynframe._callback_shapes)
+        self.collects_in_core = 0
         # call_later/call_soon_threadsafe state, created on first use
         # (asynframe._timers); the wakeup descriptor is registered with the
         # backend only, never put in the map nor counted in ``registered``
