@@ -12,6 +12,7 @@ counter must stay at zero.
 
 from __future__ import annotations
 
+import inspect
 import socket
 import sys
 from types import FunctionType
@@ -149,6 +150,19 @@ def test_recognised(func):
 @pytest.mark.parametrize("func", NOT_RECOGNISED, ids=lambda f: getattr(f, "__name__", repr(f)))
 def test_not_recognised(func):
     assert collect_handing_code(func) is None
+
+
+def test_flags_are_inspects():
+    from asynframe import _callback_shapes
+
+    for name in ("VARARGS", "VARKEYWORDS", "GENERATOR", "COROUTINE", "ITERABLE_COROUTINE", "ASYNC_GENERATOR"):
+        assert getattr(_callback_shapes, "_CO_" + name) == getattr(inspect, "CO_" + name), name
+
+
+def test_coroutine_flag_alone_rejects():
+    # before 3.10 an async def with this body has the plain shape's bytecode
+    code = plain.__code__.replace(co_flags=plain.__code__.co_flags | inspect.CO_COROUTINE)
+    assert collect_handing_code(FunctionType(code, globals())) is None
 
 
 def test_lambda_of_the_same_body_is_recognised():

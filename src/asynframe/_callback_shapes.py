@@ -26,14 +26,16 @@ from __future__ import annotations
 from types import CodeType, FunctionType
 from typing import Any, Optional, Tuple
 
-# The flags a plain two-argument function may carry besides future imports
-# (CO_OPTIMIZED, CO_NEWLOCALS and, before 3.11, CO_NOFREE): anything else
-# (*args, **kwargs, a generator or coroutine) makes it something else.
+# Flags that make a function with that body something else: *args or
+# **kwargs, a generator or a coroutine (before 3.10 an ``async def`` compiles
+# to the very same bytecode; only this flag tells).  The values are
+# inspect's CO_* (tests/test_collect_in_core.py checks them); inspect itself
+# is not imported for five constants.
 _CO_VARARGS = 0x04
 _CO_VARKEYWORDS = 0x08
 _CO_GENERATOR = 0x20
-_CO_COROUTINE = 0x100
-_CO_ITERABLE_COROUTINE = 0x100 << 1
+_CO_COROUTINE = 0x80
+_CO_ITERABLE_COROUTINE = 0x100
 _CO_ASYNC_GENERATOR = 0x200
 _CO_NOT_PLAIN = (
     _CO_VARARGS | _CO_VARKEYWORDS | _CO_GENERATOR | _CO_COROUTINE | _CO_ITERABLE_COROUTINE | _CO_ASYNC_GENERATOR
