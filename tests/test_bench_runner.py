@@ -229,7 +229,8 @@ def test_table_and_progress(tiny_run):
                 assert cell["server_us_per_msg"] > 0, (sc, server)
                 assert 0 <= cell["server_user_us_per_msg"] <= cell["server_us_per_msg"], (sc, server)
     # one progress line per (server, scenario)
-    progress = [line for line in stdout.splitlines() if line.startswith("[")]
+    # (the rotation that follows has lines of its own)
+    progress = [line for line in stdout.splitlines() if line.startswith("[") and not line.startswith("[rotation]")]
     # (the two asynframe-c variants run in reqresp only)
     cells = len(SCENARIOS) * len(ALL_SERVERS) - len(VARIANTS) * (len(SCENARIOS) - 1)
     assert len(progress) == cells
@@ -313,3 +314,108 @@ def test_the_command_the_module_and_the_script_are_one_runner():
     assert listings[0].stdout == listings[1].stdout
     for server in ALL_SERVERS:
         assert "  %s " % server in listings[0].stdout
+
+
+@pytest.mark.timeout(150)
+def test_rotation_measures_its_servers_in_turns(tiny_run):
+    # with reqresp, the servers of bench.rotation.ROTATION that run here are
+    # also measured in turns: each gets one window per round, and its CPU
+    # per message is summed over them
+    doc, stdout = tiny_run["doc"], tiny_run["stdout"]
+    from asynframe.bench.rotation import ROTATION, ROTATION_REFERENCE
+
+    have = _installed()
+    runnable = [s for s in ROTATION if have[s]]
+    rotation = doc.get("rotation")
+    if len(runnable) < 2:
+        assert rotation is None or rotation["status"] == "skipped"
+        return
+    assert rotation["status"] == "ok", rotation.get("note")
+    assert rotation["scenario"] == "reqresp"
+    assert rotation["cycles"] == doc["config"]["rotation_cycles"] >= 1
+    assert rotation["conns"] <= 4
+    assert list(rotation["servers"]) == [s for s in ROTATION if s in rotation["servers"]]
+    for server in ROTATION:
+        cell = rotation["servers"][server]
+        if not have[server]:
+            assert cell["status"] == "skipped", (server, cell)
+            continue
+        assert cell["status"] == "ok", (server, cell)
+        assert cell["messages"] > 0 and cell["msg_per_s"] > 0
+        assert 0 <= cell["server_user_us_per_msg"] <= cell["server_us_per_msg"]
+        # one window per round, each in its own round
+        assert [cycle for cycle, _ in cell["window_user_us_per_msg"]] == list(range(rotation["cycles"]))
+    if have[ROTATION_REFERENCE]:
+        assert rotation["reference"] == ROTATION_REFERENCE
+        assert rotation["servers"][ROTATION_REFERENCE]["user_ratio"] == 1.0
+    assert "servers in turns" in doc["table"]
+    assert "[rotation] reqresp" in stdout
+
+
+def test_rotation_alternates_the_order():
+    # the load generator's rounds: forwards, then backwards, each window
+    # bracketed by a mark the runner answers before anything else happens
+    from asynframe.bench import loadgen
+
+    class Driver:
+        def __init__(self, name, log):
+            self.name, self.log, self.done = name, log, 0
+
+        def run_until(self, deadline):
+            self.log.append(self.name)
+            self.done += 1
+
+        def count(self):
+            return self.done
+
+    log = []
+    marks = []
+    drivers = [Driver(n, log) for n in "abc"]
+    saved_emit, saved_stdin = loadgen.emit, loadgen.sys.stdin
+    loadgen.emit = lambda **fields: marks.append((fields["server"], fields["edge"]))
+    loadgen.sys.stdin = __import__("io").StringIO("\n" * 18)
+    try:
+        windows = loadgen.rotate(drivers, 0.0, 0.0, 3)
+    finally:
+        loadgen.emit, loadgen.sys.stdin = saved_emit, saved_stdin
+    # the warm-up of each, then three rounds
+    assert log == list("abc") + list("abc") + list("cba") + list("abc")
+    assert [w["server"] for w in windows] == [0, 1, 2, 2, 1, 0, 0, 1, 2]
+    assert [w["cycle"] for w in windows] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert marks == [(w["server"], edge) for w in windows for edge in ("start", "end")]
+    # a runner that went away ends the run
+    loadgen.emit = lambda **fields: None
+    loadgen.sys.stdin = __import__("io").StringIO("")
+    try:
+        with pytest.raises(loadgen.LoadError):
+            loadgen.rotate(drivers, 0.0, 0.0, 1)
+    finally:
+        loadgen.emit, loadgen.sys.stdin = saved_emit, saved_stdin
+
+
+def test_rotation_table_says_why_it_has_no_figures():
+    from asynframe.bench.report import _rotation_table
+
+    lines = _rotation_table({"cycles": 8, "window": 3.0, "status": "failed", "note": "uvloop died during the run"})
+    assert "servers in turns" in lines[0]
+    assert lines[1].strip() == "failed: uvloop died during the run"
+    ok = {
+        "cycles": 1,
+        "window": 1.0,
+        "status": "ok",
+        "reference": None,
+        "servers": {
+            "asynframe-c": {
+                "status": "ok",
+                "msg_per_s": 150000.0,
+                "server_us_per_msg": 6.0,
+                "server_user_us_per_msg": 1.25,
+            },
+            "uvloop": {"status": "skipped", "note": "uvloop is not installed"},
+        },
+    }
+    table = "\n".join(_rotation_table(ok))
+    # without the reference server there are no ratio columns
+    assert "vs uvloop" not in table
+    assert "asynframe-c" in table and "150k" in table and "1.25" in table
+    assert "uvloop" in table and "skipped" in table

@@ -89,6 +89,18 @@ cdef class _ClassInfo:
     cdef object collect_code
 
 
+cdef extern from *:
+    """
+    /* Whether the scan may append a chunk itself for a collect_incoming_data
+       that only hands it on (_core_c's _collect_cached): up to CPython 3.11,
+       where a watched frame shows as a trace or profile function or a frame
+       evaluation hook.  From 3.12 on sys.monitoring is not visible from C, so
+       classes are not given the code to compare at all. */
+    #define AF_COLLECT_IN_CORE (PY_VERSION_HEX < 0x030C0000)
+    """
+    bint AF_COLLECT_IN_CORE
+
+
 # Set once by configure(), when asynchat defines async_chat and before any
 # loop runs; read-only afterwards, so loops in several threads share them.
 cdef bint _configured = False

@@ -71,7 +71,7 @@ cdef _ClassInfo _describe(type cls):
         callbacks.append(value if type(value) is _function_type else None)
     info.callbacks = tuple(callbacks)
     info.collect_code = None
-    if _from_class(cls, "_collect_incoming_data") is _stock_collect:
+    if AF_COLLECT_IN_CORE and _from_class(cls, "_collect_incoming_data") is _stock_collect:
         info.collect_code = _collect_handing_code(callbacks[CB_COLLECT])
     info.flags = flags
     # read last: the getattr calls above are what give the class its tag

@@ -95,6 +95,21 @@ def _read_hello(srv: subprocess.Popen, srv_out: LineReader, srv_err: IO[bytes]) 
     return hello
 
 
+def start_server(
+    spec: Dict[str, Any],
+    env: Dict[str, str],
+    err: IO[bytes],
+    started: List[subprocess.Popen],
+    readers: List[LineReader],
+) -> Tuple[subprocess.Popen, Dict[str, Any]]:
+    """Start the server *spec* names (tracked in *started* and *readers*); it and its first line."""
+    srv = spawn([sys.executable] + spec["argv"], env, SERVERS_DIR, err)
+    started.append(srv)
+    out = LineReader(srv)
+    readers.append(out)
+    return srv, _read_hello(srv, out, err)
+
+
 def _skip_reason(hello: Dict[str, Any], spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """A skipped cell when the server cannot run here, or runs another core than it should."""
     if "skip" in hello:
@@ -117,14 +132,14 @@ def _connections(sc: Dict[str, Any], opts: argparse.Namespace) -> int:
     return conns
 
 
-def _loadgen_argv(port: int, sc: Dict[str, Any], conns: int, opts: argparse.Namespace) -> List[str]:
-    argv = [
+def loadgen_argv(target: List[str], mode: str, sc: Dict[str, Any], conns: int, opts: argparse.Namespace) -> List[str]:
+    """The load generator's command line for *sc*; *target*: ``--port N`` or ``--ports A,B``."""
+    return [
         sys.executable,
         str(LOADGEN),
-        "--port",
-        str(port),
+        *target,
         "--mode",
-        sc["mode"],
+        mode,
         "--conns",
         str(conns),
         "--depth",
@@ -135,9 +150,11 @@ def _loadgen_argv(port: int, sc: Dict[str, Any], conns: int, opts: argparse.Name
         str(opts.warmup),
         "--duration",
         str(opts.duration),
-        "--repeats",
-        str(opts.repeats),
     ]
+
+
+def _loadgen_argv(port: int, sc: Dict[str, Any], conns: int, opts: argparse.Namespace) -> List[str]:
+    argv = loadgen_argv(["--port", str(port)], sc["mode"], sc, conns, opts) + ["--repeats", str(opts.repeats)]
     if sc["mode"] == "idle":
         argv += ["--idle", str(opts.idle), "--setup-timeout", str(opts.setup_timeout)]
     return argv
@@ -197,11 +214,7 @@ def run_cell(server: str, scenario: str, opts: argparse.Namespace, cpus: Optiona
     readers: List[LineReader] = []
     samples = _Samples()
     try:
-        srv = spawn([sys.executable] + spec["argv"], env, SERVERS_DIR, srv_err)
-        started.append(srv)
-        srv_out = LineReader(srv)
-        readers.append(srv_out)
-        hello = _read_hello(srv, srv_out, srv_err)
+        srv, hello = start_server(spec, env, srv_err, started, readers)
         skipped = _skip_reason(hello, spec)
         if skipped is not None:
             return skipped

@@ -20,6 +20,8 @@ def _draw_bars(ax, doc: Dict[str, Any], ref: str, scenarios: List[str], servers:
     """One bar group per scenario, one bar per server: median / reference median, min-max whiskers."""
     res = doc["results"]
     width = 0.8 / len(servers)
+    # one colour per server: the default cycle has ten, and the runner has more servers
+    colours = _colours(len(servers))
     for i, s in enumerate(servers):
         xs, ys, lo, hi = [], [], [], []
         for j, sc in enumerate(scenarios):
@@ -30,7 +32,26 @@ def _draw_bars(ax, doc: Dict[str, Any], ref: str, scenarios: List[str], servers:
                 ys.append(c["median"] / base)
                 lo.append(ys[-1] - c["min"] / base)
                 hi.append(c["max"] / base - ys[-1])
-        ax.bar(xs, ys, width, label=s, yerr=[lo, hi], capsize=2, error_kw={"elinewidth": 0.8, "alpha": 0.7})
+        ax.bar(
+            xs,
+            ys,
+            width,
+            label=s,
+            color=colours[i],
+            yerr=[lo, hi],
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "alpha": 0.7},
+        )
+
+
+def _colours(count: int) -> List[Any]:
+    """*count* distinct colours: matplotlib's ten-colour cycle, then tab20's lighter shades."""
+    from matplotlib import colormaps
+
+    # (a qualitative map called with an int gives its colour of that index)
+    base = [colormaps["tab10"](i) for i in range(10)]
+    lighter = [colormaps["tab20"](i) for i in range(1, 20, 2)]
+    return (base + lighter)[:count] if count <= 20 else [colormaps["hsv"](i / count) for i in range(count)]
 
 
 def write_chart(doc: Dict[str, Any], path: Path) -> Optional[str]:

@@ -20,7 +20,12 @@ Modes
 ``idle``    ``window`` with depth 1, measured once as is and once more after
             *idle* extra connections were opened (each echoes one line, then
             stays silent for the rest of the run);
-``accept``  *conns* concurrent cycles of connect, one echo, close.
+``accept``  *conns* concurrent cycles of connect, one echo, close;
+``rotate``  ``window`` on several servers (``--ports``), one at a time:
+            *cycles* rounds of one window per server, the order reversed
+            every other round, so that what the machine does meanwhile
+            falls on all of them alike.  Before and after each window the
+            runner samples that server's CPU time and answers on stdin.
 
 Measurement: after ``--warmup`` seconds, ``--repeats`` back-to-back windows
 of ``--duration`` seconds.  A ``{"event": "mark"}`` line is printed at each
@@ -380,6 +385,38 @@ def measure(driver, warmup, duration, repeats, phase):
     return windows
 
 
+def _sampled(index, edge):
+    """Mark a window edge of driver *index*; return once the runner has sampled."""
+    emit(event="mark", phase="rotate", server=index, edge=edge)
+    if not sys.stdin.readline():
+        raise LoadError("the runner went away")
+
+
+def rotate(drivers, warmup, duration, cycles):
+    """*cycles* rounds of one window per driver, alternating the order.
+
+    Each window edge emits a mark naming the driver and waits for a line on
+    stdin: the runner has sampled that server by then, so no window starts
+    before the sample that opens it.
+    """
+    for driver in drivers:
+        driver.run_until(perf_counter() + warmup)
+    windows = []
+    order = list(range(len(drivers)))
+    for cycle in range(cycles):
+        for index in order if cycle % 2 == 0 else order[::-1]:
+            driver = drivers[index]
+            _sampled(index, "start")
+            t0 = perf_counter()
+            n0 = driver.count()
+            driver.run_until(t0 + duration)
+            t1 = perf_counter()
+            n1 = driver.count()
+            _sampled(index, "end")
+            windows.append({"server": index, "cycle": cycle, "count": n1 - n0, "wall": t1 - t0})
+    return windows
+
+
 def _die_with_parent():
     """Linux: get SIGKILL if the runner dies, so no load generator outlives it."""
     if sys.platform.startswith("linux"):
@@ -395,9 +432,11 @@ def _die_with_parent():
 def main(argv=None):
     _die_with_parent()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, help="the server's port (all modes but rotate)")
+    ap.add_argument("--ports", help="rotate: the servers' ports, comma-separated")
+    ap.add_argument("--cycles", type=int, default=1, help="rotate: rounds of one window per server")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--mode", choices=["window", "idle", "accept"], required=True)
+    ap.add_argument("--mode", choices=["window", "idle", "accept", "rotate"], required=True)
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--depth", type=int, default=1)
     ap.add_argument("--size", type=int, default=32)
@@ -407,12 +446,23 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--setup-timeout", type=float, default=300.0)
     args = ap.parse_args(argv)
+    if (args.mode == "rotate") != (args.ports is not None) or (args.mode != "rotate") != (args.port is not None):
+        ap.error("--ports goes with --mode rotate, --port with every other mode")
 
     addr = (args.host, args.port)
     msg = make_message(args.size)
     result = {"event": "result", "mode": args.mode}
     try:
-        if args.mode == "accept":
+        if args.mode == "rotate":
+            drivers = []
+            for port in args.ports.split(","):
+                socks = open_connections((args.host, int(port)), args.conns, msg)
+                drivers.append(WindowDriver(socks, msg, args.depth))
+            result["windows"] = rotate(drivers, args.warmup, args.duration, args.cycles)
+            for driver in drivers:
+                for s in driver.socks:
+                    s.close()
+        elif args.mode == "accept":
             # check the server echoes correctly before hammering it
             for s in open_connections(addr, 1, msg):
                 s.close()

@@ -261,6 +261,36 @@ def _legend(doc: Dict[str, Any]) -> List[str]:
     return parts
 
 
+def _rotation_table(rotation: Dict[str, Any]) -> List[str]:
+    """The servers measured in turns (bench.rotation): one row per server."""
+    title = (
+        f"\nRequest/response, servers in turns ({rotation['cycles']} rounds of one "
+        f"{rotation['window']:g} s window each, all on the server CPU): server CPU µs/msg"
+    )
+    if rotation.get("status") != "ok":
+        return [title, f"  {rotation.get('status')}: {rotation.get('note', '')}"]
+    ref = rotation.get("reference")
+    header = ["server", "msg/s", "CPU µs/msg", "user µs/msg"]
+    if ref:
+        header += [f"user vs {ref}", "median of rounds"]
+    rows = []
+    for name, cell in rotation["servers"].items():
+        if cell.get("status") != "ok":
+            rows.append([name, cell.get("status", "?")] + [""] * (len(header) - 2))
+            continue
+        row = [
+            name,
+            fmt_num(cell["msg_per_s"]),
+            f"{cell['server_us_per_msg']:.2f}",
+            f"{cell['server_user_us_per_msg']:.2f}",
+        ]
+        if ref:
+            median = cell.get("user_ratio_rounds_median")
+            row += [f"{cell['user_ratio']:.2f}x", "-" if median is None else f"{median:.2f}x"]
+        rows.append(row)
+    return [title, _table(header, rows)]
+
+
 def render_tables(doc: Dict[str, Any]) -> str:
     servers = [
         s
@@ -282,6 +312,8 @@ def render_tables(doc: Dict[str, Any]) -> str:
         _cost,
     )
     parts += _per_cell_table(doc, servers, "\nPeak server RSS (MiB)", _peak_rss)
+    if doc.get("rotation"):
+        parts += _rotation_table(doc["rotation"])
     notes = _problem_notes(doc) + _load_notes(doc, servers)
     if notes:
         parts.append("\nNotes:")

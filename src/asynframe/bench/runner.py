@@ -1,6 +1,6 @@
 """Compare asynframe with stdlib asynchat, asyncio, uvloop and Twisted.
 
-    asynframe-bench                     # full run (~10 minutes)
+    asynframe-bench                     # full run (~13 minutes)
     asynframe-bench --quick             # under 2 minutes
     asynframe-bench --list              # servers and scenarios
 
@@ -11,7 +11,10 @@ bound to 127.0.0.1, and a fresh load generator process
 (``asynframe/bench/loadgen.py``).  On a machine with two or more CPUs the
 two are pinned to different CPUs.  After a warm-up the load generator
 measures ``--repeats`` windows of ``--duration`` seconds; the runner samples
-the server's CPU time and memory at the window edges.
+the server's CPU time and memory at the window edges.  With ``reqresp``,
+the request/response servers are then measured once more in turns
+(``asynframe.bench.rotation``), for a CPU-per-message comparison that the
+machine's slow changes affect alike.
 
 Output: one progress line per pair, then tables (median (min-max) per cell,
 ratio to asynframe-c, CPU use of the load generator and the server, peak
@@ -39,6 +42,7 @@ from .chart import write_chart
 from .probes import background_load, ephemeral_ports, machine_info, pick_cpus, raise_nofile, wait_quiet
 from .processes import LineReader, stop_all
 from .report import cell_line, fmt_cell, fmt_num, reference_server, render_tables
+from .rotation import ROTATION, rotation_servers, run_rotation
 from .scenarios import (
     DEFAULT_RESULTS_DIR,
     FULL,
@@ -120,6 +124,14 @@ def parse_args(argv: Optional[List[str]] = None, results_dir: Path = DEFAULT_RES
         help="before each measurement wait up to S seconds while other processes "
         "use more than %d%%%% of a CPU (for shared machines)" % (NOISE * 100),
     )
+    ap.add_argument(
+        "--rotation-cycles",
+        type=int,
+        metavar="N",
+        help="with reqresp: rounds in which %s (those selected) are measured in turns, "
+        "one window each, for the CPU per message; 0: none (default %d, quick %d)"
+        % (", ".join(ROTATION), FULL["rotation_cycles"], QUICK["rotation_cycles"]),
+    )
     ap.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
     # hidden knobs for the test-suite
     ap.add_argument("--connections", type=int, help=argparse.SUPPRESS)
@@ -131,8 +143,8 @@ def parse_args(argv: Optional[List[str]] = None, results_dir: Path = DEFAULT_RES
             setattr(opts, key, value)
     opts.server_list = _pick(opts.servers, SERVERS, "server", ap)
     opts.scenario_list = _pick(opts.scenarios, SCENARIOS, "scenario", ap)
-    if opts.repeats < 1 or opts.duration <= 0 or opts.warmup < 0 or opts.idle < 0:
-        ap.error("--repeats must be >= 1, --duration > 0, --warmup and --idle >= 0")
+    if opts.repeats < 1 or opts.duration <= 0 or opts.warmup < 0 or opts.idle < 0 or opts.rotation_cycles < 0:
+        ap.error("--repeats must be >= 1, --duration > 0, --warmup, --idle and --rotation-cycles >= 0")
     return opts
 
 
@@ -193,6 +205,7 @@ def _new_document(opts: argparse.Namespace, nofile: int, cpus: Optional[tuple], 
             "idle": opts.idle,
             "connections_cap": opts.connections,
             "wait_quiet": opts.wait_quiet,
+            "rotation_cycles": opts.rotation_cycles,
             "pinned": bool(cpus),
         },
         "servers": {name: {"about": SERVERS[name]["about"]} for name in opts.server_list},
@@ -268,6 +281,22 @@ def _run_pairs(doc: Dict[str, Any], opts: argparse.Namespace, cpus: Optional[tup
     return skipped
 
 
+def _run_rotation(doc: Dict[str, Any], opts: argparse.Namespace, cpus: Optional[tuple]) -> None:
+    """With reqresp: the CPU per message of its servers measured in turns (bench.rotation)."""
+    servers = rotation_servers(opts.server_list)
+    if "reqresp" not in opts.scenario_list or opts.rotation_cycles == 0 or len(servers) < 2:
+        return
+    head = f"[rotation] reqresp   {' '.join(servers)}"
+
+    def progress(msg):
+        print(f"{head}: {msg}", flush=True)
+
+    if opts.wait_quiet > 0:
+        wait_quiet(opts.wait_quiet, progress)
+    doc["rotation"] = run_rotation(servers, opts, cpus, progress)
+    progress(doc["rotation"]["status"])
+
+
 # ---------------------------------------------------------------------------
 # results
 
@@ -322,6 +351,7 @@ def main(argv: Optional[List[str]] = None, results_dir: Path = DEFAULT_RESULTS_D
     started = time.monotonic()
     try:
         skipped = _run_pairs(doc, opts, cpus, started)
+        _run_rotation(doc, opts, cpus)
     except KeyboardInterrupt:
         stop_all()
         print("\ninterrupted; all benchmark processes stopped", file=sys.stderr)

@@ -127,5 +127,5 @@ SCENARIOS: Dict[str, Dict[str, Any]] = {
     },
 }
 
-FULL = {"duration": 3.0, "repeats": 3, "warmup": 1.0, "idle": 10000}
-QUICK = {"duration": 1.0, "repeats": 1, "warmup": 0.3, "idle": 2000}
+FULL = {"duration": 3.0, "repeats": 3, "warmup": 1.0, "idle": 10000, "rotation_cycles": 8}
+QUICK = {"duration": 1.0, "repeats": 1, "warmup": 0.3, "idle": 2000, "rotation_cycles": 2}
