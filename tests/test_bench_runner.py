@@ -419,3 +419,33 @@ def test_rotation_table_says_why_it_has_no_figures():
     assert "vs uvloop" not in table
     assert "asynframe-c" in table and "150k" in table and "1.25" in table
     assert "uvloop" in table and "skipped" in table
+
+
+@pytest.mark.timeout(120)
+def test_rotation_without_its_reference(tmp_path):
+    # a server that cannot run here keeps its place, and without uvloop
+    # there are no ratios (an uvloop that fails to import stands in for one
+    # that is not installed)
+    stub = tmp_path / "stub" / "uvloop"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('no uvloop in this test')\n")
+    out = tmp_path / "result.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub.parent), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, str(RUN), "--scenarios", "reqresp", "--servers", "uvloop,asyncio-protocol,asynframe-c"]
+    cmd += ["--duration", "0.2", "--repeats", "1", "--warmup", "0.1", "--connections", "2"]
+    cmd += ["--rotation-cycles", "2", "--json", str(out), "--no-chart"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100, cwd=str(REPO), env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rotation = json.loads(out.read_text())["rotation"]
+    have = _installed()
+    if not have["asynframe-c"]:
+        assert rotation["status"] == "skipped"
+        return
+    assert rotation["status"] == "ok", rotation.get("note")
+    assert list(rotation["servers"]) == ["asynframe-c", "uvloop", "asyncio-protocol"]
+    assert rotation["servers"]["uvloop"]["status"] == "skipped"
+    assert rotation["reference"] is None
+    for server in ("asynframe-c", "asyncio-protocol"):
+        assert rotation["servers"][server]["messages"] > 0
+        assert "user_ratio" not in rotation["servers"][server]

@@ -178,11 +178,13 @@ def run_rotation(servers: List[str], opts: argparse.Namespace, cpus: Optional[tu
             err.close()
     doc["status"] = "ok"
     doc["conns"] = conns
+    cells = dict(skipped)
     for index, (name, _, _, info) in enumerate(live):
         mine = [w for w in windows if w["server"] == index]
-        cell = _server_figures(mine, samples[index])
-        cell["server_info"] = info
-        doc["servers"][name] = cell
+        cells[name] = _server_figures(mine, samples[index])
+        cells[name]["server_info"] = info
+    # in the order of ROTATION, the skipped ones included
+    doc["servers"] = {name: cells[name] for name in servers}
     if doc["servers"].get(ROTATION_REFERENCE, {}).get("status") == "ok":
         doc["reference"] = ROTATION_REFERENCE
         _add_ratios(doc["servers"], ROTATION_REFERENCE)
