@@ -421,17 +421,37 @@ def test_rotation_table_says_why_it_has_no_figures():
     assert "uvloop" in table and "skipped" in table
 
 
+_NO_UVLOOP = """
+import sys
+
+
+class NoUvloop:
+    def find_spec(self, name, path=None, target=None):
+        if name == "uvloop" or name.startswith("uvloop."):
+            raise ImportError("no uvloop in this test")
+        return None
+
+
+sys.meta_path.insert(0, NoUvloop())
+"""
+
+
 @pytest.mark.timeout(120)
 def test_rotation_without_its_reference(tmp_path):
     # a server that cannot run here keeps its place, and without uvloop
     # there are no ratios (an uvloop that fails to import stands in for one
     # that is not installed)
-    stub = tmp_path / "stub" / "uvloop"
-    stub.mkdir(parents=True)
-    (stub / "__init__.py").write_text("raise ImportError('no uvloop in this test')\n")
+    # (a finder installed at start-up: the servers' PYTHONPATH puts the
+    # package's own directory first, which may be a site-packages with uvloop)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "sitecustomize.py").write_text(_NO_UVLOOP)
     out = tmp_path / "result.json"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub.parent), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub), env.get("PYTHONPATH")]))
+    probe = subprocess.run([sys.executable, "-c", "import uvloop"], capture_output=True, env=env, timeout=60)
+    if probe.returncode == 0:
+        pytest.skip("another sitecustomize module comes first on this interpreter's path")
     cmd = [sys.executable, str(RUN), "--scenarios", "reqresp", "--servers", "uvloop,asyncio-protocol,asynframe-c"]
     cmd += ["--duration", "0.2", "--repeats", "1", "--warmup", "0.1", "--connections", "2"]
     cmd += ["--rotation-cycles", "2", "--json", str(out), "--no-chart"]
