@@ -24,7 +24,17 @@ import statistics
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from .cell import SLACK, CellError, _connections, _server_env, _skip_reason, _tail, loadgen_argv, start_server
+from .cell import (
+    SLACK,
+    CellError,
+    _connections,
+    _server_env,
+    _skip_reason,
+    _tail,
+    _user_share,
+    loadgen_argv,
+    start_server,
+)
 from .probes import cpu_seconds, cpu_ticks, pin
 from .processes import LineReader, spawn, stop
 from .scenarios import HERE, SCENARIOS, SERVERS
@@ -112,11 +122,11 @@ def _server_figures(windows: List[Dict[str, Any]], samples: List[tuple]) -> Dict
         cpu += c1 - c0
         user_ticks += user
         kernel_ticks += kernel
-        share = user / (user + kernel) if user + kernel else 0.0
-        per_window.append((w["cycle"], (c1 - c0) * share / w["count"] * 1e6))
+        per_window.append((w["cycle"], (c1 - c0) * _user_share(t0, t1) / w["count"] * 1e6))
     if not messages:
         return {"status": "failed", "note": "no message was measured"}
-    share = user_ticks / (user_ticks + kernel_ticks) if user_ticks + kernel_ticks else 0.0
+    # the same share of all the windows' ticks together
+    share = _user_share((0, 0), (user_ticks, kernel_ticks))
     return {
         "status": "ok",
         "messages": int(messages),
