@@ -58,6 +58,7 @@ extensions = [
         + [
             "ext/asynframe/_loop_classes.pxi",
             "ext/asynframe/_loop_records.pxi",
+            "ext/asynframe/_loop_slots.pxi",
             "ext/asynframe/_loop_wait.pxi",
         ],
         libraries=["ws2_32"] if sys.platform == "win32" else [],

@@ -320,9 +320,11 @@ class Side:
                     "writing_paused",
                     "_af_limited",
                     "_af_generic_path",
-                    "_af_dispatching",
                 )
             },
+            # its truth is what it means; the compiled loop may keep a record
+            # there (_FastRecord.reading), never the Python push
+            "dispatching": bool(chan._af_dispatching),
             "in map": fd is not None and self.map.get(fd) is chan,
             "touched": touched,
             "registered": registered,

@@ -222,6 +222,37 @@ def test_reset_by_peer_same_on_both_paths(use_poll):
     assert fast[0][-1] == ("close",) and fast[1] == {}
 
 
+def run_unread(generic, use_poll):
+    m: dict = {}
+    log: list = []
+    a, b = socket.socketpair()
+    try:
+        Echo(a, m, log, generic=generic)
+        echo_line(m, b, b"one\r\n", use_poll)
+        # the peer is gone once its line is in: the reply pushed inside the
+        # read of that line (sent at once, the queue being empty) fails
+        # with EPIPE
+        b.sendall(b"two\r\n")
+        b.close()
+        deadline = time.monotonic() + 5
+        while m and time.monotonic() < deadline:
+            asyncore.loop(0.05, use_poll, map=m, count=1)
+        return log, dict(m)
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        b.close()
+
+
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_reply_to_a_peer_that_is_gone(use_poll):
+    fast = run_unread(False, use_poll)
+    slow = run_unread(True, use_poll)
+    assert fast == slow
+    log, left = fast
+    assert log[log.index(("line", b"two")) + 1] == ("close",) and left == {}
+
+
 class Quitter(Echo):
     def found_terminator(self):
         self._get_data()

@@ -83,7 +83,19 @@ class Switching(Echo):
             self._af_generic_path = True
         elif word == b"fast":
             self._af_generic_path = self.generic
+        elif word == b"state":
+            # what asyncore's close()/send() and the Python push consult
+            self.log.append(("dispatching", bool(self._af_dispatching)))
+        elif word == b"nest":
+            # a loop run from this callback serves another channel's read
+            self.log.append(("dispatching", bool(self._af_dispatching)))
+            self.other_peer.sendall(b"inner\r\n")
+            asyncore.loop(1.0, self.nest_with_poll, map=self._map, count=1)
+            self.log.append(("dispatching after nested", bool(self._af_dispatching)))
         self.push(self.reply(line))
+
+    nest_with_poll = True
+    other_peer = None
 
     def reply(self, line):
         return line + b"\r\n"
@@ -192,6 +204,61 @@ def test_change_between_events_seen(use_poll):
     assert max(sizes[-10:]) == 2
     if FAST:
         assert fast_count > 0
+
+
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_dispatching_only_during_a_read(use_poll):
+    # A recorded channel's _af_dispatching is its record, true only while a
+    # read delivers (_FastRecord.reading); outside, false as on the Python path
+    def between(chan, line):
+        chan.log.append(("between", bool(chan._af_dispatching)))
+
+    lines = [b"one", b"state", b"two", b"state"]
+    fast_log, fast_got, fast_count = run_lines(False, use_poll, lines, between)
+    slow_log, slow_got, _ = run_lines(True, use_poll, lines, between)
+    assert fast_log == slow_log and fast_got == slow_got
+    assert ("dispatching", True) in fast_log and ("between", False) in fast_log
+    assert ("between", True) not in fast_log and ("dispatching", False) not in fast_log
+    if FAST:
+        assert fast_count > 0
+
+
+def run_nested(generic, use_poll):
+    m: dict = {}
+    log: list = []
+    inner_log: list = []
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    try:
+        chan = Switching(a, m, log, generic=generic)
+        Switching(c, m, inner_log, generic=generic)
+        chan.nest_with_poll = use_poll
+        chan.other_peer = d
+        for peer in (b, d):
+            peer.sendall(b"warm\r\n")
+            pump(m, peer, lambda data: data.endswith(b"warm\r\n"), use_poll)
+        b.sendall(b"nest\r\n")
+        got = pump(m, b, lambda data: data.endswith(b"nest\r\n"), use_poll)
+        got += b"|" + pump(m, d, lambda data: data.endswith(b"inner\r\n"), use_poll)
+        return log, inner_log, got
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        b.close()
+        d.close()
+
+
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_loop_nested_in_a_callback_keeps_the_outer_read(use_poll):
+    # the nested loop's read of another channel starts and ends there; the
+    # outer channel is still inside its read when the loop returns
+    fast = run_nested(False, use_poll)
+    slow = run_nested(True, use_poll)
+    assert fast == slow
+    log, inner_log, got = fast
+    assert log[-3:] == [("line", b"nest"), ("dispatching", True), ("dispatching after nested", True)]
+    assert inner_log[-1] == ("line", b"inner") and got == b"nest\r\n|inner\r\n"
 
 
 @pytest.mark.skipif(not RECORDS, reason="records need the compiled loop and dict versions")
@@ -346,3 +413,46 @@ def test_callback_changed_mid_read_applies_to_the_next_frame(name, use_poll):
         assert fast_log[-1] == ("line", b"next") and fast_got.endswith(b"next\r\n")
     else:
         assert ("replaced", 0 if "frames" not in name else 1) in fast_log
+
+
+# -- the lookups kept per descriptor (_loop_slots.pxi) -------------------------
+
+
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_descriptor_reused_by_a_new_channel(use_poll):
+    # The loop keeps each descriptor's lookups (its registration, its map
+    # entry, its channel's record) with borrowed pointers, trusted while the
+    # dicts they came from are unchanged.  A closed channel must still go at
+    # once, and the next channel on its descriptor must be the one served.
+    import gc
+    import weakref
+
+    m: dict = {}
+    log: list = []
+    a, b = socket.socketpair()
+    chan = Switching(a, m, log)
+    for line in (b"one", b"two"):
+        b.sendall(line + b"\r\n")
+        assert pump(m, b, lambda data, line=line: data.endswith(line + b"\r\n"), use_poll)
+    fd = chan._fileno
+    chan.close()
+    b.close()
+    gone = weakref.ref(chan)
+    del chan
+    gc.collect()
+    assert gone() is None
+    c, d = socket.socketpair()
+    try:
+        if c.fileno() != fd:
+            c.close()
+            pytest.skip("the system gave the new socket another descriptor")
+        other_log: list = []
+        Switching(c, m, other_log)
+        d.sendall(b"three\r\n")
+        assert pump(m, d, lambda data: data.endswith(b"three\r\n"), use_poll) == b"three\r\n"
+        assert other_log == [("chunk", 5), ("line", b"three")]
+        assert ("line", b"three") not in log
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        d.close()

@@ -143,6 +143,7 @@ cdef class PushQueue:
     cdef Py_ssize_t _send_file(self, long long fd, object entry) except -1
     cdef int _consume(self, Py_ssize_t nbytes) except -1
     cdef Py_ssize_t _send_fd(self, long long fd) except -1
+    cdef int _queue_rest(self, bytes data, Py_ssize_t size, Py_ssize_t sent) except -1
     cdef list _detach(self)
     cdef bint _still_at(self, list items, Py_ssize_t index, object item)
 
@@ -153,6 +154,7 @@ cdef class PushQueue:
     cdef bint c_pop_close(self)
     cdef bint c_has_items(self)
     cdef Py_ssize_t c_send(self, long long fd) except -1
+    cdef Py_ssize_t c_push_send(self, bytes data, long long fd) except -1
 
 
 # ac_in_buffer_size / fill()'s size as a read's byte count (_core_common.check_read_size)

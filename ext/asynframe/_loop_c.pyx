@@ -25,9 +25,10 @@ from cpython.long cimport PyLong_AsUnsignedLong
 from cpython.object cimport PyObject, Py_TYPE
 from cpython.unicode cimport PyUnicode_CheckExact
 from cpython.pythread cimport PyThread_get_thread_ident
-from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_CLEAR, Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memset
 
 from asynframe._core_c cimport CB_COLLECT, CB_FOUND, CB_FRAME, CallbackCache, FrameScanner, PushQueue, read_size
 
@@ -126,8 +127,10 @@ cdef int IN = _events.IN, OUT = _events.OUT, PRI = _events.PRI
 cdef int ERR = _events.ERR, HUP = _events.HUP
 
 # _af_dispatching during a compiled read is the dispatch's _Event (its
-# scanner, queue and hold flag are the channel's); Python's handle_read sets
-# True or False.  Either way chat_push may send with _initiate_send.
+# scanner, queue and hold flag are the channel's) or, for a channel with a
+# record, the record pointing to that event (_FastRecord.reading); Python's
+# handle_read sets True or False.  Either way chat_push may send with
+# _initiate_send.
 
 
 @cython.final
@@ -153,6 +156,10 @@ cdef class _Event:
     cdef _ReadArea area
     # collect_incoming_data calls made unnecessary (CallbackCache.collected)
     cdef Py_ssize_t collects_in_core
+    # the poller's kept lookups (_loop_slots.pxi), and the descriptor of the
+    # event being served (-1: none to use)
+    cdef _FdSlots slots
+    cdef long fd
 
 
 DEF READ_AREA_SIZE = 65536  # asynchat's ac_in_buffer_size; larger reads use the scanner's buffer
@@ -244,11 +251,40 @@ cdef int _push_in_read(object channel, _Event event, object data, object attrs) 
     # a push from the channel's own compiled read (so from its loop's
     # thread): the dispatch's event holds the scanner and queue; *attrs* is
     # the channel's instance dict
-    event.queue.c_push(data)
     if event.hold and event.scanner.c_frame_follows():
+        event.queue.c_push(data)
         return 0  # held: the peer pipelines (asynchat.py)
     # dispatch() settles the interest afterwards: no _touch needed
+    if PyBytes_CheckExact(data) and not event.queue.c_has_items():
+        return _send_alone(channel, event, <bytes>data, attrs)
+    event.queue.c_push(data)
     _initiate_send(channel, event.queue, event.rec, attrs)
+    return 0
+
+
+cdef int _send_alone(object channel, _Event event, bytes data, object attrs) except -1:
+    # _push_in_read() of bytes with nothing queued before them: the one
+    # send _initiate_send would make, without queueing the bytes first
+    cdef _FastRecord rec = event.rec
+    cdef _ClassInfo info
+    if rec is not None and attrs is not None and type(attrs) is dict and _trusted(rec, channel, attrs):
+        sock = <object>rec.sock
+    else:
+        # _initiate_send's checks, read afresh
+        info = _info_of(type(channel))
+        attrs = _instance_dict(channel)
+        if not _state(channel, attrs, info, "connected"):
+            event.queue.c_push(data)  # nothing is sent until connected
+            return 0
+        sock = _state(channel, attrs, info, "socket")
+        if type(sock) is not _plain_socket:
+            event.queue.c_push(data)
+            _stock_initiate_send(channel)
+            return 0
+    try:
+        event.queue.c_push_send(data, _sock_fd(sock))
+    except OSError as why:
+        channel._af_socket_error(why)
     return 0
 
 
@@ -260,10 +296,15 @@ def chat_push(self, data):
     cdef object own = _instance_dict(self)
     if own is not None:
         # the marker is found in the instance dict without describing the class
-        marker = _lookup(own, "_af_dispatching")
-        if marker != NULL and type(<object>marker) is _Event:
-            _push_in_read(self, <_Event>marker, data, own)
-            return
+        marker = _lookup(own, _DISPATCHING)
+        if marker != NULL:
+            if type(<object>marker) is _FastRecord:
+                if (<_FastRecord>marker).reading != NULL and (<_FastRecord>marker).attrs == <PyObject *>own:
+                    _push_in_read(self, <_Event>(<_FastRecord>marker).reading, data, own)
+                    return
+            elif type(<object>marker) is _Event:
+                _push_in_read(self, <_Event>marker, data, own)
+                return
     cdef _ClassInfo info = _info_of(type(self))
     cdef bint plain = info.flags & CLASS_PLAIN_GETATTR
     cdef object attrs = _instance_dict(self) if plain else None
@@ -303,6 +344,8 @@ def chat_push(self, data):
 
 # the class descriptions and the attribute reads they allow
 include "_loop_classes.pxi"
+# the lookups of each event, kept per descriptor while their dicts are unchanged
+include "_loop_slots.pxi"
 # what a fast-path channel was found to be, kept while it stays so
 include "_loop_records.pxi"
 
@@ -322,7 +365,7 @@ cdef object _fast_socket(_Event event, object obj):
     if attrs is not None:
         if type(attrs) is not dict:
             return None
-        rec = _record_of(obj, attrs)
+        rec = _record_of(obj, attrs, event)
         if rec is not None:
             # nothing it was decided from has changed since
             event.attrs = attrs
@@ -456,15 +499,16 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         area = event.area.ready()
         # set before the read, which may leave bytes in the shared area that
         # the scan below must take before anything else can fail
-        _record_write(rec, attrs, _DISPATCHING, event)
+        # (the channel's _af_dispatching is rec: now true, see _FastRecord.reading)
+        rec.reading = <PyObject *>event
         try:
             got = scanner.c_fill_area(fd, size, area, READ_AREA_SIZE)
         except OSError as why:
-            _record_write(rec, attrs, _DISPATCHING, False)
+            rec.reading = NULL
             obj._af_socket_error(why)
             return 0
         if got <= 0:
-            _record_write(rec, attrs, _DISPATCHING, False)
+            rec.reading = NULL
             if got == 0:
                 obj._af_peer_eof()
             return 0  # else would block
@@ -498,11 +542,13 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         raise
     finally:
         event.collects_in_core += callbacks.collected
+        if rec is not None:
+            rec.reading = NULL
         # the callbacks may have replaced anything, even the instance dict
         attrs = _instance_dict(obj)
         if (rec is not None and attrs is not None and type(attrs) is dict
                 and _trusted(rec, obj, attrs)):
-            _record_write(rec, attrs, _DISPATCHING, False)
+            pass  # its _af_dispatching is still rec, false again
         else:
             rec = None
             info = _info_for(event, type(obj))
@@ -614,12 +660,17 @@ cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd
 
 
 cdef struct _Ready:
-    # one event of a _Batch
-    PyObject *obj
+    # One event of a _Batch, with strong references to its fd (an int) and
+    # to known's entry for that fd at the wait, [obj, mask, ...].  The entry
+    # keeps obj alive: the poller gives a descriptor a new list rather than
+    # assign entry[0] (MapPoller._register).  Holding obj through it spares
+    # a touch of every channel's header before any handler runs and another
+    # after the last, both cache misses on a busy loop.
     PyObject *fd
     PyObject *entry
+    long cfd  # fd as a C number, for its slot; -1: not used
     int flags
-    int registered
+    int registered  # entry[1] at the wait, with select semantics (else 0)
 
 
 @cython.final
@@ -632,9 +683,11 @@ cdef class _Batch:
     cdef dict socket_map
     cdef dict dirty
     cdef bint pri
-    # the events, each with strong references to its object, its fd (an
-    # int) and known's entry for that fd at the wait
+    # the events (_Ready); each one's references are dropped once it is
+    # settled (release()), while its lines are still in the cache
     cdef _Ready *ready
+    # with select semantics each event keeps its registered mask
+    cdef bint select_semantics
     # dict versions (_loop_records.pxi; 0: none): known's after the snapshot,
     # the map's when current() last said yes.  While unchanged, settle()
     # needs neither lookup again.
@@ -648,7 +701,6 @@ cdef class _Batch:
     def __dealloc__(self):
         cdef Py_ssize_t i
         for i in range(self.count):
-            Py_XDECREF(self.ready[i].obj)
             Py_XDECREF(self.ready[i].fd)
             Py_XDECREF(self.ready[i].entry)
         free(self.ready)
@@ -659,22 +711,27 @@ cdef class _Batch:
             raise MemoryError()
         return 0
 
-    cdef inline int add(self, object fd, int flags) except -1:
+    cdef inline int add(self, object fd, long cfd, int flags) except -1:
         # each event goes to the object registered when the wait returned,
         # whatever the handlers do to the map meanwhile
-        cdef PyObject *entry = _lookup(self.known, fd)
+        cdef PyObject *entry
+        cdef _FdSlot *slot = self.event.slots.grown(cfd) if cfd >= 0 else NULL
+        if slot != NULL:
+            entry = _lookup_kept(self.known, fd, &slot.known_version, &slot.entry)
+        else:
+            entry = _lookup(self.known, fd)
         if entry == NULL:
             return 0
+        if type(<object>entry) is not list or PyList_GET_SIZE(<object>entry) < 2:
+            raise TypeError("poller.known[%r] is not [channel, mask, ...]" % (fd,))
         cdef _Ready *event = &self.ready[self.count]
-        cdef object obj = (<list>entry)[0]
-        event.registered = (<list>entry)[1]
+        event.registered = (<list>entry)[1] if self.select_semantics else 0
         event.flags = flags
-        Py_INCREF(obj)
-        event.obj = <PyObject *>obj
         Py_INCREF(fd)
         event.fd = <PyObject *>fd
         Py_INCREF(<object>entry)
         event.entry = entry
+        event.cfd = cfd
         self.count += 1
         return 0
 
@@ -685,21 +742,38 @@ cdef class _Batch:
         self.reserve(n)
         for i in range(n):
             item = <object>PyList_GET_ITEM(events, i)
-            self.add(<object>PyTuple_GET_ITEM(item, 0), <object>PyTuple_GET_ITEM(item, 1))
+            self.add(<object>PyTuple_GET_ITEM(item, 0), -1, <object>PyTuple_GET_ITEM(item, 1))
         self.known_version = af_dict_version(<PyObject *>self.known)
         return 0
 
     cdef int take_events(self, af_epoll_event *events, int n) except -1:
         cdef int i
         self.reserve(n)
+        cdef int fd
         for i in range(n):
-            self.add(af_event_fd(&events[i]), af_event_flags(&events[i]))
+            fd = af_event_fd(&events[i])
+            self.add(fd, fd, af_event_flags(&events[i]))
         self.known_version = af_dict_version(<PyObject *>self.known)
         return 0
 
+    cdef inline PyObject *obj_at(self, Py_ssize_t i):
+        # the object registered for event i at the wait (borrowed: its entry holds it)
+        return PyList_GET_ITEM(<object>self.ready[i].entry, 0)
+
+    cdef inline void release(self, Py_ssize_t i):
+        # event i is settled: its references go now, not at the batch's end
+        Py_CLEAR(self.ready[i].fd)
+        Py_CLEAR(self.ready[i].entry)
+
     cdef inline bint current(self, Py_ssize_t i):
         # the snapshot's object for event i is still the map's
-        if _lookup(self.socket_map, <object>self.ready[i].fd) != self.ready[i].obj:
+        cdef _FdSlot *slot = self.event.slots.at(self.ready[i].cfd)
+        cdef PyObject *mapped
+        if slot != NULL:
+            mapped = _lookup_kept(self.socket_map, <object>self.ready[i].fd, &slot.map_version, &slot.mapped)
+        else:
+            mapped = _lookup(self.socket_map, <object>self.ready[i].fd)
+        if mapped != self.obj_at(i):
             return False
         self.map_version = af_dict_version(<PyObject *>self.socket_map)
         return True
@@ -716,11 +790,12 @@ cdef class _Batch:
         if version != 0 and version == self.known_version:
             entry = <object>self.ready[i].entry
         self.settled += _after(self.event, self.socket_map, self.known, self.dirty,
-                               <object>self.ready[i].fd, <object>self.ready[i].obj,
+                               <object>self.ready[i].fd, <object>self.obj_at(i),
                                self.pri, in_map, entry)
         return 0
 
     cdef int deliver(self, bint poll_semantics) except -1:
+        # (take() kept the registered masks when select_semantics was set)
         if poll_semantics:
             self.deliver_poll()
         else:
@@ -746,10 +821,12 @@ cdef class _Batch:
         cdef int flags
         for i in range(self.count):
             if not self.current(i):
+                self.release(i)
                 continue
-            obj = <object>self.ready[i].obj
+            obj = <object>self.obj_at(i)
             flags = self.ready[i].flags
             sock = None
+            self.event.fd = self.ready[i].cfd
             if not (flags & ~(IN | OUT)):
                 sock = _fast_socket(self.event, obj)
             if sock is not None:
@@ -759,6 +836,8 @@ cdef class _Batch:
                 self.generic += 1
                 _readwrite(obj, _to_poll_flags(flags))
             self.settle(i, True)
+            obj = None  # (a local reference would outlive the event's)
+            self.release(i)
         return 0
 
     @cython.boundscheck(False)
@@ -768,7 +847,8 @@ cdef class _Batch:
         cdef Py_ssize_t i
         for i in range(self.count):
             if self.ready[i].flags & (IN | ERR | HUP) and self.ready[i].registered & IN and self.current(i):
-                obj = <object>self.ready[i].obj
+                obj = <object>self.obj_at(i)
+                self.event.fd = self.ready[i].cfd
                 sock = _fast_socket(self.event, obj)
                 if sock is not None:
                     self.fast += 1
@@ -778,7 +858,8 @@ cdef class _Batch:
                     _read(obj)
         for i in range(self.count):
             if self.ready[i].flags & (OUT | ERR | HUP) and self.ready[i].registered & OUT and self.current(i):
-                obj = <object>self.ready[i].obj
+                obj = <object>self.obj_at(i)
+                self.event.fd = self.ready[i].cfd
                 if _fast_socket(self.event, obj) is not None:
                     self.fast += 1
                     _select_write(self.event, obj)
@@ -788,9 +869,11 @@ cdef class _Batch:
         for i in range(self.count):
             if self.ready[i].flags & PRI and self.current(i):
                 self.generic += 1
-                _expt(<object>self.ready[i].obj)
+                _expt(<object>self.obj_at(i))
+        obj = sock = None
         for i in range(self.count):
             self.settle(i, False)
+            self.release(i)
         return 0
 
 
@@ -800,7 +883,7 @@ def dispatch(poller, list events, bint poll_semantics):
     cdef _Batch batch
     if n == 0:
         return
-    batch = _new_batch(poller)
+    batch = _new_batch(poller, poll_semantics)
     try:
         batch.take(events, n)
         batch.deliver(poll_semantics)
@@ -810,7 +893,7 @@ def dispatch(poller, list events, bint poll_semantics):
 
 cdef int _dispatch(object poller, af_epoll_event *events, int count, bint poll_semantics) except -1:
     # dispatch() of the C array wait_dispatch() filled
-    cdef _Batch batch = _new_batch(poller)
+    cdef _Batch batch = _new_batch(poller, poll_semantics)
     try:
         batch.take_events(events, count)
         batch.deliver(poll_semantics)
@@ -819,7 +902,7 @@ cdef int _dispatch(object poller, af_epoll_event *events, int count, bint poll_s
     return 0
 
 
-cdef _Batch _new_batch(object poller):
+cdef _Batch _new_batch(object poller, bint poll_semantics):
     cdef _Batch batch
     if not _configured:
         raise RuntimeError("asynframe._loop_c.configure() was not called")
@@ -828,8 +911,11 @@ cdef _Batch _new_batch(object poller):
     batch.socket_map = poller.map
     batch.dirty = poller.dirty
     batch.pri = poller.backend.supports_pri
+    batch.select_semantics = not poll_semantics
     batch.event = _Event()
     batch.event.area = _take_area(poller)
+    batch.event.slots = _slots_of(poller)
+    batch.event.fd = -1
     return batch
 
 

@@ -64,9 +64,6 @@ cdef extern from *:
     #define AF_DICT_WATCHERS 1
     static int af_watcher_id = -1;
     static void (*af_dict_changed)(PyObject *d, PyObject *key) = NULL;
-    /* the loop's own write around every read (the interned key it writes
-       with): no record is made from it, so it is dismissed here at once */
-    static PyObject *af_own_key = NULL;
 
     static int af_on_dict_event(PyDict_WatchEvent event, PyObject *d, PyObject *key,
                                 PyObject *new_value) {
@@ -74,8 +71,6 @@ cdef extern from *:
         (void)new_value;
         keyed = event == PyDict_EVENT_ADDED || event == PyDict_EVENT_MODIFIED
                 || event == PyDict_EVENT_DELETED;
-        if (keyed && key == af_own_key)
-            return 0;
         if (af_dict_changed != NULL)
             af_dict_changed(d, keyed ? key : NULL);
         return 0;
@@ -95,7 +90,6 @@ cdef extern from *:
     #else
     #define AF_DICT_WATCHERS 0
     static void (*af_dict_changed)(PyObject *d, PyObject *key) = NULL;
-    static PyObject *af_own_key = NULL;
     static int af_watch_start(void) { return 0; }
     static int af_watch(PyObject *d) { (void)d; return -1; }
     #endif
@@ -115,7 +109,6 @@ cdef extern from *:
     """
     bint AF_DICT_WATCHERS
     void (*af_dict_changed)(PyObject *d, PyObject *key) noexcept
-    PyObject *af_own_key
     int af_watch_start() except -1
     int af_watch(PyObject *d)
     bint AF_RECORDS
@@ -145,7 +138,6 @@ cdef inline long long _sock_fd(object sock) except? -3:
 
 
 cdef str _RECORD_KEY = "_af_fast_record"
-# the key of the loop's own writes (_record_write), one interned object
 cdef str _DISPATCHING = "_af_dispatching"
 
 
@@ -172,6 +164,20 @@ cdef class _FastRecord:
     # info.collect_code when the instance's _collect_incoming_data is the
     # scanner's own collect(), else NULL (CallbackCache.collect_code)
     cdef PyObject *collect_code
+    # The dispatch's _Event while a compiled read delivers the channel's
+    # frames, else NULL; borrowed, since the event outlives the read.
+    #
+    # A recorded channel's _af_dispatching is the record itself, so the
+    # read turns it true and false by setting this field, where it used to
+    # store the event and then False in the instance dict: two dict writes
+    # per message, about 7% of the loop's instructions on a request/response
+    # load.  Python code sees the same truth value (asyncore's close(),
+    # send(), the Python push), and its own assignment replaces the record
+    # there, which makes the record untrusted, as any other write would.
+    cdef PyObject *reading
+
+    def __bool__(self):
+        return self.reading != NULL
 
 
 cdef inline bint _trusted(_FastRecord rec, object obj, object attrs):
@@ -194,7 +200,7 @@ _RECORDED_NAMES = frozenset(
     _STOCK_NAMES + _CALLBACK_NAMES
     + ("connected", "accepting", "socket", "_af_generic_path", "_af_scanner", "_af_queue",
        "ac_in_buffer_size", "hold_pipelined_replies", "handle_expt", "handle_expt_event",
-       "_collect_incoming_data", _RECORD_KEY)
+       "_collect_incoming_data", _RECORD_KEY, _DISPATCHING)
 )
 
 
@@ -214,17 +220,30 @@ cdef void _dict_changed(PyObject *attrs, PyObject *key) noexcept:
 
 cdef int _start_watching() except -1:
     # from configure(): the process's dict watcher, where there are watchers
-    global af_dict_changed, af_own_key
+    global af_dict_changed
     if AF_DICT_WATCHERS:
         af_dict_changed = _dict_changed
-        af_own_key = <PyObject *>_DISPATCHING  # the module keeps it alive
         af_watch_start()
     return 0
 
 
-cdef inline _FastRecord _record_of(object obj, object attrs):
-    # *obj*'s record if it is still trusted, else None; *attrs* is its dict
-    cdef PyObject *found = _lookup(attrs, _RECORD_KEY)
+cdef inline _FastRecord _record_of(object obj, object attrs, _Event event=None):
+    # *obj*'s record if it is still trusted, else None; *attrs* is its dict;
+    # *event*: the dispatch's, whose descriptor's slot may keep the lookup
+    cdef _FdSlot *slot = NULL
+    cdef PyObject *found
+    if not AF_RECORDS:
+        return None  # none is ever made here
+    if event is not None:
+        slot = event.slots.at(event.fd)
+    if slot != NULL and slot.attrs == <PyObject *>attrs:
+        found = _lookup_kept(attrs, _RECORD_KEY, &slot.attrs_version, &slot.rec)
+    else:
+        found = _lookup(attrs, _RECORD_KEY)
+        if slot != NULL:
+            slot.attrs = <PyObject *>attrs
+            slot.attrs_version = af_dict_version(<PyObject *>attrs)
+            slot.rec = found
     if found == NULL or type(<object>found) is not _FastRecord:
         return None
     if not _trusted(<_FastRecord>found, obj, attrs):
@@ -258,8 +277,19 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
     if found != NULL and type(<object>found) is _FastRecord:
         rec = <_FastRecord>found
     else:
+        rec = None
+    dispatching = _lookup(attrs, _DISPATCHING)
+    if not (dispatching == NULL or <object>dispatching is False
+            or (rec is not None and dispatching == <PyObject *>rec)):
+        # a read of this channel is under way (a loop run from one of its
+        # callbacks): its _af_dispatching must stay as that read set it
+        return 0
+    if rec is None:
         rec = _FastRecord()
         PyDict_SetItem(attrs, _RECORD_KEY, rec)
+    if dispatching != <PyObject *>rec:
+        # false until a read sets rec.reading
+        PyDict_SetItem(attrs, _DISPATCHING, rec)
     rec.attrs = <PyObject *>attrs
     rec.cls = <PyObject *>Py_TYPE(obj)
     rec.info = info
@@ -282,7 +312,7 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
         found = _lookup(attrs, "_collect_incoming_data")
         if found != NULL and _is_collect_of(<object>found, event.scanner):
             rec.collect_code = <PyObject *>info.collect_code
-    # last: the lookups above change nothing, the insertion above does
+    # last: the lookups above change nothing, the insertions above do
     rec.dict_version = af_dict_version(<PyObject *>attrs)
     rec.valid = 1
     event.rec = rec
@@ -303,21 +333,6 @@ cdef inline PyObject *_plain_value(object attrs, _ClassInfo info, str name):
     return value
 
 
-cdef inline int _record_write(_FastRecord rec, object attrs, str name, object value) except -1:
-    # attrs[name] = value by the loop itself, keeping *rec* trusted if it
-    # was (*name* is not one of _RECORDED_NAMES: a watcher ignores it, a
-    # version is carried past it)
-    cdef bint was_trusted
-    if AF_DICT_WATCHERS:
-        PyDict_SetItem(attrs, name, value)
-        return 0
-    was_trusted = af_dict_version(<PyObject *>attrs) == rec.dict_version
-    PyDict_SetItem(attrs, name, value)
-    if was_trusted:
-        rec.dict_version = af_dict_version(<PyObject *>attrs)
-    return 0
-
-
 cdef inline Py_ssize_t _record_read_size(_FastRecord rec) except -1:
     if rec.read_size < 0:
         rec.read_size = read_size(<object>rec.size_value)
@@ -333,7 +348,7 @@ cdef inline bint _record_hold(_FastRecord rec) except -1:
 cdef inline void _record_callbacks(_FastRecord rec, object attrs, CallbackCache *callbacks):
     # what a scan of the channel may call without looking the methods up
     # (FrameScanner.c_process_cached checks it before each call); *attrs* is
-    # the channel's instance dict, as _record_write just left it
+    # the channel's instance dict
     callbacks.attrs = <PyObject *>attrs
     callbacks.attrs_version = af_dict_version(<PyObject *>attrs)
     # with watchers the record's flag says whether the dict is as recorded;

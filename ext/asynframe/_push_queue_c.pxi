@@ -397,6 +397,48 @@ cdef class PushQueue:
             raise RuntimeError("PushQueue.send() called from a producer's more()")
         return self._send_fd(fd)
 
+    cdef Py_ssize_t c_push_send(self, bytes data, long long fd) except -1:
+        # c_push(data) then c_send(fd), for a queue with nothing in it: the
+        # same send of the same bytes, leaving the queue in the same state
+        # (counters, buffered, a remainder queued at its offset, or data
+        # queued when the send fails), without putting data in the list and
+        # taking it out again.  A reply to a request is pushed to an empty
+        # queue and sent whole: this is that path.
+        cdef af_iovec iov
+        cdef af_ssize_t sent
+        cdef int error
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        if self.c_has_items():
+            raise RuntimeError("PushQueue.c_push_send() on a queue with items")
+        if not size:
+            return 0  # c_push() ignores it, and an empty queue sends nothing
+        if self._pulling:
+            self.c_push(data)
+            raise RuntimeError("PushQueue.send() called from a producer's more()")
+        self._pushes += 1
+        self._sends += 1
+        iov.iov_base = PyBytes_AS_STRING(data)
+        iov.iov_len = <size_t>size
+        sent = af_sendv(fd, &iov, 1)
+        if sent < 0:
+            if errno == EAGAIN or errno == EWOULDBLOCK:
+                sent = 0
+            else:
+                error = errno
+                self._queue_rest(data, size, 0)
+                raise OSError(error, _os.strerror(error))
+        if sent < size:
+            self._queue_rest(data, size, sent)
+        return sent
+
+    cdef int _queue_rest(self, bytes data, Py_ssize_t size, Py_ssize_t sent) except -1:
+        # what c_push() and a send of *sent* of its bytes leave: data at the
+        # head, its first *sent* bytes gone
+        PyList_Append(self._items, data)
+        self._buffered += size - sent
+        self._offset = sent
+        return 0
+
     cdef Py_ssize_t _send_fd(self, long long fd) except -1:
         # send() without the argument checks, for the loop's C fast path
         cdef af_iovec iov[C_IOV_MAX]

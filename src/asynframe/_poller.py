@@ -404,8 +404,11 @@ class MapPoller:
                 ready.append((fd, obj, entry[1] & (IN | OUT), entry[1]))
         socket_map = self.map
         dirty = self.dirty
+        # each event's references go once it is settled (the compiled twin
+        # drops them there too, and asyncore's loop rebinds its obj)
         if poll_semantics:
-            for fd, obj, flags, _registered in ready:
+            for index, (fd, obj, flags, _registered) in enumerate(ready):
+                ready[index] = None
                 if socket_map.get(fd) is not obj:
                     continue
                 self.generic_dispatches += 1
@@ -426,7 +429,8 @@ class MapPoller:
                 if flags & PRI and socket_map.get(fd) is obj:
                     self.generic_dispatches += 1
                     _exception(obj)
-            for fd, obj, _flags, _registered in ready:
+            for index, (fd, obj, _flags, _registered) in enumerate(ready):
+                ready[index] = None
                 # a channel closed meanwhile must not hide a new one that
                 # got its descriptor number in this same iteration
                 if socket_map.get(fd) is obj:
