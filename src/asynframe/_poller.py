@@ -54,6 +54,11 @@ STOCK_INTEREST: Dict[Tuple[Any, Any], Callable[[Any], int]] = {}
 STOCK_EXPT: Set[Tuple[Any, Any]] = set()
 
 
+# what _dispatch_generic leaves in place of an event once it is settled
+# (its references go then, as the compiled twin drops them)
+_SETTLED: Tuple[int, Any, int, int] = (-1, None, 0, 0)
+
+
 def wants_urgent(obj: Any) -> bool:
     """Whether *obj* handles urgent data itself (overrides handle_expt*)."""
     attrs = getattr(obj, "__dict__", None)
@@ -393,7 +398,7 @@ class MapPoller:
         """Deliver the events of one wait (the pure twin of ``_loop_c.dispatch``)."""
         read, write, _exception, readwrite = (_events.read, _events.write, _events.exception, _events.readwrite)
         known = self.known
-        ready = []
+        ready: List[Tuple[int, Any, int, int]] = []
         for fd, flags in events:
             entry = known.get(fd)
             if entry is not None:
@@ -408,7 +413,7 @@ class MapPoller:
         # drops them there too, and asyncore's loop rebinds its obj)
         if poll_semantics:
             for index, (fd, obj, flags, _registered) in enumerate(ready):
-                ready[index] = None
+                ready[index] = _SETTLED
                 if socket_map.get(fd) is not obj:
                     continue
                 self.generic_dispatches += 1
@@ -430,7 +435,7 @@ class MapPoller:
                     self.generic_dispatches += 1
                     _exception(obj)
             for index, (fd, obj, _flags, _registered) in enumerate(ready):
-                ready[index] = None
+                ready[index] = _SETTLED
                 # a channel closed meanwhile must not hide a new one that
                 # got its descriptor number in this same iteration
                 if socket_map.get(fd) is obj:
