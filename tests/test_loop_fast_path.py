@@ -190,20 +190,15 @@ def test_large_reply_flushed_by_write_events(use_poll):
         assert fast > 2  # the read, then write events
 
 
-def run_reset(generic, use_poll):
+def run_until_closed(a, b, generic, use_poll, peer_goes):
+    """Echo one line from *b* on *a*, let peer_goes(b) end the peer, then run
+    the loop until the channel is gone; return (log, what is left in the map)."""
     m: dict = {}
     log: list = []
-    # TCP: SO_LINGER 0 makes close() send a reset
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        b = socket.create_connection(listener.getsockname())
-        a = listener.accept()[0]
     try:
         Echo(a, m, log, generic=generic)
         echo_line(m, b, b"one\r\n", use_poll)
-        # an abortive close: the channel's next recv fails with ECONNRESET
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        b.sendall(b"two\r\n")
-        b.close()
+        peer_goes(b)
         deadline = time.monotonic() + 5
         while m and time.monotonic() < deadline:
             asyncore.loop(0.05, use_poll, map=m, count=1)
@@ -211,6 +206,21 @@ def run_reset(generic, use_poll):
     finally:
         asyncore.close_all(m, ignore_all=True)
         b.close()
+
+
+def run_reset(generic, use_poll):
+    # TCP: SO_LINGER 0 makes close() send a reset
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        b = socket.create_connection(listener.getsockname())
+        a = listener.accept()[0]
+
+    def abort(peer):
+        # an abortive close: the channel's next recv fails with ECONNRESET
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.sendall(b"two\r\n")
+        peer.close()
+
+    return run_until_closed(a, b, generic, use_poll, abort)
 
 
 @both_poll_modes
@@ -223,24 +233,16 @@ def test_reset_by_peer_same_on_both_paths(use_poll):
 
 
 def run_unread(generic, use_poll):
-    m: dict = {}
-    log: list = []
     a, b = socket.socketpair()
-    try:
-        Echo(a, m, log, generic=generic)
-        echo_line(m, b, b"one\r\n", use_poll)
+
+    def leave(peer):
         # the peer is gone once its line is in: the reply pushed inside the
         # read of that line (sent at once, the queue being empty) fails
         # with EPIPE
-        b.sendall(b"two\r\n")
-        b.close()
-        deadline = time.monotonic() + 5
-        while m and time.monotonic() < deadline:
-            asyncore.loop(0.05, use_poll, map=m, count=1)
-        return log, dict(m)
-    finally:
-        asyncore.close_all(m, ignore_all=True)
-        b.close()
+        peer.sendall(b"two\r\n")
+        peer.close()
+
+    return run_until_closed(a, b, generic, use_poll, leave)
 
 
 @both_poll_modes

@@ -545,11 +545,10 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         if rec is not None:
             rec.reading = NULL
         # the callbacks may have replaced anything, even the instance dict
+        # (while rec is still trusted, its _af_dispatching is rec: false again)
         attrs = _instance_dict(obj)
-        if (rec is not None and attrs is not None and type(attrs) is dict
+        if not (rec is not None and attrs is not None and type(attrs) is dict
                 and _trusted(rec, obj, attrs)):
-            pass  # its _af_dispatching is still rec, false again
-        else:
             rec = None
             info = _info_for(event, type(obj))
             _set_state(obj, attrs, info, "_af_dispatching", False)

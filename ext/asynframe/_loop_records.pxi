@@ -236,14 +236,14 @@ cdef inline _FastRecord _record_of(object obj, object attrs, _Event event=None):
         return None  # none is ever made here
     if event is not None:
         slot = event.slots.at(event.fd)
-    if slot != NULL and slot.attrs == <PyObject *>attrs:
+    if slot != NULL:
+        if slot.attrs != <PyObject *>attrs:
+            # another dict on this descriptor: nothing kept for it yet
+            slot.attrs = <PyObject *>attrs
+            slot.attrs_version = 0
         found = _lookup_kept(attrs, _RECORD_KEY, &slot.attrs_version, &slot.rec)
     else:
         found = _lookup(attrs, _RECORD_KEY)
-        if slot != NULL:
-            slot.attrs = <PyObject *>attrs
-            slot.attrs_version = af_dict_version(<PyObject *>attrs)
-            slot.rec = found
     if found == NULL or type(<object>found) is not _FastRecord:
         return None
     if not _trusted(<_FastRecord>found, obj, attrs):
@@ -255,6 +255,7 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
     # After a full check said yes (event holds its findings): keep them for
     # the next events.  Only for a class whose state reads are dict reads.
     cdef PyObject *found
+    cdef PyObject *dispatching
     cdef PyObject *size_value
     cdef PyObject *hold_value
     cdef _FastRecord rec
