@@ -569,6 +569,36 @@ def test_push_introspects_like_the_python_method():
     assert repr(chan.push).startswith("<bound method async_chat.push of ")
 
 
+def test_get_data_twin_outside_a_read():
+    # async_chat._get_data is the compiled twin too; away from the channel's
+    # own read it is self._af_scanner.get_data(), errors included
+    compiled = asynchat.async_chat._get_data
+    python = asynchat.async_chat._af_python_get_data
+    assert compiled is not python
+    for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
+        assert getattr(compiled, attribute) == getattr(python, attribute)
+    for get_data in (python, compiled):
+        chan = Channel(None, {})
+        chan.incoming.extend([b"ab", b"cd"])
+        assert get_data(chan) == b"abcd" and chan.incoming == []
+        assert get_data(chan) == b""
+    outcomes = []
+    for get_data in (python, compiled):
+        chan = Channel(None, {})
+        chan._af_scanner = None
+        for target in (chan, object()):
+            with pytest.raises(AttributeError) as caught:
+                get_data(target)
+            outcomes.append(str(caught.value))
+    assert outcomes[:2] == outcomes[2:]
+    with pytest.raises(TypeError):
+        compiled()
+    with pytest.raises(TypeError):
+        compiled(Channel(None, {}), 1)
+    with pytest.raises(ValueError, match="no compiled twin"):
+        _loop_c.compiled_method(test_get_data_twin_outside_a_read)
+
+
 def test_wrong_argument_count_is_a_type_error_on_both():
     # Cython words its argument-count errors its own way: only the type is the same
     chan = Channel(None, {})

@@ -13,6 +13,7 @@ compiled loop runs.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 
@@ -89,13 +90,32 @@ class Switching(Echo):
         elif word == b"nest":
             # a loop run from this callback serves another channel's read
             self.log.append(("dispatching", bool(self._af_dispatching)))
+            self.incoming.append(b"kept")
             self.other_peer.sendall(b"inner\r\n")
             asyncore.loop(1.0, self.nest_with_poll, map=self._map, count=1)
             self.log.append(("dispatching after nested", bool(self._af_dispatching)))
+            # this channel's chunks, not those of the channel read meanwhile
+            self.log.append(("data after nested", self._get_data()))
+        elif word == b"swap-scanner":
+            # _get_data reads the scanner the instance has now
+            scanner = self._af_scanner
+            self._af_scanner = StubScanner()
+            try:
+                self.log.append(("stub data", self._get_data()))
+            finally:
+                self._af_scanner = scanner
+            self.incoming.append(b"own")
+            self.log.append(("own data", self._get_data()))
+        elif word == b"partner":
+            # inside this channel's read, calls on another channel act on that one
+            self.partner.incoming.append(b"partner's")
+            self.log.append(("partner data", self.partner._get_data()))
+            self.partner.push(b"to partner\r\n")
         self.push(self.reply(line))
 
     nest_with_poll = True
     other_peer = None
+    partner = None
 
     def reply(self, line):
         return line + b"\r\n"
@@ -103,6 +123,11 @@ class Switching(Echo):
     def logged_read(self):
         self.log.append(("own read",))
         asynchat.async_chat.handle_read(self)
+
+
+class StubScanner:
+    def get_data(self):
+        return b"from the stub"
 
 
 class Prefixing(Switching):
@@ -144,6 +169,7 @@ SCRIPTS = {
     "class changed": [b"one", b"class", b"two", b"class-back", b"three"],
     "urgent handler on the instance": [b"one", b"clear-expt", b"two"],
     "generic flag": [b"one", b"generic", b"two", b"fast", b"three"],
+    "scanner swapped inside a callback": [b"one", b"swap-scanner", b"two", b"swap-scanner"],
 }
 
 
@@ -169,6 +195,12 @@ def test_change_inside_callback_seen_at_next_event(name, use_poll):
         assert fast_log.count(("own read",)) == 2
     if name == "class changed":
         assert b"sub:two\r\n" in fast_got and b"sub:three" not in fast_got
+    if name == "scanner swapped inside a callback":
+        assert fast_log.count(("own data", b"own")) == 2
+        if FAST:
+            # the compiled _get_data reads _af_scanner at each call (the pure
+            # core binds the scanner's get_data to the instance instead)
+            assert fast_log.count(("stub data", b"from the stub")) == 2
 
 
 @both_poll_modes
@@ -224,15 +256,22 @@ def test_dispatching_only_during_a_read(use_poll):
         assert fast_count > 0
 
 
-def run_nested(generic, use_poll):
+@contextlib.contextmanager
+def two_channels(generic):
+    """Two Switching channels on one map, each with its peer socket."""
     m: dict = {}
-    log: list = []
-    inner_log: list = []
     a, b = socket.socketpair()
     c, d = socket.socketpair()
     try:
-        chan = Switching(a, m, log, generic=generic)
-        Switching(c, m, inner_log, generic=generic)
+        yield m, Switching(a, m, [], generic=generic), b, Switching(c, m, [], generic=generic), d
+    finally:
+        asyncore.close_all(m, ignore_all=True)
+        b.close()
+        d.close()
+
+
+def run_nested(generic, use_poll):
+    with two_channels(generic) as (m, chan, b, other, d):
         chan.nest_with_poll = use_poll
         chan.other_peer = d
         for peer in (b, d):
@@ -241,11 +280,7 @@ def run_nested(generic, use_poll):
         b.sendall(b"nest\r\n")
         got = pump(m, b, lambda data: data.endswith(b"nest\r\n"), use_poll)
         got += b"|" + pump(m, d, lambda data: data.endswith(b"inner\r\n"), use_poll)
-        return log, inner_log, got
-    finally:
-        asyncore.close_all(m, ignore_all=True)
-        b.close()
-        d.close()
+        return chan.log, other.log, got
 
 
 @both_poll_modes
@@ -257,8 +292,37 @@ def test_loop_nested_in_a_callback_keeps_the_outer_read(use_poll):
     slow = run_nested(True, use_poll)
     assert fast == slow
     log, inner_log, got = fast
-    assert log[-3:] == [("line", b"nest"), ("dispatching", True), ("dispatching after nested", True)]
+    assert log[-4:] == [
+        ("line", b"nest"),
+        ("dispatching", True),
+        ("dispatching after nested", True),
+        ("data after nested", b"kept"),
+    ]
     assert inner_log[-1] == ("line", b"inner") and got == b"nest\r\n|inner\r\n"
+
+
+def run_partnered(generic, use_poll):
+    with two_channels(generic) as (m, chan, b, other, d):
+        chan.partner = other
+        got = b""
+        for line in (b"one", b"partner", b"two", b"partner"):
+            b.sendall(line + b"\r\n")
+            got += pump(m, b, lambda data, line=line: data.endswith(line + b"\r\n"), use_poll)
+        got += b"|" + pump(m, d, lambda data: data.count(b"to partner\r\n") == 2, use_poll)
+        return chan.log, got
+
+
+@both_poll_modes
+@pytest.mark.timeout(20)
+def test_calls_on_another_channel_inside_a_read(use_poll):
+    # _get_data() and push() on channel B from channel A's read act on B
+    # (the compiled twins find the read under way only for A itself)
+    fast = run_partnered(False, use_poll)
+    slow = run_partnered(True, use_poll)
+    assert fast == slow
+    log, got = fast
+    assert log.count(("partner data", b"partner's")) == 2
+    assert got == b"one\r\npartner\r\ntwo\r\npartner\r\n|to partner\r\nto partner\r\n"
 
 
 @pytest.mark.skipif(not RECORDS, reason="records need the compiled loop and dict versions")

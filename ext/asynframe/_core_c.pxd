@@ -121,7 +121,8 @@ cdef class FrameScanner:
                                Py_ssize_t area_size) except -2
     cdef int c_process(self, object target) except -1
     cdef int c_process_cached(self, object target, CallbackCache *cache) except -1
-    cdef bint c_frame_follows(self)
+    cdef bint c_frame_follows(self) noexcept
+    cdef object c_get_data(self)
 
 
 cdef class PushQueue:
@@ -150,9 +151,9 @@ cdef class PushQueue:
     # The C-level API of the compiled loop: push(), pop_close(), bool() and
     # send(fd) without their argument conversion.
     cdef int c_push(self, object data) except -1
-    cdef bint c_close_pending(self)
+    cdef bint c_close_pending(self) noexcept
     cdef bint c_pop_close(self)
-    cdef bint c_has_items(self)
+    cdef bint c_has_items(self) noexcept
     cdef Py_ssize_t c_send(self, long long fd) except -1
     cdef Py_ssize_t c_push_send(self, bytes data, long long fd) except -1
 

@@ -160,6 +160,9 @@ cdef class _Event:
     # event being served (-1: none to use)
     cdef _FdSlots slots
     cdef long fd
+    # af_reading()'s variable for the thread running this dispatch
+    # (_loop_records.pxi): what _fast_read sets while a recorded channel reads
+    cdef void **reading
 
 
 DEF READ_AREA_SIZE = 65536  # asynchat's ac_in_buffer_size; larger reads use the scanner's buffer
@@ -234,17 +237,31 @@ def socket_fd_direct():
     return _fd_direct
 
 
-def chat_push_like(python_push):
-    """The compiled ``push``, named and documented as *python_push*.
+def compiled_method(python_method):
+    """The compiled twin of async_chat's *python_method* (``push`` or
+    ``_get_data``), named and documented as it is.
 
     asynchat puts the result in async_chat's class body: tracebacks,
     bound-method reprs and help() name the method the application called.
     """
-    chat_push.__doc__ = python_push.__doc__
-    chat_push.__name__ = python_push.__name__
-    chat_push.__qualname__ = python_push.__qualname__
-    chat_push.__module__ = python_push.__module__
-    return chat_push
+    twin = {"push": chat_push, "_get_data": chat_get_data}.get(python_method.__name__)
+    if twin is None:
+        raise ValueError("no compiled twin of %r" % (python_method.__name__,))
+    twin.__doc__ = python_method.__doc__
+    twin.__name__ = python_method.__name__
+    twin.__qualname__ = python_method.__qualname__
+    twin.__module__ = python_method.__module__
+    return twin
+
+
+def chat_get_data(self):
+    # async_chat._get_data, without its Python frame: found_terminator
+    # calls it once per frame.  In the channel's own read the record has
+    # its scanner (it is trusted: _af_scanner is as recorded).
+    cdef _FastRecord rec = _reading_record(self)
+    if rec is not None:
+        return (<FrameScanner>rec.scanner).c_get_data()
+    return self._af_scanner.get_data()
 
 
 cdef int _push_in_read(object channel, _Event event, object data, object attrs) except -1:
@@ -292,6 +309,12 @@ def chat_push(self, data):
     # async_chat.push, without its Python frame: called once per reply.
     if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+    cdef _FastRecord rec = _reading_record(self)
+    if rec is not None:
+        # from the callbacks of the channel's own read: no lookup of its
+        # _af_dispatching (the record, as long as it is trusted)
+        _push_in_read(self, <_Event>rec.reading, data, <object>rec.attrs)
+        return
     cdef PyObject *marker
     cdef object own = _instance_dict(self)
     if own is not None:
@@ -492,6 +515,9 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
     cdef long long got
     cdef long long fd
     cdef char *area
+    # the read this thread was in (a loop run from one of its callbacks is
+    # serving this event), put back when this one ends
+    cdef void *outer_read = event.reading[0]
     if rec is not None:
         size = _record_read_size(rec)
         event.hold = _record_hold(rec)
@@ -501,14 +527,17 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         # the scan below must take before anything else can fail
         # (the channel's _af_dispatching is rec: now true, see _FastRecord.reading)
         rec.reading = <PyObject *>event
+        event.reading[0] = <void *>rec
         try:
             got = scanner.c_fill_area(fd, size, area, READ_AREA_SIZE)
         except OSError as why:
             rec.reading = NULL
+            event.reading[0] = outer_read
             obj._af_socket_error(why)
             return 0
         if got <= 0:
             rec.reading = NULL
+            event.reading[0] = outer_read
             if got == 0:
                 obj._af_peer_eof()
             return 0  # else would block
@@ -544,6 +573,7 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         event.collects_in_core += callbacks.collected
         if rec is not None:
             rec.reading = NULL
+            event.reading[0] = outer_read
         # the callbacks may have replaced anything, even the instance dict
         # (while rec is still trusted, its _af_dispatching is rec: false again)
         attrs = _instance_dict(obj)
@@ -755,11 +785,11 @@ cdef class _Batch:
         self.known_version = af_dict_version(<PyObject *>self.known)
         return 0
 
-    cdef inline PyObject *obj_at(self, Py_ssize_t i):
+    cdef inline PyObject *obj_at(self, Py_ssize_t i) noexcept:
         # the object registered for event i at the wait (borrowed: its entry holds it)
         return PyList_GET_ITEM(<object>self.ready[i].entry, 0)
 
-    cdef inline void release(self, Py_ssize_t i):
+    cdef inline void release(self, Py_ssize_t i) noexcept:
         # event i is settled: its references go now, not at the batch's end
         Py_CLEAR(self.ready[i].fd)
         Py_CLEAR(self.ready[i].entry)
@@ -915,6 +945,7 @@ cdef _Batch _new_batch(object poller, bint poll_semantics):
     batch.event.area = _take_area(poller)
     batch.event.slots = _slots_of(poller)
     batch.event.fd = -1
+    batch.event.reading = af_reading_slot()
     return batch
 
 

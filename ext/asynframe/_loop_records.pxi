@@ -114,6 +114,31 @@ cdef extern from *:
     bint AF_RECORDS
 
 
+cdef extern from *:
+    """
+    /* The record of the channel whose compiled read this thread is in, or
+       NULL: async_chat.push and _get_data, called from that read's
+       callbacks, find the channel's scanner and queue here instead of
+       looking up _af_dispatching in its instance dict.  A thread's own
+       variable, so loops in other threads never see it; a loop run from a
+       callback sets its own and puts this one back.  Only where records
+       exist (AF_RECORDS): elsewhere it stays NULL. */
+    #if defined(_MSC_VER)
+    #define AF_THREAD_LOCAL __declspec(thread)
+    #else
+    #define AF_THREAD_LOCAL __thread
+    #endif
+    static AF_THREAD_LOCAL void *af_reading_record = NULL;
+    static inline void *af_reading(void) { return af_reading_record; }
+    /* the variable itself: a dispatch keeps its address, which stays the
+       same for its thread, and saves a lookup of the thread's variables
+       on each read */
+    static inline void **af_reading_slot(void) { return &af_reading_record; }
+    """
+    void *af_reading() noexcept nogil
+    void **af_reading_slot() noexcept nogil
+
+
 # True once configure() saw af_socket_fd() agree with fileno()
 cdef bint _fd_direct = False
 
@@ -175,6 +200,9 @@ cdef class _FastRecord:
     # send(), the Python push), and its own assignment replaces the record
     # there, which makes the record untrusted, as any other write would.
     cdef PyObject *reading
+    # the channel (identity only): af_reading()'s record is for the channel
+    # it is asked about only if this is that channel
+    cdef PyObject *owner
 
     def __bool__(self):
         return self.reading != NULL
@@ -225,6 +253,22 @@ cdef int _start_watching() except -1:
         af_dict_changed = _dict_changed
         af_watch_start()
     return 0
+
+
+cdef inline _FastRecord _reading_record(object obj):
+    # the record of *obj*'s compiled read under way in this thread
+    # (af_reading), if it is still trusted, else None
+    cdef void *found = af_reading()
+    cdef _FastRecord rec
+    if found == NULL or (<_FastRecord>found).owner != <PyObject *>obj:
+        return None
+    rec = <_FastRecord>found
+    if rec.reading == NULL:
+        return None  # a loop run from a callback read the channel and ended
+    attrs = _instance_dict(obj)
+    if attrs is None or type(attrs) is not dict or not _trusted(rec, obj, attrs):
+        return None
+    return rec
 
 
 cdef inline _FastRecord _record_of(object obj, object attrs, _Event event=None):
@@ -292,6 +336,7 @@ cdef int _remember(_Event event, object obj, object attrs, _ClassInfo info, obje
         # false until a read sets rec.reading
         PyDict_SetItem(attrs, _DISPATCHING, rec)
     rec.attrs = <PyObject *>attrs
+    rec.owner = <PyObject *>obj
     rec.cls = <PyObject *>Py_TYPE(obj)
     rec.info = info
     rec.sock = <PyObject *>sock
@@ -346,7 +391,7 @@ cdef inline bint _record_hold(_FastRecord rec) except -1:
     return rec.hold
 
 
-cdef inline void _record_callbacks(_FastRecord rec, object attrs, CallbackCache *callbacks):
+cdef inline void _record_callbacks(_FastRecord rec, object attrs, CallbackCache *callbacks) noexcept:
     # what a scan of the channel may call without looking the methods up
     # (FrameScanner.c_process_cached checks it before each call); *attrs* is
     # the channel's instance dict

@@ -163,7 +163,7 @@ cdef class PushQueue:
         """True when the close sentinel is at the head of the queue."""
         return self.c_close_pending()
 
-    cdef bint c_close_pending(self):
+    cdef bint c_close_pending(self) noexcept:
         return (PyList_GET_SIZE(self._items) > self._head
                 and <object>PyList_GET_ITEM(self._items, self._head) is None)
 
@@ -179,7 +179,7 @@ cdef class PushQueue:
             return True
         return False
 
-    cdef bint c_has_items(self):
+    cdef bint c_has_items(self) noexcept:
         # bool(queue): anything queued, close sentinel included
         return PyList_GET_SIZE(self._items) > self._head
 

@@ -22,6 +22,26 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* func(self) and func(self, arg) for a cached callback: a plain
+       vectorcall, without the generic call helper's checks for other kinds
+       of callable (a cached callback is a function) */
+    static inline PyObject *af_call_with(PyObject *func, PyObject *self) {
+        PyObject *args[1];
+        args[0] = self;
+        return PyObject_Vectorcall(func, args, 1, NULL);
+    }
+    static inline PyObject *af_call_with2(PyObject *func, PyObject *self, PyObject *arg) {
+        PyObject *args[2];
+        args[0] = self;
+        args[1] = arg;
+        return PyObject_Vectorcall(func, args, 2, NULL);
+    }
+    """
+    object _call_with "af_call_with"(object func, object self)
+    object _call_with2 "af_call_with2"(object func, object self, object arg)
+
+cdef extern from *:
+    """
     /* Whether a Python frame run now could be seen other than through its
        effects: a trace or profile function on this thread, or a PEP 523
        frame-evaluation hook (debuggers, JITs).  Up to 3.11 those are all
@@ -94,7 +114,7 @@ cdef int _collect_cached(FrameScanner scanner, object target, object chunk) exce
         # application's frame in the traceback
         PyErr_Clear()
     func = <object>cached  # our own reference: the callback may delete it from the class
-    func(target, chunk)
+    _call_with2(func, target, chunk)
     return 0
 
 
@@ -106,7 +126,7 @@ cdef int _found_cached(FrameScanner scanner, object target) except -1:
         target.found_terminator()
     else:
         func = <object>cached
-        func(target)
+        _call_with(func, target)
     return 0
 
 
@@ -118,7 +138,7 @@ cdef int _frame_cached(FrameScanner scanner, object target, object frame) except
         target.frame_received(frame)
     else:
         func = <object>cached
-        func(target, frame)
+        _call_with2(func, target, frame)
     return 0
 
 

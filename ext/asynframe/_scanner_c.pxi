@@ -121,6 +121,9 @@ cdef class FrameScanner:
         """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
         return self._join_incoming()
 
+    cdef object c_get_data(self):
+        return self._join_incoming()
+
     cdef object _join_incoming(self):
         cdef list incoming = self._incoming
         cdef object data
@@ -149,7 +152,7 @@ cdef class FrameScanner:
         """
         return self.c_frame_follows()
 
-    cdef bint c_frame_follows(self):
+    cdef bint c_frame_follows(self) noexcept:
         cdef Py_ssize_t avail
         if self._scan_data == NULL or self._clears != self._scan_clears:
             return False

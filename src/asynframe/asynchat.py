@@ -150,9 +150,10 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
             if cls._af_default_drain_on_eof:
                 self._af_drain_on_eof = True
                 self._af_refresh_generic_path()
-            if cls._get_data is async_chat._get_data:
+            if cls._get_data is async_chat._get_data and _compiled_loop is None:
                 # found_terminator() calls this once per frame: binding the
-                # core's method saves a Python frame on every call
+                # core's method saves a Python frame on every call (the
+                # compiled loop's _get_data needs no binding)
                 self._get_data = scanner.get_data  # type: ignore[method-assign]  # per-instance fast path
             if scanner.mode == MODE_CALLBACKS and cls._collect_incoming_data is async_chat._collect_incoming_data:
                 # the same for a collect_incoming_data() that calls this once
@@ -287,6 +288,14 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
 
     def _get_data(self) -> bytes:
         return self._af_scanner.get_data()
+
+    # With the compiled loop, _get_data is its compiled twin, as push is
+    # (below): in the channel's own read it finds the scanner without a
+    # lookup.  Without it, _af_setup binds the scanner's get_data to each
+    # instance, which saves the Python frame too.
+    _af_python_get_data = _get_data
+    if _compiled_loop is not None:
+        _get_data = _compiled_loop.compiled_method(_get_data)
 
     def found_terminator(self) -> None:
         raise NotImplementedError("must be implemented in subclass")
@@ -463,7 +472,7 @@ class async_chat(FrameTimeout, WriteFlowControl, asyncore.dispatcher):
     # (tests/test_chat_push_equivalence.py runs both through every branch).
     _af_python_push = push
     if _compiled_loop is not None:
-        push = _compiled_loop.chat_push_like(push)
+        push = _compiled_loop.compiled_method(push)
 
     def push_file(self, file: Any, offset: int = 0, count: Optional[int] = None, *, close: bool = True) -> None:
         """Queue *count* bytes of binary *file* from *offset* (None: to its end).
