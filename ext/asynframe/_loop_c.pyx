@@ -515,9 +515,9 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
     cdef long long got
     cdef long long fd
     cdef char *area
-    # the read this thread was in (a loop run from one of its callbacks is
-    # serving this event), put back when this one ends
-    cdef void *outer_read = event.reading[0]
+    # the read this thread was in, when a loop run from one of its callbacks
+    # serves this event (af_enter_read)
+    cdef void *outer_read = NULL
     if rec is not None:
         size = _record_read_size(rec)
         event.hold = _record_hold(rec)
@@ -527,17 +527,17 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         # the scan below must take before anything else can fail
         # (the channel's _af_dispatching is rec: now true, see _FastRecord.reading)
         rec.reading = <PyObject *>event
-        event.reading[0] = <void *>rec
+        outer_read = af_enter_read(event.reading, <PyObject *>rec)
         try:
             got = scanner.c_fill_area(fd, size, area, READ_AREA_SIZE)
         except OSError as why:
             rec.reading = NULL
-            event.reading[0] = outer_read
+            af_leave_read(event.reading, outer_read)
             obj._af_socket_error(why)
             return 0
         if got <= 0:
             rec.reading = NULL
-            event.reading[0] = outer_read
+            af_leave_read(event.reading, outer_read)
             if got == 0:
                 obj._af_peer_eof()
             return 0  # else would block
@@ -573,7 +573,7 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         event.collects_in_core += callbacks.collected
         if rec is not None:
             rec.reading = NULL
-            event.reading[0] = outer_read
+            af_leave_read(event.reading, outer_read)
         # the callbacks may have replaced anything, even the instance dict
         # (while rec is still trusted, its _af_dispatching is rec: false again)
         attrs = _instance_dict(obj)

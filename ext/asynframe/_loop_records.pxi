@@ -134,9 +134,29 @@ cdef extern from *:
        same for its thread, and saves a lookup of the thread's variables
        on each read */
     static inline void **af_reading_slot(void) { return &af_reading_record; }
+
+    /* A read starts: the variable takes a reference to *rec* and gives
+       back what it held, which the read puts back when it ends.  Every
+       value the variable holds is a reference of its own, so one left
+       behind by reads that ended out of order (greenlets switching stacks
+       inside a callback) is stale but alive: its `reading` is NULL by then
+       and _reading_record() uses nothing through it. */
+    static inline void *af_enter_read(void **slot, PyObject *rec) {
+        void *outer = *slot;
+        Py_INCREF(rec);
+        *slot = rec;
+        return outer;
+    }
+    static inline void af_leave_read(void **slot, void *outer) {
+        PyObject *now = (PyObject *)*slot;
+        *slot = outer;
+        Py_XDECREF(now);
+    }
     """
     void *af_reading() noexcept nogil
     void **af_reading_slot() noexcept nogil
+    void *af_enter_read(void **slot, PyObject *rec) noexcept
+    void af_leave_read(void **slot, void *outer) noexcept
 
 
 # True once configure() saw af_socket_fd() agree with fileno()
