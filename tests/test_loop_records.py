@@ -18,7 +18,7 @@ import socket
 import sys
 
 import pytest
-from test_loop_fast_path import Echo, pump
+from test_loop_fast_path import Echo, echo_line, pump
 
 from asynframe import _poller, asynchat, asyncore
 
@@ -148,8 +148,7 @@ def run_lines(generic, use_poll, lines, between=None):
         for line in lines:
             if between is not None:
                 between(chan, line)
-            b.sendall(line + b"\r\n")
-            got += pump(m, b, lambda data, line=line: data.endswith(line + b"\r\n"), use_poll)
+            got += echo_line(m, b, line + b"\r\n", use_poll)
         return log, got, poller.fast_dispatches - fast
     finally:
         asyncore.close_all(m, ignore_all=True)
@@ -306,8 +305,7 @@ def run_partnered(generic, use_poll):
         chan.partner = other
         got = b""
         for line in (b"one", b"partner", b"two", b"partner"):
-            b.sendall(line + b"\r\n")
-            got += pump(m, b, lambda data, line=line: data.endswith(line + b"\r\n"), use_poll)
+            got += echo_line(m, b, line + b"\r\n", use_poll)
         got += b"|" + pump(m, d, lambda data: data.count(b"to partner\r\n") == 2, use_poll)
         return chan.log, got
 
@@ -497,8 +495,7 @@ def test_descriptor_reused_by_a_new_channel(use_poll):
     a, b = socket.socketpair()
     chan = Switching(a, m, log)
     for line in (b"one", b"two"):
-        b.sendall(line + b"\r\n")
-        assert pump(m, b, lambda data, line=line: data.endswith(line + b"\r\n"), use_poll)
+        assert echo_line(m, b, line + b"\r\n", use_poll)
     fd = chan._fileno
     chan.close()
     b.close()

@@ -516,7 +516,7 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
     cdef long long fd
     cdef char *area
     # the read this thread was in, when a loop run from one of its callbacks
-    # serves this event (af_enter_read)
+    # serves this event (_start_reading)
     cdef void *outer_read = NULL
     if rec is not None:
         size = _record_read_size(rec)
@@ -526,18 +526,15 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         # set before the read, which may leave bytes in the shared area that
         # the scan below must take before anything else can fail
         # (the channel's _af_dispatching is rec: now true, see _FastRecord.reading)
-        rec.reading = <PyObject *>event
-        outer_read = af_enter_read(event.reading, <PyObject *>rec)
+        outer_read = _start_reading(rec, event)
         try:
             got = scanner.c_fill_area(fd, size, area, READ_AREA_SIZE)
         except OSError as why:
-            rec.reading = NULL
-            af_leave_read(event.reading, outer_read)
+            _stop_reading(rec, event, outer_read)
             obj._af_socket_error(why)
             return 0
         if got <= 0:
-            rec.reading = NULL
-            af_leave_read(event.reading, outer_read)
+            _stop_reading(rec, event, outer_read)
             if got == 0:
                 obj._af_peer_eof()
             return 0  # else would block
@@ -572,8 +569,7 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
     finally:
         event.collects_in_core += callbacks.collected
         if rec is not None:
-            rec.reading = NULL
-            af_leave_read(event.reading, outer_read)
+            _stop_reading(rec, event, outer_read)
         # the callbacks may have replaced anything, even the instance dict
         # (while rec is still trusted, its _af_dispatching is rec: false again)
         attrs = _instance_dict(obj)

@@ -291,6 +291,20 @@ cdef inline _FastRecord _reading_record(object obj):
     return rec
 
 
+cdef inline void *_start_reading(_FastRecord rec, _Event event) noexcept:
+    # rec's channel is now inside its compiled read, for its _af_dispatching
+    # (rec.reading) and for push and _get_data (af_reading); returns the
+    # read this thread was in, for _stop_reading
+    rec.reading = <PyObject *>event
+    return af_enter_read(event.reading, <PyObject *>rec)
+
+
+cdef inline void _stop_reading(_FastRecord rec, _Event event, void *outer_read) noexcept:
+    # the read _start_reading began is over
+    rec.reading = NULL
+    af_leave_read(event.reading, outer_read)
+
+
 cdef inline _FastRecord _record_of(object obj, object attrs, _Event event=None):
     # *obj*'s record if it is still trusted, else None; *attrs* is its dict;
     # *event*: the dispatch's, whose descriptor's slot may keep the lookup

@@ -119,7 +119,7 @@ cdef class FrameScanner:
     @cython.critical_section
     def get_data(self):
         """Join and empty ``incoming`` (asynchat's ``_get_data``)."""
-        return self._join_incoming()
+        return self.c_get_data()
 
     cdef object c_get_data(self):
         return self._join_incoming()
