@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import sysconfig
 
 import pytest
 from test_loop_fast_path import Echo, echo_line, pump
@@ -378,6 +379,15 @@ def test_socket_descriptor_read_directly():
     # configure() compared the C object's descriptor with fileno(): on
     # CPython for Linux they agree, so the loop makes no fileno() call
     assert _loop_c.socket_fd_direct()
+
+
+@pytest.mark.skipif(not FAST, reason="compiled loop")
+def test_instance_dict_read_in_place():
+    # configure() compared the dict found where CPython keeps it with
+    # PyObject_GenericGetDict: they agree on every interpreter that keeps
+    # records; 3.13+ and free-threaded builds always make the call
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert _loop_c.instance_dict_direct() == (sys.version_info < (3, 13) and not free_threaded)
 
 
 # -- the callbacks a scan calls without looking them up ------------------------

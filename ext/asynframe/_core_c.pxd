@@ -59,6 +59,11 @@ cdef struct CallbackCache:
     # chunk itself, as that call would, and counts it in *collected*.
     PyObject *collect_code
     Py_ssize_t collected
+    # set when the scan appended a chunk itself (collect_code) after the
+    # checks above said yes: no Python code has run since, so the next
+    # callback of the same scan is known to be as cached without asking
+    # again (found_terminator follows every such chunk of a whole frame)
+    int still_checked
 
 
 cdef enum:

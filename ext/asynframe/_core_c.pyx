@@ -31,7 +31,7 @@ from libc.errno cimport EAGAIN, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
-from asynframe._versions cimport af_dict_version, af_type_version
+from asynframe._versions cimport af_check_dict_layout, af_dict_direct, af_dict_version, af_instance_dict, af_type_version
 
 import os as _os
 
@@ -39,7 +39,7 @@ from asynframe._core_common import MAX_READ as _CHECKS_MAX_READ
 from asynframe._core_common import (
     DEFAULT_READ_SIZE, FILE_READ_SIZE, IOV_MAX, MODE_CALLBACKS,
     MODE_COLLECT, MODE_FRAMES, SEND_BUDGET, SENDFILE_MAX, FileProducer, check_chunk_size,
-    check_count, check_mode, check_read_size, check_terminator, encode_text, producer_output,
+    check_count, check_mode, check_read_size, check_terminator, dict_layout_sample, encode_text, producer_output,
     queue_file_read, queued_data, refill,
 )
 
@@ -184,6 +184,11 @@ def find_prefix_at_end(haystack, needle):
         length -= 1
     return length
 
+
+# where this module finds a callback's instance dict (_versions.h)
+_sample = dict_layout_sample()
+af_check_dict_layout(<PyObject *>_sample)
+del _sample
 
 include "_scan_c.pxi"
 include "_scanner_c.pxi"

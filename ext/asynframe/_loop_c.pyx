@@ -36,6 +36,7 @@ from types import FunctionType as _function_type
 
 from asynframe import _events
 from asynframe._callback_shapes import collect_handing_code as _collect_handing_code
+from asynframe._core_common import dict_layout_sample as _dict_layout_sample
 
 IMPLEMENTATION = "c"
 
@@ -66,7 +67,7 @@ cdef enum:
     CLASS_WANTS_URGENT = 16  # overrides handle_expt or handle_expt_event (_poller.wants_urgent)
 
 
-from asynframe._versions cimport af_dict_version, af_type_version
+from asynframe._versions cimport af_check_dict_layout, af_dict_direct, af_dict_version, af_instance_dict, af_type_version
 
 
 cdef inline unsigned int _version_of(type cls):
@@ -163,6 +164,11 @@ cdef class _Event:
     # af_reading()'s variable for the thread running this dispatch
     # (_loop_records.pxi): what _fast_read sets while a recorded channel reads
     cdef void **reading
+    # the record _fast_read found still trusted as its read ended, when no
+    # Python code can have run since (else NULL; borrowed, as nothing can
+    # have dropped it either): _after, settling the same event right away,
+    # takes it without checking the dict again
+    cdef PyObject *checked
 
 
 DEF READ_AREA_SIZE = 65536  # asynchat's ac_in_buffer_size; larger reads use the scanner's buffer
@@ -220,6 +226,8 @@ def configure(chat_class, plain_socket):
     _stock_collect = chat_class._collect_incoming_data
     _plain_socket = plain_socket
     _fd_direct = _socket_layout_matches(plain_socket)
+    sample = _dict_layout_sample()
+    af_check_dict_layout(<PyObject *>sample)
     _start_watching()
     _configured = True
 
@@ -235,6 +243,13 @@ def socket_fd_direct():
     """Whether a plain socket's descriptor is read from its C object (the
     layout check in configure() passed) rather than by calling fileno()."""
     return _fd_direct
+
+
+def instance_dict_direct():
+    """Whether this module reads a channel's instance dict where CPython
+    keeps it (the layout check in configure() passed, _versions.h) rather
+    than by calling PyObject_GenericGetDict."""
+    return af_dict_direct
 
 
 def compiled_method(python_method):
@@ -264,27 +279,32 @@ def chat_get_data(self):
     return self._af_scanner.get_data()
 
 
-cdef int _push_in_read(object channel, _Event event, object data, object attrs) except -1:
+cdef int _push_in_read(object channel, _Event event, object data, object attrs,
+                       _FastRecord checked=None) except -1:
     # a push from the channel's own compiled read (so from its loop's
     # thread): the dispatch's event holds the scanner and queue; *attrs* is
-    # the channel's instance dict
+    # the channel's instance dict; *checked*: the channel's record, if the
+    # caller just found it trusted
     if event.hold and event.scanner.c_frame_follows():
         event.queue.c_push(data)
         return 0  # held: the peer pipelines (asynchat.py)
     # dispatch() settles the interest afterwards: no _touch needed
     if PyBytes_CheckExact(data) and not event.queue.c_has_items():
-        return _send_alone(channel, event, <bytes>data, attrs)
+        return _send_alone(channel, event, <bytes>data, attrs, checked)
     event.queue.c_push(data)
     _initiate_send(channel, event.queue, event.rec, attrs)
     return 0
 
 
-cdef int _send_alone(object channel, _Event event, bytes data, object attrs) except -1:
+cdef int _send_alone(object channel, _Event event, bytes data, object attrs,
+                     _FastRecord checked) except -1:
     # _push_in_read() of bytes with nothing queued before them: the one
     # send _initiate_send would make, without queueing the bytes first
     cdef _FastRecord rec = event.rec
     cdef _ClassInfo info
-    if rec is not None and attrs is not None and type(attrs) is dict and _trusted(rec, channel, attrs):
+    if checked is not None:
+        sock = <object>checked.sock
+    elif rec is not None and attrs is not None and type(attrs) is dict and _trusted(rec, channel, attrs):
         sock = <object>rec.sock
     else:
         # _initiate_send's checks, read afresh
@@ -313,7 +333,7 @@ def chat_push(self, data):
     if rec is not None:
         # from the callbacks of the channel's own read: no lookup of its
         # _af_dispatching (the record, as long as it is trusted)
-        _push_in_read(self, <_Event>rec.reading, data, <object>rec.attrs)
+        _push_in_read(self, <_Event>rec.reading, data, <object>rec.attrs, rec)
         return
     cdef PyObject *marker
     cdef object own = _instance_dict(self)
@@ -583,6 +603,8 @@ cdef int _fast_read(_Event event, object obj, object sock) except -1:
         # the queue is the one the callbacks pushed to
         if (<PushQueue>rec.queue).c_has_items():
             _initiate_send(obj, <PushQueue>rec.queue, rec, attrs)
+        else:
+            event.checked = <PyObject *>rec
         return 0
     queue = _state(obj, attrs, info, "_af_queue")
     if queue:
@@ -599,6 +621,8 @@ cdef int _fast_readwrite(_Event event, object obj, object sock, int flags) excep
     try:
         if flags & IN:
             _fast_read(event, obj, sock)
+            if flags & OUT:
+                event.checked = NULL  # the write below may run Python code
             if flags & OUT and _fast_socket(event, obj) is not None:
                 queue = event.queue
             else:
@@ -643,6 +667,18 @@ cdef int _select_write(_Event event, object obj) except -1:
     return 0
 
 
+# the masks an interest can be, as int objects: CPython keeps one object for
+# each small int, so the registered mask is usually this very object
+cdef tuple _MASK_INTS = tuple(range(16))
+
+
+cdef inline bint _same_mask(PyObject *registered, int mask) except -1:
+    # registered == mask, without making an int object of mask to compare
+    if 0 <= mask < 16 and registered == PyTuple_GET_ITEM(_MASK_INTS, mask):
+        return True
+    return <object>registered == mask
+
+
 cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd,
                 object obj, bint pri, bint in_map, object entry_then) except -1:
     # What _refresh would do for the channel, when it would do nothing: leave
@@ -654,15 +690,20 @@ cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd
     cdef PyObject *entry
     cdef _ClassInfo info
     cdef _FastRecord rec = None
+    cdef PyObject *checked = event.checked
+    event.checked = NULL
     if not in_map and _lookup(socket_map, fd) != <PyObject *>obj:
         # closed meanwhile: a new channel on this descriptor is already dirty
         return 0
-    attrs = _instance_dict(obj)
-    if attrs is not None and type(attrs) is dict:
-        rec = event.rec
-        # the event's record is obj's if it describes obj's dict as it is
-        if rec is None or not _trusted(rec, obj, attrs):
-            rec = _record_of(obj, attrs)
+    if checked != NULL and (<_FastRecord>checked).owner == <PyObject *>obj:
+        rec = <_FastRecord>checked  # its read just ended with the record trusted, and nothing ran since
+    else:
+        attrs = _instance_dict(obj)
+        if attrs is not None and type(attrs) is dict:
+            rec = event.rec
+            # the event's record is obj's if it describes obj's dict as it is
+            if rec is None or not _trusted(rec, obj, attrs):
+                rec = _record_of(obj, attrs)
     if rec is not None:
         # a fast-path channel as it was: connected, async_chat's own
         # readable/writable, no generic path (_interest's answer in short)
@@ -677,8 +718,9 @@ cdef int _after(_Event event, dict socket_map, dict known, dict dirty, object fd
     if mask >= 0:
         entry = <PyObject *>entry_then if entry_then is not None else _lookup(known, fd)
         # _interest() runs no Python code: the map still holds obj
-        if (entry != NULL and type(<object>entry) is list and len(<list>entry) >= 2
-                and (<list>entry)[0] is obj and (<list>entry)[1] == mask):
+        if (entry != NULL and type(<object>entry) is list and PyList_GET_SIZE(<object>entry) >= 2
+                and PyList_GET_ITEM(<object>entry, 0) == <PyObject *>obj
+                and _same_mask(PyList_GET_ITEM(<object>entry, 1), mask)):
             return 1
     PyDict_SetItem(dirty, fd, obj)
     return 0
@@ -852,6 +894,7 @@ cdef class _Batch:
             flags = self.ready[i].flags
             sock = None
             self.event.fd = self.ready[i].cfd
+            self.event.checked = NULL
             if not (flags & ~(IN | OUT)):
                 sock = _fast_socket(self.event, obj)
             if sock is not None:
@@ -896,6 +939,7 @@ cdef class _Batch:
                 self.generic += 1
                 _expt(<object>self.obj_at(i))
         obj = sock = None
+        self.event.checked = NULL  # every handler above may have run Python code
         for i in range(self.count):
             self.settle(i, False)
             self.release(i)

@@ -92,7 +92,6 @@ cdef object _from_class(type cls, str name):
 cdef extern from "Python.h":
     # the raw forms: NULL with the error set, no Cython try block needed
     PyObject *_generic_getattr "PyObject_GenericGetAttr"(PyObject *obj, PyObject *name)
-    PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
     int PyErr_ExceptionMatches(PyObject *exc)
     # PyDict_GetItem without saving and restoring the error state; every key
     # here is a str or an int, whose lookup cannot fail
@@ -113,7 +112,7 @@ cdef inline object _owned(PyObject *ref):
 
 
 cdef inline object _instance_dict(object obj):
-    cdef PyObject *attrs = _generic_getdict(<PyObject *>obj, NULL)
+    cdef PyObject *attrs = af_instance_dict(<PyObject *>obj)
     if attrs == NULL:
         if PyErr_ExceptionMatches(<PyObject *>AttributeError):
             PyErr_Clear()

@@ -441,3 +441,4 @@ cdef inline void _record_callbacks(_FastRecord rec, object attrs, CallbackCache 
     callbacks.funcs[CB_FRAME] = rec.callbacks[CB_FRAME]
     callbacks.collect_code = rec.collect_code
     callbacks.collected = 0
+    callbacks.still_checked = 0

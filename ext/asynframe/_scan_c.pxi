@@ -5,10 +5,6 @@
 # FrameScanner._scan in src/asynframe/_scanner_py.py.
 
 
-cdef extern from "Python.h":
-    # the raw form: NULL with the error set
-    PyObject *_generic_getdict "PyObject_GenericGetDict"(PyObject *obj, void *context)
-
 cdef extern from *:
     """
     /* the usual case, every scan but the compiled loop's of a recorded channel */
@@ -73,12 +69,15 @@ cdef PyObject *_cached_callback(FrameScanner scanner, object target, int which) 
     cdef PyObject *attrs
     cdef bint same
     func = cache.funcs[which]
+    if cache.still_checked:
+        cache.still_checked = 0
+        return func
     if (func == NULL or <PyObject *>Py_TYPE(target) != cache.cls
             or af_type_version(cache.cls) != cache.cls_version):
         return NULL
     # the dict itself, not only its version: a callback may have given the
     # target a new __dict__, leaving the old one unchanged
-    attrs = _generic_getdict(<PyObject *>target, NULL)
+    attrs = af_instance_dict(<PyObject *>target)
     if attrs == NULL:
         PyErr_Clear()
         return NULL
@@ -109,6 +108,7 @@ cdef int _collect_cached(FrameScanner scanner, object target, object chunk) exce
         # which is this scanner's collect()
         if af_list_append(scanner._incoming, chunk) == 0:
             cache.collected += 1
+            cache.still_checked = 1
             return 0
         # (MemoryError) the real call fails the same way, with the
         # application's frame in the traceback

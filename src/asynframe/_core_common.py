@@ -58,6 +58,22 @@ MAX_READ = 1 << 24
 Terminator = Union[bytes, int, None]
 
 
+class _Plain:
+    """A class like an application's: nothing but its instances' dicts."""
+
+    attribute: bool
+
+
+def dict_layout_sample() -> Any:
+    """An instance of a plain class whose ``__dict__`` exists, for the
+    compiled modules' check of where CPython keeps an instance dict
+    (``af_check_dict_layout`` in ``ext/asynframe/_versions.h``)."""
+    sample = _Plain()
+    sample.attribute = True
+    vars(sample)  # made now: where a class keeps values inline, the dict comes on first ask
+    return sample
+
+
 def check_count(name: str, value: Any, minimum: int = 0) -> int:
     """*value* as an int in ``minimum..sys.maxsize``; TypeError or ValueError otherwise."""
     try:
