@@ -167,7 +167,10 @@ cdef class _Event:
     # the record _fast_read found still trusted as its read ended, when no
     # Python code can have run since (else NULL; borrowed, as nothing can
     # have dropped it either): _after, settling the same event right away,
-    # takes it without checking the dict again
+    # takes it without checking the dict again.  _after always clears it,
+    # and deliver_poll settles every event it reads, so it never outlives
+    # its event; deliver_select, which settles after all its handlers,
+    # clears it first.
     cdef PyObject *checked
 
 
@@ -621,12 +624,11 @@ cdef int _fast_readwrite(_Event event, object obj, object sock, int flags) excep
     try:
         if flags & IN:
             _fast_read(event, obj, sock)
+            queue = None
             if flags & OUT:
                 event.checked = NULL  # the write below may run Python code
-            if flags & OUT and _fast_socket(event, obj) is not None:
-                queue = event.queue
-            else:
-                queue = None
+                if _fast_socket(event, obj) is not None:
+                    queue = event.queue
         if flags & OUT:
             if queue is not None:
                 # handle_write_event -> handle_write
@@ -894,7 +896,6 @@ cdef class _Batch:
             flags = self.ready[i].flags
             sock = None
             self.event.fd = self.ready[i].cfd
-            self.event.checked = NULL
             if not (flags & ~(IN | OUT)):
                 sock = _fast_socket(self.event, obj)
             if sock is not None:
